@@ -1,0 +1,34 @@
+/**
+ * The one place in `shared/` that reads `process.env`. Functions call `loadConfig()` once per
+ * cold start and pass the values on.
+ */
+import { z } from 'zod';
+
+const ConfigSchema = z.object({
+  FHIR_BASE_URL: z.url(),
+  /** Bearer token for the FHIR server, when it needs one (SMART backend services comes later). */
+  FHIR_BEARER_TOKEN: z.string().optional(),
+  /** Override for the SageMaker runtime endpoint (the local endpoint server). */
+  SAGEMAKER_ENDPOINT_URL: z.url().optional(),
+  /** `model id → endpoint name` is `${prefix}${id}`. */
+  SAGEMAKER_ENDPOINT_PREFIX: z.string().default(''),
+  AWS_REGION: z.string().default('us-east-1'),
+  MODELS_DIR: z.string().default('models'),
+  LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  /** Overall budget for one FHIR or inference call, in ms. */
+  CALL_TIMEOUT_MS: z.coerce.number().int().positive().default(30_000),
+});
+export type Config = z.infer<typeof ConfigSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export function loadConfig(env: Readonly<Record<string, string | undefined>> = process.env): Config {
+  const parsed = ConfigSchema.safeParse(env);
+  if (!parsed.success) {
+    const detail = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new ConfigError(`invalid configuration: ${detail}`);
+  }
+  return parsed.data;
+}
