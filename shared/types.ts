@@ -29,7 +29,11 @@ export interface FeatureRow {
   /** The newest effective time among the inputs (ISO 8601), the report's `effectiveDateTime`. */
   readonly effective: string | undefined;
   /** Per feature: its name and whether it was observed or imputed (never its value). */
-  readonly provenance: readonly { readonly feature: string; readonly imputed: boolean; readonly inputs: readonly VersionedReference[] }[];
+  readonly provenance: readonly {
+    readonly feature: string;
+    readonly imputed: boolean;
+    readonly inputs: readonly VersionedReference[];
+  }[];
 }
 
 export type ExtractResult =

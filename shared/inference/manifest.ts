@@ -9,7 +9,10 @@ import { z } from 'zod';
 /** ISO 8601 duration such as `P2Y`, `P6M`, `P30D`, `PT12H`. */
 export const IsoDurationSchema = z
   .string()
-  .regex(/^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$/, 'an ISO 8601 duration such as P2Y');
+  .regex(
+    /^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$/,
+    'an ISO 8601 duration such as P2Y',
+  );
 
 export const CodingSchema = z.object({
   system: z.string().min(1),
@@ -107,7 +110,11 @@ export const ImageInputSchema = z.object({
   window: z.object({ center: z.number(), width: z.number().positive() }),
   normalisation: z.enum(['unit', 'none']).default('unit'),
   /** Largest rows × columns accepted from a DICOM instance (memory bound). */
-  maxPixels: z.number().int().positive().default(4096 * 4096),
+  maxPixels: z
+    .number()
+    .int()
+    .positive()
+    .default(4096 * 4096),
 });
 
 export const ModelInputSchema = z.discriminatedUnion('kind', [

@@ -1,0 +1,221 @@
+/**
+ * The local queue: fauxqs (SQS in library mode) driven by the real `@aws-sdk/client-sqs`,
+ * and a poller that invokes an SQS-triggered handler the way Lambda's event source mapping
+ * does: batches of up to 10, `batchItemFailures` honoured (failed records stay for
+ * redelivery after the visibility timeout), dead-lettering by the queue's redrive policy.
+ */
+import { randomUUID } from 'node:crypto';
+import {
+  DeleteMessageBatchCommand,
+  GetQueueAttributesCommand,
+  ReceiveMessageCommand,
+  SendMessageBatchCommand,
+  SQSClient,
+  type Message,
+} from '@aws-sdk/client-sqs';
+import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
+import { startFauxqs, type FauxqsServer } from 'fauxqs';
+
+export interface LocalQueues {
+  readonly client: SQSClient;
+  readonly queueUrl: string;
+  readonly queueArn: string;
+  readonly dlqUrl: string;
+  readonly endpoint: string;
+  stop(): Promise<void>;
+}
+
+export interface LocalQueueOptions {
+  port?: number;
+  /** Seconds a received message stays invisible before redelivery. Default 5. */
+  visibilityTimeoutSeconds?: number;
+  /** Receives before a message goes to the dead-letter queue. Default 3. */
+  maxReceiveCount?: number;
+  queueName?: string;
+}
+
+export async function startLocalQueues(opts: LocalQueueOptions = {}): Promise<LocalQueues> {
+  const server: FauxqsServer = await startFauxqs({ port: opts.port ?? 0, logger: false, host: '127.0.0.1' });
+  const name = opts.queueName ?? 'resource-events';
+  const dlq = server.createQueue(`${name}-dlq.fifo`, { attributes: { FifoQueue: 'true' } });
+  const queue = server.createQueue(`${name}.fifo`, {
+    attributes: {
+      FifoQueue: 'true',
+      VisibilityTimeout: String(opts.visibilityTimeoutSeconds ?? 5),
+      RedrivePolicy: JSON.stringify({
+        deadLetterTargetArn: dlq.queueArn,
+        maxReceiveCount: String(opts.maxReceiveCount ?? 3),
+      }),
+    },
+  });
+  const client = new SQSClient({
+    endpoint: server.address,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+  });
+  return {
+    client,
+    queueUrl: queue.queueUrl,
+    queueArn: queue.queueArn,
+    dlqUrl: dlq.queueUrl,
+    endpoint: server.address,
+    stop: async () => {
+      client.destroy();
+      await server.stop();
+    },
+  };
+}
+
+export interface OutgoingMessage {
+  body: string;
+  groupId: string;
+  deduplicationId: string;
+}
+
+/** Sends messages in batches of 10 (SQS's limit). */
+export async function sendMessages(
+  client: SQSClient,
+  queueUrl: string,
+  messages: readonly OutgoingMessage[],
+): Promise<void> {
+  for (let i = 0; i < messages.length; i += 10) {
+    const chunk = messages.slice(i, i + 10);
+    const result = await client.send(
+      new SendMessageBatchCommand({
+        QueueUrl: queueUrl,
+        Entries: chunk.map((m, j) => ({
+          Id: String(j),
+          MessageBody: m.body,
+          MessageGroupId: m.groupId,
+          MessageDeduplicationId: m.deduplicationId,
+        })),
+      }),
+    );
+    if (result.Failed?.length)
+      throw new Error(`SendMessageBatch failed for ${result.Failed.length} messages`);
+  }
+}
+
+/** Messages visible plus in flight: zero when everything was processed or dead-lettered. */
+export async function queueDepth(client: SQSClient, queueUrl: string): Promise<number> {
+  const { Attributes: a } = await client.send(
+    new GetQueueAttributesCommand({
+      QueueUrl: queueUrl,
+      AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
+    }),
+  );
+  return Number(a?.ApproximateNumberOfMessages ?? 0) + Number(a?.ApproximateNumberOfMessagesNotVisible ?? 0);
+}
+
+export type SqsHandler = (
+  event: SQSEvent,
+  context: Context,
+) => Promise<{ batchItemFailures: { itemIdentifier: string }[] } | undefined | void>;
+
+export interface PollerOptions {
+  client: SQSClient;
+  queueUrl: string;
+  queueArn: string;
+  handler: SqsHandler;
+  /** Records per invocation, like the event source mapping's BatchSize. Default 10. */
+  batchSize?: number;
+  /** Invocations in flight at once. Default 1 (FIFO order per group is kept either way). */
+  concurrency?: number;
+  /** Called after each invocation with how many records succeeded and failed. */
+  onBatch?: (stats: { received: number; failed: number; ms: number }) => void;
+}
+
+export interface Poller {
+  /** Stops polling after the invocations in flight end. */
+  stop(): Promise<void>;
+}
+
+export function startPoller(opts: PollerOptions): Poller {
+  let running = true;
+  const loops: Promise<void>[] = [];
+  for (let i = 0; i < (opts.concurrency ?? 1); i++) loops.push(pollLoop(opts, () => running));
+  return {
+    stop: async () => {
+      running = false;
+      await Promise.all(loops);
+    },
+  };
+}
+
+async function pollLoop(opts: PollerOptions, isRunning: () => boolean): Promise<void> {
+  while (isRunning()) {
+    const { Messages } = await opts.client.send(
+      new ReceiveMessageCommand({
+        QueueUrl: opts.queueUrl,
+        MaxNumberOfMessages: opts.batchSize ?? 10,
+        WaitTimeSeconds: 1,
+        MessageSystemAttributeNames: ['All'],
+        MessageAttributeNames: ['All'],
+      }),
+    );
+    if (!Messages?.length) continue;
+    const started = Date.now();
+    const event: SQSEvent = { Records: Messages.map((m) => toRecord(m, opts.queueArn)) };
+    let failed = new Set<string>(Messages.map((m) => m.MessageId ?? ''));
+    try {
+      const result = await opts.handler(event, lambdaContext());
+      failed = new Set((result?.batchItemFailures ?? []).map((f) => f.itemIdentifier));
+    } catch {
+      // A thrown handler fails the whole batch, as in Lambda: every record is redelivered.
+    }
+    const done = Messages.filter((m) => !failed.has(m.MessageId ?? ''));
+    if (done.length) {
+      await opts.client.send(
+        new DeleteMessageBatchCommand({
+          QueueUrl: opts.queueUrl,
+          Entries: done.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle ?? '' })),
+        }),
+      );
+    }
+    opts.onBatch?.({
+      received: Messages.length,
+      failed: Messages.length - done.length,
+      ms: Date.now() - started,
+    });
+  }
+}
+
+function toRecord(m: Message, queueArn: string): SQSRecord {
+  const a = m.Attributes ?? {};
+  return {
+    messageId: m.MessageId ?? '',
+    receiptHandle: m.ReceiptHandle ?? '',
+    body: m.Body ?? '',
+    attributes: {
+      ApproximateReceiveCount: a.ApproximateReceiveCount ?? '1',
+      SentTimestamp: a.SentTimestamp ?? '0',
+      SenderId: a.SenderId ?? 'local',
+      ApproximateFirstReceiveTimestamp: a.ApproximateFirstReceiveTimestamp ?? '0',
+      ...(a.MessageGroupId ? { MessageGroupId: a.MessageGroupId } : {}),
+      ...(a.MessageDeduplicationId ? { MessageDeduplicationId: a.MessageDeduplicationId } : {}),
+      ...(a.SequenceNumber ? { SequenceNumber: a.SequenceNumber } : {}),
+    },
+    messageAttributes: {},
+    md5OfBody: m.MD5OfBody ?? '',
+    eventSource: 'aws:sqs',
+    eventSourceARN: queueArn,
+    awsRegion: 'us-east-1',
+  };
+}
+
+function lambdaContext(): Context {
+  return {
+    callbackWaitsForEmptyEventLoop: false,
+    functionName: 'resource-event',
+    functionVersion: '$LATEST',
+    invokedFunctionArn: 'arn:aws:lambda:us-east-1:000000000000:function:resource-event',
+    memoryLimitInMB: '1024',
+    awsRequestId: randomUUID(),
+    logGroupName: '/aws/lambda/resource-event',
+    logStreamName: 'local',
+    getRemainingTimeInMillis: () => 60_000,
+    done: () => undefined,
+    fail: () => undefined,
+    succeed: () => undefined,
+  };
+}

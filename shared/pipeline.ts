@@ -1,0 +1,170 @@
+/**
+ * The one pipeline behind every caller: resources in → features → inference → report.
+ * Every client is a port passed in, so the same code runs against the embedded stack, against
+ * AWS, and in unit tests with fakes.
+ */
+import type { Bundle, Observation, Patient, Resource } from '@medplum/fhirtypes';
+import type { FhirGateway } from './fhir/gateway.js';
+import type { ModelManifest } from './inference/manifest.js';
+import type { Logger } from './log.js';
+import type { ExtractResult, FeatureRow, Outcome, Prediction } from './types.js';
+import type { ResourceEventMessage } from './events/resource-event.js';
+
+/** What the pipeline needs from the outside world. */
+export interface PipelinePorts {
+  readonly fhir: FhirGateway;
+  readonly inference: {
+    predict(manifest: ModelManifest, rows: readonly FeatureRow[]): Promise<Prediction[]>;
+  };
+  readonly models: { all(): readonly ModelManifest[]; matching(resource: Resource): ModelManifest[] };
+  /** The compiled extractor of a model (compiled once per cold start by the caller). */
+  readonly extractor: (manifest: ModelManifest) => ExtractorLike;
+  readonly buildReport: (args: {
+    manifest: ModelManifest;
+    patient: string;
+    row: FeatureRow;
+    prediction: Prediction;
+    issued: Date;
+  }) => { bundle: Bundle; idempotencyKey: string };
+  /** Marks resources this system wrote: events about them are ignored. */
+  readonly isOwnWrite: (resource: Resource) => boolean;
+  readonly logger: Logger;
+  readonly clock?: () => Date;
+}
+
+export interface ExtractorLike {
+  extract(patient: Patient | undefined, observations: readonly Observation[], asOf: Date): ExtractResult;
+}
+
+export interface ModelOutcome {
+  readonly model: string;
+  readonly outcome: Outcome;
+  /** A machine reason for skipped / insufficient-data outcomes. */
+  readonly reason?: string;
+  /** The DiagnosticReport written (or found, when unchanged). */
+  readonly report?: string;
+  readonly missing?: readonly string[];
+}
+
+export interface EventResult {
+  readonly focus: string;
+  /** Why the event produced no model run at all, when it did not. */
+  readonly ignored?: string;
+  readonly outcomes: readonly ModelOutcome[];
+}
+
+const ENTERED_IN_ERROR = 'entered-in-error';
+
+/** The patient a focus resource belongs to (`Patient/123`), if it names one. */
+export function patientOf(resource: Resource): string | undefined {
+  if (resource.resourceType === 'Patient') return resource.id ? `Patient/${resource.id}` : undefined;
+  const holder = resource as { subject?: { reference?: string }; patient?: { reference?: string } };
+  const ref = holder.subject?.reference ?? holder.patient?.reference;
+  return ref?.startsWith('Patient/') ? ref.split('/_history/')[0] : undefined;
+}
+
+/** Every `system|code` that a set of models reads from Observations: one search serves them all. */
+function observationCodes(models: readonly ModelManifest[]): string[] {
+  const codes = new Set<string>();
+  for (const m of models) {
+    if (m.input.kind === 'image') continue;
+    for (const f of m.input.features) {
+      if (f.source === 'observation') for (const c of f.codes) codes.add(`${c.system}|${c.code}`);
+    }
+  }
+  return [...codes];
+}
+
+/** Runs every model whose triggers match the event's focus resource, for its patient. */
+export async function processResourceEvent(
+  ports: PipelinePorts,
+  event: ResourceEventMessage,
+): Promise<EventResult> {
+  const [type, id] = event.focus.split('/') as [string, string];
+  if (event.action === 'delete') return { focus: event.focus, ignored: 'deleted', outcomes: [] };
+  const focus = await ports.fhir.read(type as Resource['resourceType'], id);
+  if (!focus) return { focus: event.focus, ignored: 'focus-gone', outcomes: [] };
+  if (ports.isOwnWrite(focus)) return { focus: event.focus, ignored: 'own-write', outcomes: [] };
+  if ((focus as { status?: string }).status === ENTERED_IN_ERROR) {
+    return { focus: event.focus, ignored: 'entered-in-error', outcomes: [] };
+  }
+  const models = ports.models.matching(focus);
+  if (models.length === 0) return { focus: event.focus, ignored: 'no-matching-model', outcomes: [] };
+  const patientRef = patientOf(focus);
+  if (!patientRef) return { focus: event.focus, ignored: 'no-patient', outcomes: [] };
+  return { focus: event.focus, outcomes: await runModelsForPatient(ports, patientRef, models) };
+}
+
+/** Fetches a patient's inputs once, then runs each model on them. */
+export async function runModelsForPatient(
+  ports: PipelinePorts,
+  patientRef: string,
+  models: readonly ModelManifest[],
+): Promise<ModelOutcome[]> {
+  const asOf = (ports.clock ?? (() => new Date()))();
+  const patientId = patientRef.slice('Patient/'.length);
+  const codes = observationCodes(models);
+  const [patient, observations] = await Promise.all([
+    ports.fhir.read<Patient>('Patient', patientId),
+    codes.length === 0
+      ? Promise.resolve([])
+      : ports.fhir.searchAll<Observation>('Observation', { subject: patientRef, code: codes.join(',') }),
+  ]);
+  if (!patient) return models.map((m) => ({ model: m.id, outcome: 'skipped', reason: 'patient-gone' }));
+  const inputs = observations.filter((o) => !ports.isOwnWrite(o));
+
+  const outcomes: ModelOutcome[] = [];
+  for (const manifest of models) {
+    const started = Date.now();
+    const extracted = ports.extractor(manifest).extract(patient, inputs, asOf);
+    if (extracted.status === 'insufficient-data') {
+      outcomes.push({ model: manifest.id, outcome: 'insufficient-data', missing: extracted.missing });
+      ports.logger.info('insufficient data', {
+        model: manifest.id,
+        patient: patientRef,
+        missing: extracted.missing.length,
+        skipped: extracted.skipped.length,
+      });
+      continue;
+    }
+    const [prediction] = await ports.inference.predict(manifest, [extracted.row]);
+    if (!prediction) throw new Error(`inference returned no prediction for ${manifest.id}`);
+    const { bundle, idempotencyKey } = ports.buildReport({
+      manifest,
+      patient: patientRef,
+      row: extracted.row,
+      prediction,
+      issued: asOf,
+    });
+    const response = await ports.fhir.transaction(bundle);
+    const written = reportEntry(bundle, response);
+    outcomes.push({
+      model: manifest.id,
+      outcome: written.created ? 'written' : 'unchanged',
+      ...(written.reference ? { report: written.reference } : {}),
+    });
+    ports.logger.info(written.created ? 'report written' : 'report unchanged', {
+      model: manifest.id,
+      patient: patientRef,
+      report: written.reference,
+      key: idempotencyKey.slice(0, 16),
+      inputs: extracted.row.inputs.length,
+      ms: Date.now() - started,
+    });
+  }
+  return outcomes;
+}
+
+/** Finds the DiagnosticReport's entry in a transaction response: created (201) or matched (200). */
+function reportEntry(request: Bundle, response: Bundle): { created: boolean; reference?: string } {
+  const index = request.entry?.findIndex((e) => e.resource?.resourceType === 'DiagnosticReport') ?? -1;
+  const entry = index >= 0 ? response.entry?.[index] : undefined;
+  const status = entry?.response?.status ?? '';
+  const location = entry?.response?.location ?? entry?.resource?.id;
+  const reference = location?.includes('/')
+    ? location.split('/_history/')[0]?.replace(/^.*\/(DiagnosticReport\/[^/]+)$/, '$1')
+    : location
+      ? `DiagnosticReport/${location}`
+      : undefined;
+  return { created: status.startsWith('201'), ...(reference ? { reference } : {}) };
+}
