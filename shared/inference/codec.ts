@@ -1,0 +1,426 @@
+/**
+ * KServe v2 (Triton) inference protocol codec, JSON and the binary tensor extension as
+ * Triton speaks it behind SageMaker: `application/vnd.sagemaker-triton.binary+json;
+ * json-header-size=N`, a JSON header of N bytes, then the raw little-endian tensors in the
+ * order of the header's tensors that carry `parameters.binary_data_size`.
+ *
+ * Client side: `encodeRequest` / `decodeResponse`. Server side (the local endpoint server):
+ * `decodeRequest` / `encodeResponse` / `encodeError`. Every decode is validated; a
+ * `CodecError` names the tensor and what was expected against what came.
+ */
+import { z } from 'zod';
+import {
+  bytesPerElement,
+  checkTensor,
+  elementCount,
+  fromNumbers,
+  hasNonFinite,
+  isTensorDataType,
+  TensorError,
+  type Tensor,
+  type TensorData,
+  type TensorDataType,
+} from './tensor.js';
+
+export const JSON_CONTENT_TYPE = 'application/json';
+export const BINARY_CONTENT_TYPE = 'application/vnd.sagemaker-triton.binary+json';
+/** Above this many elements in all inputs together, `encodeRequest` picks the binary extension. */
+export const DEFAULT_BINARY_THRESHOLD = 1024;
+
+export interface EncodedBody {
+  body: Uint8Array;
+  contentType: string;
+}
+
+export class CodecError extends Error {
+  override name = 'CodecError';
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+// ---------------------------------------------------------------------------------------
+// Schemas
+// ---------------------------------------------------------------------------------------
+
+const ParametersSchema = z.record(z.string(), z.unknown());
+
+const TensorJsonSchema = z.object({
+  name: z.string().min(1),
+  shape: z.array(z.number().int().nonnegative()),
+  datatype: z.string().min(1),
+  data: z.array(z.unknown()).optional(),
+  parameters: z.looseObject({ binary_data_size: z.number().int().nonnegative().optional() }).optional(),
+});
+type TensorJson = z.infer<typeof TensorJsonSchema>;
+
+const RequestSchema = z.object({
+  id: z.string().optional(),
+  parameters: z.looseObject({ binary_data_output: z.boolean().optional() }).optional(),
+  inputs: z.array(TensorJsonSchema).min(1),
+  outputs: z
+    .array(
+      z.object({
+        name: z.string().min(1),
+        parameters: z.looseObject({ binary_data: z.boolean().optional() }).optional(),
+      }),
+    )
+    .optional(),
+});
+
+const ResponseSchema = z.object({
+  model_name: z.string().optional(),
+  model_version: z.string().optional(),
+  id: z.string().optional(),
+  parameters: ParametersSchema.optional(),
+  outputs: z.array(TensorJsonSchema),
+});
+
+const ErrorSchema = z.object({ error: z.string() });
+
+// ---------------------------------------------------------------------------------------
+// Content type and framing
+// ---------------------------------------------------------------------------------------
+
+/** Whether a content type is the binary extension, and its JSON header size if so. */
+export function parseContentType(
+  contentType: string,
+): { binary: false } | { binary: true; headerSize: number } {
+  const [type = '', ...params] = contentType.split(';').map((p) => p.trim());
+  if (type.toLowerCase() !== BINARY_CONTENT_TYPE) return { binary: false };
+  for (const p of params) {
+    const [k = '', v = ''] = p.split('=').map((s) => s.trim());
+    if (k.toLowerCase() === 'json-header-size') {
+      if (!/^\d+$/.test(v)) throw new CodecError(`content type: json-header-size "${v}" is not a byte count`);
+      return { binary: true, headerSize: Number(v) };
+    }
+  }
+  throw new CodecError(`content type: ${BINARY_CONTENT_TYPE} without json-header-size`);
+}
+
+function splitBody(body: Uint8Array, contentType: string): { header: unknown; binary: Uint8Array } {
+  const ct = parseContentType(contentType);
+  const headerSize = ct.binary ? ct.headerSize : body.length;
+  if (headerSize > body.length) {
+    throw new CodecError(`json-header-size ${headerSize} is larger than the body (${body.length} bytes)`);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(body.subarray(0, headerSize));
+  } catch {
+    throw new CodecError('body: the JSON header is not valid UTF-8');
+  }
+  let header: unknown;
+  try {
+    header = JSON.parse(text);
+  } catch (err) {
+    throw new CodecError(`body: the JSON header does not parse (${(err as Error).message})`);
+  }
+  return { header, binary: body.subarray(headerSize) };
+}
+
+function frame(header: unknown, chunks: readonly Uint8Array[]): EncodedBody {
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  if (chunks.length === 0) return { body: json, contentType: JSON_CONTENT_TYPE };
+  const total = chunks.reduce((n, c) => n + c.length, json.length);
+  const body = new Uint8Array(total);
+  body.set(json, 0);
+  let offset = json.length;
+  for (const c of chunks) {
+    body.set(c, offset);
+    offset += c.length;
+  }
+  return { body, contentType: `${BINARY_CONTENT_TYPE};json-header-size=${json.length}` };
+}
+
+/** Names the failing place of a zod error with the tensor's name where there is one. */
+function describeIssues(error: z.ZodError, raw: unknown, what: string): string {
+  const issues = error.issues
+    .slice(0, 5)
+    .map((issue) => {
+      const [list, index, ...rest] = issue.path;
+      let where = issue.path.map(String).join('.');
+      if ((list === 'inputs' || list === 'outputs') && typeof index === 'number') {
+        const item = (raw as Record<string, unknown[] | undefined>)[list]?.[index] as
+          { name?: unknown } | undefined;
+        const name = typeof item?.name === 'string' ? ` ("${item.name}")` : '';
+        where = `${list}[${index}]${name}${rest.length ? '.' + rest.map(String).join('.') : ''}`;
+      }
+      return `${where || '(root)'}: ${issue.message}`;
+    })
+    .join('; ');
+  return `${what}: ${issues}`;
+}
+
+// ---------------------------------------------------------------------------------------
+// Tensor <-> JSON and bytes
+// ---------------------------------------------------------------------------------------
+
+function toBytes(data: TensorData): Uint8Array {
+  if (LITTLE_ENDIAN || data instanceof Uint8Array) {
+    return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  }
+  const out = new Uint8Array(data.byteLength);
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < data.length; i++) {
+    if (data instanceof Float32Array) view.setFloat32(i * 4, data[i] ?? 0, true);
+    else if (data instanceof Float64Array) view.setFloat64(i * 8, data[i] ?? 0, true);
+    else if (data instanceof Int32Array) view.setInt32(i * 4, data[i] ?? 0, true);
+    else view.setBigInt64(i * 8, data[i] ?? 0n, true);
+  }
+  return out;
+}
+
+function fromBytes(datatype: TensorDataType, bytes: Uint8Array): TensorData {
+  const copy = bytes.slice(); // aligned, owned
+  const n = bytes.length / bytesPerElement(datatype);
+  if (LITTLE_ENDIAN || datatype === 'BOOL') {
+    switch (datatype) {
+      case 'FP32':
+        return new Float32Array(copy.buffer, 0, n);
+      case 'FP64':
+        return new Float64Array(copy.buffer, 0, n);
+      case 'INT32':
+        return new Int32Array(copy.buffer, 0, n);
+      case 'INT64':
+        return new BigInt64Array(copy.buffer, 0, n);
+      case 'BOOL':
+        return copy;
+    }
+  }
+  const view = new DataView(copy.buffer);
+  switch (datatype) {
+    case 'FP32':
+      return Float32Array.from({ length: n }, (_, i) => view.getFloat32(i * 4, true));
+    case 'FP64':
+      return Float64Array.from({ length: n }, (_, i) => view.getFloat64(i * 8, true));
+    case 'INT32':
+      return Int32Array.from({ length: n }, (_, i) => view.getInt32(i * 4, true));
+    case 'INT64':
+      return BigInt64Array.from({ length: n }, (_, i) => view.getBigInt64(i * 8, true));
+  }
+}
+
+function toJsonData(t: Tensor): (number | boolean)[] {
+  if (t.datatype === 'BOOL') return Array.from(t.data as Uint8Array, (v) => v !== 0);
+  if (t.data instanceof BigInt64Array) {
+    return Array.from(t.data, (v, i) => {
+      const n = Number(v);
+      if (!Number.isSafeInteger(n)) {
+        throw new CodecError(`tensor "${t.name}": element ${i} (INT64) does not fit a JSON number exactly`);
+      }
+      return n;
+    });
+  }
+  if (hasNonFinite(t)) {
+    throw new CodecError(
+      `tensor "${t.name}": holds NaN or Infinity, which JSON cannot carry; use the binary extension`,
+    );
+  }
+  return Array.from(t.data as Float32Array | Float64Array | Int32Array);
+}
+
+function flatten(name: string, data: readonly unknown[]): (number | boolean)[] {
+  const out: (number | boolean)[] = [];
+  const walk = (items: readonly unknown[]): void => {
+    for (const v of items) {
+      if (Array.isArray(v)) walk(v);
+      else if (typeof v === 'number' || typeof v === 'boolean') out.push(v);
+      else
+        throw new CodecError(
+          `tensor "${name}": element ${out.length} is ${v === null ? 'null' : typeof v}, not a number`,
+        );
+    }
+  };
+  walk(data);
+  return out;
+}
+
+function fromJsonData(
+  name: string,
+  datatype: TensorDataType,
+  values: readonly (number | boolean)[],
+): TensorData {
+  if (datatype !== 'FP32' && datatype !== 'FP64') {
+    values.forEach((v, i) => {
+      const ok = datatype === 'BOOL' ? typeof v === 'boolean' || v === 0 || v === 1 : Number.isInteger(v);
+      if (!ok)
+        throw new CodecError(`tensor "${name}": element ${i} (${String(v)}) is not a valid ${datatype}`);
+    });
+  } else if (values.some((v) => typeof v !== 'number')) {
+    throw new CodecError(`tensor "${name}": ${datatype} data holds a boolean`);
+  }
+  return fromNumbers(name, datatype, values);
+}
+
+/** Reads the tensors of a parsed header, taking binary data from `binary` in order. */
+function readTensors(items: readonly TensorJson[], binary: Uint8Array, what: 'input' | 'output'): Tensor[] {
+  let offset = 0;
+  const seen = new Set<string>();
+  const tensors = items.map((item): Tensor => {
+    const { name, shape } = item;
+    if (seen.has(name)) throw new CodecError(`${what} "${name}" appears twice`);
+    seen.add(name);
+    if (!isTensorDataType(item.datatype)) {
+      throw new CodecError(`${what} "${name}": datatype "${item.datatype}" is not supported`);
+    }
+    const datatype = item.datatype;
+    const count = elementCount(shape);
+    const size = item.parameters?.binary_data_size;
+    if (size !== undefined) {
+      if (item.data !== undefined) {
+        throw new CodecError(`${what} "${name}": has both data and parameters.binary_data_size`);
+      }
+      const expected = count * bytesPerElement(datatype);
+      if (size !== expected) {
+        throw new CodecError(
+          `${what} "${name}": binary_data_size ${size} does not match shape [${shape.join(',')}] ${datatype} (${expected} bytes)`,
+        );
+      }
+      if (offset + size > binary.length) {
+        throw new CodecError(
+          `${what} "${name}": binary data ends early (needs ${size} bytes at offset ${offset}, body has ${binary.length})`,
+        );
+      }
+      const data = fromBytes(datatype, binary.subarray(offset, offset + size));
+      offset += size;
+      return { name, datatype, shape, data };
+    }
+    if (item.data === undefined)
+      throw new CodecError(`${what} "${name}": has neither data nor binary_data_size`);
+    const values = flatten(name, item.data);
+    if (values.length !== count) {
+      throw new CodecError(
+        `${what} "${name}": shape [${shape.join(',')}] needs ${count} elements, got ${values.length}`,
+      );
+    }
+    return { name, datatype, shape, data: fromJsonData(name, datatype, values) };
+  });
+  if (offset !== binary.length) {
+    throw new CodecError(`${binary.length - offset} bytes of binary data follow the last ${what} tensor`);
+  }
+  return tensors;
+}
+
+function writeTensor(t: Tensor, binary: boolean, chunks: Uint8Array[]): Record<string, unknown> {
+  try {
+    checkTensor(t);
+  } catch (err) {
+    if (err instanceof TensorError) throw new CodecError(err.message);
+    throw err;
+  }
+  const head = { name: t.name, shape: t.shape, datatype: t.datatype };
+  if (!binary) return { ...head, data: toJsonData(t) };
+  const bytes = toBytes(t.data);
+  chunks.push(bytes);
+  return { ...head, parameters: { binary_data_size: bytes.length } };
+}
+
+// ---------------------------------------------------------------------------------------
+// Client side
+// ---------------------------------------------------------------------------------------
+
+export interface EncodeRequestOptions {
+  /** Force the binary extension (true) or JSON (false). Default: binary above `binaryThreshold`
+   * elements, or when a floating-point input holds NaN/Infinity (JSON cannot carry them). */
+  binary?: boolean;
+  binaryThreshold?: number;
+  id?: string;
+}
+
+export function encodeRequest(
+  inputs: readonly Tensor[],
+  outputs: readonly string[],
+  opts: EncodeRequestOptions = {},
+): EncodedBody {
+  if (inputs.length === 0) throw new CodecError('request: no inputs');
+  const elements = inputs.reduce((n, t) => n + t.data.length, 0);
+  const binary =
+    opts.binary ??
+    (elements > (opts.binaryThreshold ?? DEFAULT_BINARY_THRESHOLD) || inputs.some(hasNonFinite));
+  const chunks: Uint8Array[] = [];
+  const header = {
+    ...(opts.id !== undefined ? { id: opts.id } : {}),
+    inputs: inputs.map((t) => writeTensor(t, binary, chunks)),
+    outputs: outputs.map((name) => (binary ? { name, parameters: { binary_data: true } } : { name })),
+  };
+  // Binary chosen with only empty tensors yields no chunks, hence a plain JSON body.
+  return frame(header, chunks);
+}
+
+/** Decodes an inference response; a Triton `{"error": ...}` body becomes a CodecError with its text. */
+export function decodeResponse(body: Uint8Array, contentType: string): Tensor[] {
+  const { header, binary } = splitBody(body, contentType);
+  const error = ErrorSchema.safeParse(header);
+  if (error.success) throw new CodecError(`server error: ${error.data.error}`);
+  const parsed = ResponseSchema.safeParse(header);
+  if (!parsed.success) throw new CodecError(describeIssues(parsed.error, header, 'response'));
+  return readTensors(parsed.data.outputs, binary, 'output');
+}
+
+// ---------------------------------------------------------------------------------------
+// Server side
+// ---------------------------------------------------------------------------------------
+
+export interface RequestedOutput {
+  name: string;
+  /** The client asked for this output in binary. */
+  binary: boolean;
+}
+
+export interface DecodedRequest {
+  id?: string;
+  inputs: Tensor[];
+  /** Outputs the client named; undefined means "all of them". */
+  outputs?: RequestedOutput[];
+  /** Request-level `parameters.binary_data_output`: all outputs in binary. */
+  binaryOutput: boolean;
+}
+
+export function decodeRequest(body: Uint8Array, contentType: string): DecodedRequest {
+  const { header, binary } = splitBody(body, contentType);
+  const parsed = RequestSchema.safeParse(header);
+  if (!parsed.success) throw new CodecError(describeIssues(parsed.error, header, 'request'));
+  const req = parsed.data;
+  const inputs = readTensors(req.inputs, binary, 'input');
+  const binaryOutput = req.parameters?.binary_data_output === true;
+  const outputs = req.outputs?.map((o) => ({
+    name: o.name,
+    binary: o.parameters?.binary_data ?? binaryOutput,
+  }));
+  return {
+    ...(req.id !== undefined ? { id: req.id } : {}),
+    inputs,
+    ...(outputs ? { outputs } : {}),
+    binaryOutput,
+  };
+}
+
+export interface EncodeResponseOptions {
+  modelName: string;
+  modelVersion?: string;
+  id?: string;
+  /** Which outputs go binary: all (true), none (false), or per name. Floating-point outputs
+   * holding NaN/Infinity always go binary, since JSON cannot carry them. */
+  binary?: boolean | ((name: string) => boolean);
+}
+
+export function encodeResponse(outputs: readonly Tensor[], opts: EncodeResponseOptions): EncodedBody {
+  const chunks: Uint8Array[] = [];
+  const wantsBinary = (name: string): boolean =>
+    typeof opts.binary === 'function' ? opts.binary(name) : (opts.binary ?? false);
+  const header = {
+    model_name: opts.modelName,
+    model_version: opts.modelVersion ?? '1',
+    ...(opts.id !== undefined ? { id: opts.id } : {}),
+    outputs: outputs.map((t) => writeTensor(t, wantsBinary(t.name) || hasNonFinite(t), chunks)),
+  };
+  return frame(header, chunks);
+}
+
+/** A Triton error body. */
+export function encodeError(message: string): EncodedBody {
+  return {
+    body: new TextEncoder().encode(JSON.stringify({ error: message })),
+    contentType: JSON_CONTENT_TYPE,
+  };
+}
