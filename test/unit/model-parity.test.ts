@@ -1,0 +1,186 @@
+/**
+ * Every model folder under models/: the ONNX graph reproduces its golden cases (the
+ * training framework's float64 outputs) in onnxruntime-node, the manifest parses, and
+ * config.pbtxt agrees with the manifest's serving section. Generic over folders, so a new
+ * model is covered by adding `models/<id>/`.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseManifest, type ModelManifest } from '../../shared/inference/manifest.js';
+
+const MODELS = path.resolve(import.meta.dirname, '..', '..', 'models');
+const RELATIVE_TOLERANCE = 1e-4;
+
+type Nested = number | Nested[];
+interface GoldenCase {
+  rowId: number | string;
+  x: Nested;
+  expected: Nested;
+}
+interface Golden {
+  model: string;
+  input: string;
+  output: string;
+  cases: GoldenCase[];
+}
+
+const modelIds = fs
+  .readdirSync(MODELS, { withFileTypes: true })
+  .filter((d) => d.isDirectory() && fs.existsSync(path.join(MODELS, d.name, 'manifest.json')))
+  .map((d) => d.name)
+  .sort();
+
+function flatten(v: Nested): number[] {
+  return Array.isArray(v) ? v.flatMap(flatten) : [v];
+}
+function shapeOf(v: Nested): number[] {
+  return Array.isArray(v) ? [v.length, ...shapeOf(v[0] ?? [])] : [];
+}
+
+interface PbtxtTensor {
+  name: string;
+  dataType: string;
+  dims: number[];
+}
+/** The few fields of a Triton config.pbtxt this project writes. */
+function parsePbtxt(text: string): {
+  name: string | undefined;
+  backend: string | undefined;
+  maxBatchSize: number;
+  inputs: PbtxtTensor[];
+  outputs: PbtxtTensor[];
+  kinds: string[];
+} {
+  const block = (key: string): PbtxtTensor[] => {
+    const m = new RegExp(`^${key}\\s*\\[([\\s\\S]*?)^\\]`, 'm').exec(text);
+    if (!m?.[1]) return [];
+    return [...m[1].matchAll(/\{([^}]*)\}/g)].map((t) => {
+      const body = t[1] ?? '';
+      return {
+        name: /name:\s*"([^"]+)"/.exec(body)?.[1] ?? '',
+        dataType: /data_type:\s*(\w+)/.exec(body)?.[1] ?? '',
+        dims: (/dims:\s*\[([^\]]*)\]/.exec(body)?.[1] ?? '')
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean)
+          .map(Number),
+      };
+    });
+  };
+  return {
+    name: /^name:\s*"([^"]+)"/m.exec(text)?.[1],
+    backend: /^backend:\s*"([^"]+)"/m.exec(text)?.[1],
+    maxBatchSize: Number(/^max_batch_size:\s*(\d+)/m.exec(text)?.[1]),
+    inputs: block('input'),
+    outputs: block('output'),
+    kinds: [...text.matchAll(/kind:\s*(KIND_\w+)/g)].map((k) => k[1] ?? ''),
+  };
+}
+
+it('finds at least one model folder', () => {
+  expect(modelIds.length).toBeGreaterThan(0);
+});
+
+describe.each(modelIds)('models/%s', (id) => {
+  const dir = path.join(MODELS, id);
+  let manifest: ModelManifest;
+  let golden: Golden;
+  let session: ort.InferenceSession;
+
+  beforeAll(async () => {
+    manifest = parseManifest(
+      JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')),
+      `${id}/manifest.json`,
+    );
+    golden = JSON.parse(fs.readFileSync(path.join(dir, 'golden.json'), 'utf8')) as Golden;
+    session = await ort.InferenceSession.create(path.join(dir, '1', 'model.onnx'));
+  });
+  afterAll(async () => {
+    await session.release();
+  });
+
+  it('has a manifest whose id is the folder name, a model card and a golden set naming the serving tensors', () => {
+    expect(manifest.id).toBe(id);
+    expect(manifest.notForClinicalUse).toBe(true);
+    expect(fs.readFileSync(path.join(dir, 'card.md'), 'utf8')).toMatch(/not for clinical use/i);
+    expect(golden.model).toBe(id);
+    expect(manifest.serving.inputs.map((t) => t.name)).toContain(golden.input);
+    expect(manifest.serving.outputs.map((t) => t.name)).toContain(golden.output);
+    expect(session.inputNames).toEqual(manifest.serving.inputs.map((t) => t.name));
+    expect(session.outputNames).toEqual(expect.arrayContaining(manifest.serving.outputs.map((t) => t.name)));
+    expect(golden.cases.length).toBeGreaterThanOrEqual(20);
+  });
+
+  it('config.pbtxt names the same model, tensors and max batch size as the manifest', () => {
+    const cfg = parsePbtxt(fs.readFileSync(path.join(dir, 'config.pbtxt'), 'utf8'));
+    const triton = (ts: ModelManifest['serving']['inputs']) =>
+      ts.map((t) => ({ name: t.name, dataType: `TYPE_${t.datatype}`, dims: t.dims }));
+    expect(cfg.name).toBe(manifest.serving.tritonModelName);
+    expect(cfg.backend).toBe('onnxruntime');
+    expect(cfg.maxBatchSize).toBe(manifest.serving.maxBatchSize);
+    expect(cfg.inputs).toEqual(triton(manifest.serving.inputs));
+    expect(cfg.outputs).toEqual(triton(manifest.serving.outputs));
+    expect(cfg.kinds.length).toBeGreaterThan(0);
+    if (manifest.family === 'gbm' || manifest.family === 'rf') expect(cfg.kinds).toEqual(['KIND_CPU']);
+  });
+
+  it('onnxruntime reproduces every golden case within 1e-4 × max(1, |expected|)', async () => {
+    const cases = golden.cases;
+    const first = cases[0];
+    if (!first) throw new Error(`${id}: golden.json has no cases`);
+    const rowShape = shapeOf(first.x);
+    const rowSize = rowShape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(cases.length * rowSize);
+    cases.forEach((c, i) => {
+      const flat = flatten(c.x);
+      expect(flat.length, `case ${String(c.rowId)} input size`).toBe(rowSize);
+      data.set(flat, i * rowSize);
+    });
+    const out = await session.run({
+      [golden.input]: new ort.Tensor('float32', data, [cases.length, ...rowShape]),
+    });
+    const tensor = out[golden.output];
+    if (!tensor) throw new Error(`${id}: no output ${golden.output}`);
+    expect(tensor.dims[0]).toBe(cases.length);
+    const got = Array.from(tensor.data as Float32Array, Number);
+    const outSize = got.length / cases.length;
+    const bad: string[] = [];
+    let compared = 0;
+    cases.forEach((c, i) => {
+      const expected = flatten(c.expected);
+      expect(expected.length, `case ${String(c.rowId)} output size`).toBe(outSize);
+      expected.forEach((e, j) => {
+        const g = got[i * outSize + j] ?? Number.NaN;
+        compared += 1;
+        if (!(Math.abs(g - e) <= RELATIVE_TOLERANCE * Math.max(1, Math.abs(e)))) {
+          bad.push(`row ${String(c.rowId)}[${j}]: got ${g}, expected ${e}`);
+        }
+      });
+    });
+    expect(bad).toEqual([]);
+    expect(compared).toBe(cases.length * outSize);
+  });
+
+  it('runs a batch of one and a batch of many alike (dynamic batch axis)', async () => {
+    const first = golden.cases[0];
+    const second = golden.cases[1];
+    if (!first || !second) throw new Error(`${id}: need two golden cases`);
+    const rowShape = shapeOf(first.x);
+    const one = await session.run({
+      [golden.input]: new ort.Tensor('float32', Float32Array.from(flatten(first.x)), [1, ...rowShape]),
+    });
+    const two = await session.run({
+      [golden.input]: new ort.Tensor(
+        'float32',
+        Float32Array.from([...flatten(first.x), ...flatten(second.x)]),
+        [2, ...rowShape],
+      ),
+    });
+    const a = Array.from(one[golden.output]?.data as Float32Array, Number);
+    const b = Array.from(two[golden.output]?.data as Float32Array, Number);
+    expect(b.slice(0, a.length)).toEqual(a);
+    expect(a[0]).toBeCloseTo(flatten(first.expected)[0] ?? Number.NaN, 2);
+  });
+});
