@@ -171,7 +171,8 @@ function toBytes(data: TensorData): Uint8Array {
 }
 
 function fromBytes(datatype: TensorDataType, bytes: Uint8Array): TensorData {
-  const copy = bytes.slice(); // aligned, owned
+  // A copy into a fresh buffer: aligned, owned (Buffer#slice would be a view into a pool).
+  const copy = new Uint8Array(bytes);
   const n = bytes.length / bytesPerElement(datatype);
   if (LITTLE_ENDIAN || datatype === 'BOOL') {
     switch (datatype) {

@@ -1,0 +1,267 @@
+/**
+ * The model side of the local endpoint server: a Triton-style model repository
+ * (`<modelsDir>/<id>/config.pbtxt`, `<id>/<version>/model.onnx`) served with
+ * onnxruntime-node sessions, loaded on first use. Requests are checked the way Triton
+ * checks them, and failures carry Triton's status (400 for a bad request, 500 otherwise)
+ * and a message in Triton's words.
+ */
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import type { Tensor, TensorDataType } from '../../shared/inference/tensor.js';
+
+/** An error as Triton would answer it: `{"error": message}` with this HTTP status. */
+export class TritonError extends Error {
+  override name = 'TritonError';
+  constructor(
+    readonly status: 400 | 500,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface TensorMeta {
+  name: string;
+  /** Undefined for a type this server cannot carry (strings, float16, maps, sequences). */
+  datatype: TensorDataType | undefined;
+  /** -1 for a symbolic or unknown dimension. */
+  shape: number[];
+}
+
+export interface LoadedModel {
+  readonly id: string;
+  readonly version: string;
+  /** From config.pbtxt (or the manifest); undefined when neither says. */
+  readonly maxBatchSize: number | undefined;
+  readonly inputs: readonly TensorMeta[];
+  readonly outputs: readonly TensorMeta[];
+  /** Validates like Triton, runs the session, returns the requested (default: all tensor) outputs. */
+  run(
+    inputs: readonly Tensor[],
+    outputs: readonly string[] | undefined,
+    onRun?: () => void,
+  ): Promise<Tensor[]>;
+  release(): Promise<void>;
+}
+
+const ORT_TO_KSERVE: Partial<Record<string, TensorDataType>> = {
+  float32: 'FP32',
+  float64: 'FP64',
+  int32: 'INT32',
+  int64: 'INT64',
+  bool: 'BOOL',
+};
+const KSERVE_TO_ORT = {
+  FP32: 'float32',
+  FP64: 'float64',
+  INT32: 'int32',
+  INT64: 'int64',
+  BOOL: 'bool',
+} as const;
+
+const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+function meta(m: ort.InferenceSession.ValueMetadata): TensorMeta {
+  if (!m.isTensor) return { name: m.name, datatype: undefined, shape: [] };
+  return {
+    name: m.name,
+    datatype: ORT_TO_KSERVE[m.type],
+    shape: m.shape.map((d) => (typeof d === 'number' && d >= 0 ? d : -1)),
+  };
+}
+
+const fmt = (shape: readonly number[]): string => `[${shape.join(',')}]`;
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** The highest numeric version folder holding a model.onnx. */
+async function latestVersion(modelDir: string): Promise<string | undefined> {
+  let names: string[];
+  try {
+    names = await readdir(modelDir);
+  } catch {
+    return undefined;
+  }
+  const versions = names.filter((n) => /^\d+$/.test(n)).sort((a, b) => Number(b) - Number(a));
+  for (const v of versions) if (await exists(join(modelDir, v, 'model.onnx'))) return v;
+  return undefined;
+}
+
+async function readMaxBatchSize(modelDir: string): Promise<number | undefined> {
+  try {
+    const config = await readFile(join(modelDir, 'config.pbtxt'), 'utf8');
+    const m = /^\s*max_batch_size\s*:\s*(\d+)/m.exec(config);
+    if (m?.[1] !== undefined) return Number(m[1]);
+  } catch {
+    // no config.pbtxt: fall back to the manifest
+  }
+  try {
+    const manifest = JSON.parse(await readFile(join(modelDir, 'manifest.json'), 'utf8')) as {
+      serving?: { maxBatchSize?: unknown };
+    };
+    const n = manifest.serving?.maxBatchSize;
+    return typeof n === 'number' ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function toOrt(t: Tensor): ort.Tensor {
+  return new ort.Tensor(KSERVE_TO_ORT[t.datatype], t.data, t.shape);
+}
+
+function fromOrt(id: string, name: string, value: ort.OnnxValue): Tensor {
+  const datatype = ORT_TO_KSERVE[value.type];
+  if (datatype === undefined) {
+    throw new TritonError(
+      500,
+      `output '${name}' of model '${id}' has type ${value.type}, which is not supported`,
+    );
+  }
+  const shape = [...value.dims];
+  const src = value.data;
+  let data: Tensor['data'];
+  if (src instanceof Float32Array || src instanceof Float64Array || src instanceof Int32Array)
+    data = src.slice();
+  else if (src instanceof BigInt64Array) data = src.slice();
+  else if (src instanceof Uint8Array) data = src.slice();
+  else throw new TritonError(500, `output '${name}' of model '${id}' has no numeric data`);
+  return { name, datatype, shape, data };
+}
+
+function validate(
+  model: LoadedModel,
+  inputs: readonly Tensor[],
+  outputs: readonly string[] | undefined,
+): void {
+  const { id } = model;
+  for (const t of inputs) {
+    if (!model.inputs.some((m) => m.name === t.name)) {
+      throw new TritonError(400, `unexpected inference input '${t.name}' for model '${id}'`);
+    }
+  }
+  if (inputs.length !== model.inputs.length) {
+    throw new TritonError(
+      400,
+      `expected ${model.inputs.length} inputs but got ${inputs.length} inputs for model '${id}'`,
+    );
+  }
+  let batch: number | undefined;
+  for (const t of inputs) {
+    const m = model.inputs.find((x) => x.name === t.name);
+    if (!m) continue;
+    if (m.datatype !== t.datatype) {
+      throw new TritonError(
+        400,
+        `inference input '${t.name}' data-type is '${t.datatype}', but model '${id}' expects '${m.datatype ?? 'an unsupported type'}'`,
+      );
+    }
+    const fits = m.shape.length === t.shape.length && m.shape.every((d, i) => d === -1 || d === t.shape[i]);
+    if (!fits) {
+      throw new TritonError(
+        400,
+        `unexpected shape for input '${t.name}' for model '${id}'. Expected ${fmt(m.shape)}, got ${fmt(t.shape)}`,
+      );
+    }
+    const n = t.shape[0];
+    if (batch !== undefined && n !== batch) {
+      throw new TritonError(
+        400,
+        `inputs of model '${id}' disagree on the batch size (${batch} and ${n ?? 0})`,
+      );
+    }
+    batch = n;
+  }
+  if (model.maxBatchSize !== undefined && model.maxBatchSize > 0 && batch !== undefined) {
+    if (batch > model.maxBatchSize) {
+      throw new TritonError(400, `inference request batch-size must be <= ${model.maxBatchSize} for '${id}'`);
+    }
+  }
+  for (const name of outputs ?? []) {
+    const m = model.outputs.find((o) => o.name === name);
+    if (!m) throw new TritonError(400, `unexpected inference output '${name}' for model '${id}'`);
+    if (m.datatype === undefined) {
+      throw new TritonError(400, `output '${name}' of model '${id}' is not a tensor this server can return`);
+    }
+  }
+}
+
+async function load(modelsDir: string, id: string): Promise<LoadedModel | undefined> {
+  const dir = join(modelsDir, id);
+  const version = await latestVersion(dir);
+  if (version === undefined) return undefined;
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(join(dir, version, 'model.onnx'));
+  } catch (err) {
+    throw new TritonError(500, `failed to load model '${id}': ${(err as Error).message}`);
+  }
+  const model: LoadedModel = {
+    id,
+    version,
+    maxBatchSize: await readMaxBatchSize(dir),
+    inputs: session.inputMetadata.map(meta),
+    outputs: session.outputMetadata.map(meta),
+    run: async (inputs, outputs, onRun) => {
+      validate(model, inputs, outputs);
+      const fetches = outputs ?? model.outputs.filter((o) => o.datatype !== undefined).map((o) => o.name);
+      const feeds = Object.fromEntries(inputs.map((t) => [t.name, toOrt(t)]));
+      onRun?.();
+      let result: ort.InferenceSession.ReturnType;
+      try {
+        result = await session.run(feeds, fetches);
+      } catch (err) {
+        throw new TritonError(
+          500,
+          `onnx runtime error: ${(err as Error).message.replace(/\s+/g, ' ').trim()}`,
+        );
+      }
+      return fetches.map((name) => {
+        const value = result[name];
+        if (value === undefined) throw new TritonError(500, `model '${id}' produced no output '${name}'`);
+        return fromOrt(id, name, value);
+      });
+    },
+    release: () => session.release(),
+  };
+  return model;
+}
+
+/** Models of a repository folder, each loaded once on first use. */
+export class ModelStore {
+  private readonly loaded = new Map<string, Promise<LoadedModel | undefined>>();
+
+  constructor(private readonly modelsDir: string) {}
+
+  /** The model, or undefined when the repository has no such model (no `<id>/<n>/model.onnx`). */
+  async get(id: string): Promise<LoadedModel | undefined> {
+    if (!MODEL_ID.test(id)) return undefined;
+    let p = this.loaded.get(id);
+    if (!p) {
+      p = load(this.modelsDir, id);
+      this.loaded.set(id, p);
+    }
+    try {
+      const model = await p;
+      // A model that is not there yet may appear later (a training run writing it).
+      if (!model) this.loaded.delete(id);
+      return model;
+    } catch (err) {
+      this.loaded.delete(id);
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    const models = await Promise.allSettled([...this.loaded.values()]);
+    this.loaded.clear();
+    for (const m of models) if (m.status === 'fulfilled' && m.value) await m.value.release();
+  }
+}

@@ -1,0 +1,384 @@
+/**
+ * The local SageMaker-runtime endpoint server: `POST /endpoints/{name}/invocations` with the
+ * SageMaker error contract (PROTOCOLS.md) in front of a Triton-like KServe v2 model server
+ * over onnxruntime-node. One endpoint per model (name = prefix + model id), and optionally
+ * one multi-model endpoint whose `X-Amzn-SageMaker-Target-Model` names the model.
+ *
+ * For tests and benchmarks: per-endpoint fault injection (`setFault`) and counters
+ * (`stats`: requests, the SDK's `amz-sdk-request` attempt numbers, session runs).
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { CodecError, decodeRequest, encodeError, encodeResponse } from '../../shared/inference/codec.js';
+import { errorFields, silentLogger, type Logger } from '../../shared/log.js';
+import { ModelStore, TritonError } from './models.js';
+
+/** SageMaker's limit on a request (and response) body. */
+export const MAX_PAYLOAD_BYTES = 6_291_456;
+
+export type SageMakerErrorCode =
+  | 'ValidationError'
+  | 'ModelError'
+  | 'ModelNotReadyException'
+  | 'ThrottlingException'
+  | 'InternalFailure'
+  | 'ServiceUnavailable'
+  | 'InternalDependencyException';
+
+const STATUS: Record<SageMakerErrorCode, number> = {
+  ValidationError: 400,
+  ModelError: 424,
+  ModelNotReadyException: 429,
+  ThrottlingException: 400,
+  InternalFailure: 500,
+  ServiceUnavailable: 503,
+  InternalDependencyException: 530,
+};
+
+export interface Fault {
+  /** Added before every request of the endpoint is handled. */
+  latencyMs?: number;
+  /** Share of requests (0..1) answered with `errorType`. */
+  errorRate?: number;
+  /** The error to answer. Default `InternalFailure`. */
+  errorType?: SageMakerErrorCode;
+  /** The next N requests fail with `errorType` (counted down), before `errorRate` applies. */
+  failNext?: number;
+}
+
+export interface EndpointStats {
+  /** Requests that reached `/endpoints/{name}/invocations`. */
+  requests: number;
+  /** Per request, the attempt number from `amz-sdk-request: attempt=N; max=M` (0 without the header). */
+  attempts: number[];
+  /** `session.run` calls for this endpoint's models. */
+  sessionRuns: number;
+  /** Error answers by code. */
+  errors: Record<string, number>;
+}
+
+export interface EndpointServerOptions {
+  modelsDir: string;
+  /** Default 8081; 0 picks a free port. */
+  port?: number;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** The name of the multi-model endpoint (e.g. `fhir-analytics`); none by default. */
+  multiModelEndpointName?: string;
+  /** Endpoint name = prefix + model id. Default ''. */
+  endpointPrefix?: string;
+  logger?: Logger;
+  /** Source of randomness for `errorRate` (tests make it deterministic). */
+  random?: () => number;
+  region?: string;
+  accountId?: string;
+}
+
+export interface EndpointServer {
+  /** `http://host:port`, the SDK client's `endpoint`. */
+  readonly url: string;
+  readonly port: number;
+  close(): Promise<void>;
+  /** Sets (or with undefined clears) the fault of one endpoint. */
+  setFault(endpoint: string, fault: Fault | undefined): void;
+  /** A snapshot of one endpoint's counters. */
+  stats(endpoint: string): EndpointStats;
+  /** Clears the counters of one endpoint, or of all. */
+  resetStats(endpoint?: string): void;
+}
+
+class SageMakerError extends Error {
+  constructor(
+    readonly code: SageMakerErrorCode,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}
+
+const ENDPOINT_NAME = /^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/;
+
+async function readBody(
+  req: IncomingMessage,
+): Promise<{ body: Uint8Array; tooLarge: boolean; size: number }> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  // Read to the end even past the limit, so the client gets the answer rather than a reset.
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size <= MAX_PAYLOAD_BYTES) chunks.push(chunk);
+  }
+  return {
+    body: size > MAX_PAYLOAD_BYTES ? new Uint8Array() : Buffer.concat(chunks),
+    tooLarge: size > MAX_PAYLOAD_BYTES,
+    size,
+  };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function startEndpointServer(opts: EndpointServerOptions): Promise<EndpointServer> {
+  const log = opts.logger ?? silentLogger;
+  const prefix = opts.endpointPrefix ?? '';
+  const region = opts.region ?? 'us-east-1';
+  const account = opts.accountId ?? '000000000000';
+  const random = opts.random ?? Math.random;
+  const faults = new Map<string, Fault>();
+  const counters = new Map<string, EndpointStats>();
+  const statsOf = (endpoint: string): EndpointStats => {
+    let s = counters.get(endpoint);
+    if (!s) {
+      s = { requests: 0, attempts: [], sessionRuns: 0, errors: {} };
+      counters.set(endpoint, s);
+    }
+    return s;
+  };
+  const store = new ModelStore(opts.modelsDir);
+
+  const logGroup = (endpoint: string): string => `/aws/sagemaker/Endpoints/${endpoint}`;
+
+  function modelError(endpoint: string, status: number, original: string): SageMakerError {
+    const kind = status >= 500 ? 'server' : 'client';
+    return new SageMakerError(
+      'ModelError',
+      `Received ${kind} error (${status}) from primary with message "${original}". See https://${region}.console.aws.amazon.com/cloudwatch/home?region=${region}#logEventViewer:group=${logGroup(endpoint)} in account ${account} for more information.`,
+      {
+        OriginalStatusCode: status,
+        OriginalMessage: original,
+        LogStreamArn: `arn:aws:logs:${region}:${account}:log-group:${logGroup(endpoint)}`,
+      },
+    );
+  }
+
+  /** The model id an invocation is for, or a ValidationError. */
+  function resolveModelId(endpoint: string, target: string | undefined): string {
+    if (opts.multiModelEndpointName !== undefined && endpoint === opts.multiModelEndpointName) {
+      if (!target) {
+        throw new SageMakerError(
+          'ValidationError',
+          `Endpoint ${endpoint} is a multi-model endpoint; TargetModel is required.`,
+        );
+      }
+      return target.replace(/\.tar\.gz$/, '');
+    }
+    if (target) {
+      throw new SageMakerError(
+        'ValidationError',
+        `Endpoint ${endpoint} is not a multi-model endpoint and does not support the TargetModel header.`,
+      );
+    }
+    if (!endpoint.startsWith(prefix)) {
+      throw new SageMakerError('ValidationError', `Endpoint ${endpoint} of account ${account} not found.`);
+    }
+    return endpoint.slice(prefix.length);
+  }
+
+  async function invoke(endpoint: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const stats = statsOf(endpoint);
+    stats.requests++;
+    const attempt = /attempt=(\d+)/.exec(String(req.headers['amz-sdk-request'] ?? ''))?.[1];
+    stats.attempts.push(attempt === undefined ? 0 : Number(attempt));
+
+    const { body, tooLarge, size } = await readBody(req);
+    if (tooLarge) {
+      throw new SageMakerError(
+        'ValidationError',
+        `Request body of ${size} bytes exceeds the maximum of ${MAX_PAYLOAD_BYTES} bytes.`,
+      );
+    }
+    if (!ENDPOINT_NAME.test(endpoint)) {
+      throw new SageMakerError(
+        'ValidationError',
+        `1 validation error detected: Value '${endpoint}' at 'endpointName' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*`,
+      );
+    }
+    const targetHeader = req.headers['x-amzn-sagemaker-target-model'];
+    const target = Array.isArray(targetHeader) ? targetHeader[0] : targetHeader;
+    const id = resolveModelId(endpoint, target);
+    const model = await store.get(id).catch((err: unknown) => {
+      if (err instanceof TritonError)
+        throw modelError(endpoint, err.status, JSON.stringify({ error: err.message }));
+      throw err;
+    });
+    if (!model) {
+      throw target
+        ? new SageMakerError('ValidationError', `Target model ${target} of endpoint ${endpoint} not found.`)
+        : new SageMakerError('ValidationError', `Endpoint ${endpoint} of account ${account} not found.`);
+    }
+
+    const fault = faults.get(endpoint);
+    if (fault) {
+      if (fault.latencyMs) await sleep(fault.latencyMs);
+      let fail = false;
+      if (fault.failNext !== undefined && fault.failNext > 0) {
+        fault.failNext--;
+        fail = true;
+      } else if (fault.errorRate !== undefined && random() < fault.errorRate) {
+        fail = true;
+      }
+      if (fail) {
+        const code = fault.errorType ?? 'InternalFailure';
+        if (code === 'ModelError')
+          throw modelError(endpoint, 500, JSON.stringify({ error: 'injected fault' }));
+        throw new SageMakerError(code, `Injected ${code} for endpoint ${endpoint}.`);
+      }
+    }
+
+    let outputs;
+    try {
+      const request = decodeRequest(body, req.headers['content-type'] ?? 'application/json');
+      const tensors = await model.run(
+        request.inputs,
+        request.outputs?.map((o) => o.name),
+        () => stats.sessionRuns++,
+      );
+      const binaryNames = new Set(request.outputs?.filter((o) => o.binary).map((o) => o.name));
+      outputs = encodeResponse(tensors, {
+        modelName: model.id,
+        modelVersion: model.version,
+        ...(request.id !== undefined ? { id: request.id } : {}),
+        binary: request.outputs ? (name) => binaryNames.has(name) : request.binaryOutput,
+      });
+    } catch (err) {
+      if (err instanceof CodecError)
+        throw modelError(endpoint, 400, new TextDecoder().decode(encodeError(err.message).body));
+      if (err instanceof TritonError)
+        throw modelError(endpoint, err.status, new TextDecoder().decode(encodeError(err.message).body));
+      throw err;
+    }
+    if (outputs.body.length > MAX_PAYLOAD_BYTES) {
+      throw modelError(
+        endpoint,
+        500,
+        JSON.stringify({ error: `response of ${outputs.body.length} bytes exceeds the payload limit` }),
+      );
+    }
+    res.writeHead(200, {
+      'Content-Type': outputs.contentType,
+      'Content-Length': outputs.body.length,
+      'x-Amzn-Invoked-Production-Variant': 'AllTraffic',
+    });
+    res.end(outputs.body);
+  }
+
+  function sendError(res: ServerResponse, err: SageMakerError, endpoint: string | undefined): void {
+    if (endpoint !== undefined) {
+      const s = statsOf(endpoint);
+      s.errors[err.code] = (s.errors[err.code] ?? 0) + 1;
+    }
+    // ThrottlingException carries a lower-case `message`; the modelled errors `Message`.
+    const payload =
+      err.code === 'ThrottlingException' ? { message: err.message } : { Message: err.message, ...err.extra };
+    const body = JSON.stringify(payload);
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    res.writeHead(STATUS[err.code], {
+      'Content-Type': 'application/json',
+      'Content-Length': Buffer.byteLength(body),
+      'x-amzn-ErrorType': err.code,
+    });
+    res.end(body);
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    res.setHeader('x-amzn-RequestId', randomUUID());
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (path === '/ping' && (req.method === 'GET' || req.method === 'HEAD')) {
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': 0 });
+      res.end();
+      return;
+    }
+    const m = /^\/endpoints\/([^/]+)\/(invocations|async-invocations)$/.exec(path);
+    if (!m || req.method !== 'POST') {
+      req.resume();
+      res.writeHead(404, {
+        'Content-Type': 'application/json',
+        'x-amzn-ErrorType': 'UnknownOperationException',
+      });
+      res.end(JSON.stringify({ Message: `No operation at ${req.method ?? 'GET'} ${path}` }));
+      return;
+    }
+    let endpoint: string;
+    try {
+      endpoint = decodeURIComponent(m[1] ?? '');
+    } catch {
+      endpoint = m[1] ?? '';
+    }
+    const started = Date.now();
+    try {
+      if (m[2] === 'async-invocations') {
+        req.resume();
+        throw new SageMakerError(
+          'ValidationError',
+          'Asynchronous invocations are not supported by the local endpoint server.',
+        );
+      }
+      await invoke(endpoint, req, res);
+      log.debug('endpoint invocation', { endpoint, status: 200, ms: Date.now() - started });
+    } catch (err) {
+      const e =
+        err instanceof SageMakerError
+          ? err
+          : new SageMakerError(
+              'InternalFailure',
+              'An internal error occurred while handling the invocation.',
+            );
+      if (!(err instanceof SageMakerError))
+        log.error('endpoint server failure', { endpoint, ...errorFields(err) });
+      log.debug('endpoint invocation', { endpoint, code: e.code, ms: Date.now() - started });
+      sendError(res, e, endpoint);
+    }
+  }
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      log.error('endpoint server failure', errorFields(err));
+      if (!res.headersSent) res.writeHead(500, { 'x-amzn-ErrorType': 'InternalFailure' });
+      res.end();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 8081, opts.host ?? '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port, address } = server.address() as AddressInfo;
+  const host = address.includes(':') ? `[${address}]` : address;
+
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    close: async () => {
+      await new Promise<void>((resolve) => {
+        server.close(() => {
+          resolve();
+        });
+        server.closeAllConnections();
+      });
+      await store.close();
+    },
+    setFault: (endpoint, fault) => {
+      if (fault) faults.set(endpoint, { ...fault });
+      else faults.delete(endpoint);
+    },
+    stats: (endpoint) => {
+      const s = statsOf(endpoint);
+      return {
+        requests: s.requests,
+        attempts: [...s.attempts],
+        sessionRuns: s.sessionRuns,
+        errors: { ...s.errors },
+      };
+    },
+    resetStats: (endpoint) => {
+      if (endpoint === undefined) counters.clear();
+      else counters.delete(endpoint);
+    },
+  };
+}
