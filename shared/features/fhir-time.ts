@@ -1,0 +1,68 @@
+/**
+ * FHIR `date`, `dateTime` and `instant` strings → epoch milliseconds, rejecting impossible
+ * dates (`2023-02-30`, month 13, hour 25) that `Date.parse` would quietly roll over.
+ *
+ * Partial dates (`2005`, `2005-07`, `2005-07-05`) stand for the start of that period in UTC.
+ * A time without a zone offset (not valid FHIR, but EHRs send it) is read as UTC. A leap
+ * second (`:60`) is read as `:59`.
+ */
+
+export interface FhirTime {
+  /** Epoch milliseconds. */
+  readonly ms: number;
+  /** The value as a valid FHIR dateTime: the original when it was valid, else the UTC ISO form. */
+  readonly text: string;
+}
+
+const DATE_TIME =
+  /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/;
+
+function daysInMonth(year: number, month: number): number {
+  const d = new Date(0);
+  d.setUTCFullYear(year, month, 0);
+  return d.getUTCDate();
+}
+
+/** Parses a FHIR date/dateTime/instant; `undefined` when it is not one or names an impossible date. */
+export function parseFhirDateTime(value: unknown): FhirTime | undefined {
+  if (typeof value !== 'string') return undefined;
+  const m = DATE_TIME.exec(value);
+  if (!m) return undefined;
+  const year = Number(m[1]);
+  const month = m[2] === undefined ? 1 : Number(m[2]);
+  const day = m[3] === undefined ? 1 : Number(m[3]);
+  const hour = m[4] === undefined ? 0 : Number(m[4]);
+  const minute = m[5] === undefined ? 0 : Number(m[5]);
+  const second = m[6] === undefined ? 0 : Math.min(Number(m[6]), 59);
+  const millis = m[7] === undefined ? 0 : Math.floor(Number(`0${m[7]}`) * 1000);
+  const zone = m[8];
+  if (year < 1 || month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return undefined;
+  if (hour > 23 || minute > 59 || Number(m[6] ?? 0) > 60) return undefined;
+  let offsetMinutes = 0;
+  if (zone !== undefined && zone !== 'Z') {
+    const sign = zone.startsWith('-') ? -1 : 1;
+    const oh = Number(zone.slice(1, 3));
+    const om = Number(zone.slice(4, 6));
+    if (oh > 14 || om > 59 || (oh === 14 && om > 0)) return undefined;
+    offsetMinutes = sign * (oh * 60 + om);
+  }
+  const d = new Date(0);
+  d.setUTCFullYear(year, month - 1, day);
+  d.setUTCHours(hour, minute, second, millis);
+  const ms = d.getTime() - offsetMinutes * 60_000;
+  if (!Number.isFinite(ms)) return undefined;
+  const hasTime = m[4] !== undefined;
+  const validFhir = !hasTime || (m[6] !== undefined && zone !== undefined && Number(m[6]) < 60);
+  return { ms, text: validFhir ? value : new Date(ms).toISOString() };
+}
+
+/** Whole years from a FHIR `birthDate` (`YYYY`, `YYYY-MM`, `YYYY-MM-DD`) to `asOf`, in UTC. */
+export function wholeYearsBetween(birth: FhirTime, asOf: Date): number {
+  const b = new Date(birth.ms);
+  let years = asOf.getUTCFullYear() - b.getUTCFullYear();
+  const beforeBirthday =
+    asOf.getUTCMonth() < b.getUTCMonth() ||
+    (asOf.getUTCMonth() === b.getUTCMonth() && asOf.getUTCDate() < b.getUTCDate());
+  if (beforeBirthday) years -= 1;
+  return years;
+}
