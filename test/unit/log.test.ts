@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest';
+import { createLogger, errorFields } from '../../shared/log.js';
+
+describe('PHI-safe logger', () => {
+  it('keeps references, counts and codes and redacts free text', () => {
+    const lines: string[] = [];
+    const logger = createLogger({ sink: (l) => lines.push(l) });
+    logger.info('report written', {
+      patient: 'Patient/123',
+      report: 'DiagnosticReport/abc-1',
+      inputs: 9,
+      name: 'Jane Q. Public',
+      note: 'glucose 250 mg/dL, feels unwell',
+    });
+    const entry = JSON.parse(lines[0] ?? '{}') as Record<string, unknown>;
+    expect(entry).toMatchObject({
+      msg: 'report written',
+      patient: 'Patient/123',
+      report: 'DiagnosticReport/abc-1',
+      inputs: 9,
+    });
+    expect(entry.name).toBe('[redacted]');
+    expect(entry.note).toBe('[redacted]');
+  });
+
+  it('respects the level and carries child fields', () => {
+    const lines: string[] = [];
+    const logger = createLogger({ level: 'warn', sink: (l) => lines.push(l) }).child({
+      fn: 'resource-event',
+    });
+    logger.info('hidden');
+    logger.warn('shown', { attempt: 2 });
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0] ?? '{}')).toMatchObject({ msg: 'shown', fn: 'resource-event', attempt: 2 });
+  });
+
+  it('logs an error by its class name and code, never its message', () => {
+    const err = Object.assign(new TypeError('value 250 for Jane'), { code: 'E_BAD' });
+    expect(errorFields(err)).toEqual({ error: 'TypeError', code: 'E_BAD' });
+  });
+});

@@ -1,0 +1,185 @@
+import type { Bundle, Observation, Patient, Resource } from '@medplum/fhirtypes';
+import { describe, expect, it, vi } from 'vitest';
+import type { FhirGateway } from '../../shared/fhir/gateway.js';
+import { parseManifest, type ModelManifest } from '../../shared/inference/manifest.js';
+import { silentLogger } from '../../shared/log.js';
+import { patientOf, processResourceEvent, type PipelinePorts } from '../../shared/pipeline.js';
+import type { ExtractResult } from '../../shared/types.js';
+import type { ResourceEventMessage } from '../../shared/events/resource-event.js';
+
+const manifest: ModelManifest = parseManifest(
+  {
+    id: 'test-model',
+    version: '1.0.0',
+    family: 'gbm',
+    task: 'regression',
+    title: 'Test model',
+    intendedUse: 'tests',
+    notForClinicalUse: true,
+    triggers: [{ resourceType: 'Observation', codes: [{ system: 'http://loinc.org', code: '2345-7' }] }],
+    input: {
+      kind: 'tabular',
+      tensor: 'x',
+      features: [
+        {
+          name: 'glucose',
+          source: 'observation',
+          codes: [{ system: 'http://loinc.org', code: '2345-7' }],
+          unit: 'mg/dL',
+          lookback: 'P1Y',
+          required: true,
+        },
+      ],
+    },
+    output: {
+      kind: 'regression',
+      tensor: 'y',
+      thresholds: [{ atOrAbove: 0, indicator: 'info', conclusion: { system: 'urn:t', code: 'low' } }],
+      code: { system: 'urn:t', code: 'score' },
+    },
+    report: { code: { system: 'urn:t', code: 'r' }, category: [{ system: 'urn:t', code: 'LAB' }] },
+    serving: {
+      tritonModelName: 'test-model',
+      instanceType: 'ml.c6i.xlarge',
+      maxBatchSize: 8,
+      inputs: [{ name: 'x', datatype: 'FP32', dims: [1] }],
+      outputs: [{ name: 'y', datatype: 'FP32', dims: [1] }],
+    },
+  },
+  'test',
+);
+
+const glucose: Observation = {
+  resourceType: 'Observation',
+  id: 'g1',
+  meta: { versionId: '2' },
+  status: 'final',
+  code: { coding: [{ system: 'http://loinc.org', code: '2345-7' }] },
+  subject: { reference: 'Patient/p1' },
+};
+const patient: Patient = { resourceType: 'Patient', id: 'p1', gender: 'female', birthDate: '1970-01-01' };
+
+const okExtract: ExtractResult = {
+  status: 'ok',
+  row: {
+    values: new Float32Array([100]),
+    shape: [1],
+    inputs: ['Observation/g1/_history/2'],
+    effective: '2026-11-01T00:00:00Z',
+    provenance: [{ feature: 'glucose', imputed: false, inputs: ['Observation/g1/_history/2'] }],
+  },
+  skipped: [],
+};
+
+function event(overrides: Partial<ResourceEventMessage> = {}): ResourceEventMessage {
+  return { v: 1, focus: 'Observation/g1', action: 'create', timestamp: '2026-11-29T00:00:00Z', ...overrides };
+}
+
+function makePorts(opts: {
+  store?: Record<string, Resource>;
+  extract?: ExtractResult;
+  transactionStatus?: string;
+}): { ports: PipelinePorts; transaction: ReturnType<typeof vi.fn>; predict: ReturnType<typeof vi.fn> } {
+  const store = opts.store ?? { 'Observation/g1': glucose, 'Patient/p1': patient };
+  const transaction = vi.fn((bundle: Bundle): Promise<Bundle> =>
+    Promise.resolve({
+      resourceType: 'Bundle',
+      type: 'transaction-response',
+      entry: (bundle.entry ?? []).map(() => ({
+        response: {
+          status: opts.transactionStatus ?? '201 Created',
+          location: 'DiagnosticReport/r1/_history/1',
+        },
+      })),
+    }),
+  );
+  const predict = vi.fn(() => Promise.resolve([{ score: 123 }]));
+  const fhir: FhirGateway = {
+    read: <T extends Resource>(type: string, id: string) =>
+      Promise.resolve(store[`${type}/${id}`] as T | undefined),
+    searchAll: <T extends Resource>() =>
+      Promise.resolve(Object.values(store).filter((r) => r.resourceType === 'Observation') as T[]),
+    transaction,
+  };
+  const ports: PipelinePorts = {
+    fhir,
+    inference: { predict },
+    models: {
+      all: () => [manifest],
+      matching: (r) => (r.resourceType === 'Observation' ? [manifest] : []),
+    },
+    extractor: () => ({ extract: () => opts.extract ?? okExtract }),
+    buildReport: () => ({
+      bundle: {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [{ resource: { resourceType: 'DiagnosticReport', status: 'preliminary', code: {} } }],
+      },
+      idempotencyKey: 'a'.repeat(64),
+    }),
+    isOwnWrite: (r) => (r.meta?.tag ?? []).some((t) => t.code === 'own'),
+    logger: silentLogger,
+    clock: () => new Date('2026-11-29T00:00:00Z'),
+  };
+  return { ports, transaction, predict };
+}
+
+describe('processResourceEvent', () => {
+  it('writes one report for a matching Observation', async () => {
+    const { ports, transaction, predict } = makePorts({});
+    const result = await processResourceEvent(ports, event());
+    expect(result.outcomes).toEqual([
+      { model: 'test-model', outcome: 'written', report: 'DiagnosticReport/r1' },
+    ]);
+    expect(predict).toHaveBeenCalledTimes(1);
+    expect(transaction).toHaveBeenCalledTimes(1);
+  });
+
+  it('reports unchanged when the server matched the existing report (200)', async () => {
+    const { ports } = makePorts({ transactionStatus: '200 OK' });
+    const result = await processResourceEvent(ports, event());
+    expect(result.outcomes[0]?.outcome).toBe('unchanged');
+  });
+
+  it('writes nothing and calls no model when required features are missing', async () => {
+    const { ports, transaction, predict } = makePorts({
+      extract: { status: 'insufficient-data', missing: ['glucose'], skipped: [] },
+    });
+    const result = await processResourceEvent(ports, event());
+    expect(result.outcomes).toEqual([
+      { model: 'test-model', outcome: 'insufficient-data', missing: ['glucose'] },
+    ]);
+    expect(predict).not.toHaveBeenCalled();
+    expect(transaction).not.toHaveBeenCalled();
+  });
+
+  it.each([
+    ['deleted', event({ action: 'delete' }), {}],
+    ['focus-gone', event({ focus: 'Observation/missing' }), {}],
+    ['own-write', event(), { 'Observation/g1': { ...glucose, meta: { tag: [{ code: 'own' }] } } }],
+    ['entered-in-error', event(), { 'Observation/g1': { ...glucose, status: 'entered-in-error' } }],
+    ['no-matching-model', event({ focus: 'Patient/p1' }), { 'Patient/p1': patient }],
+    ['no-patient', event(), { 'Observation/g1': { ...glucose, subject: { reference: 'Group/x' } } }],
+  ] as const)('ignores the event when %s', async (reason, ev, store) => {
+    const { ports, transaction } = makePorts({ store: store as Record<string, Resource> });
+    const result = await processResourceEvent(ports, ev);
+    expect(result.ignored).toBe(reason);
+    expect(result.outcomes).toEqual([]);
+    expect(transaction).not.toHaveBeenCalled();
+  });
+
+  it('propagates a failed transaction so the record is redelivered', async () => {
+    const { ports, transaction } = makePorts({});
+    transaction.mockRejectedValueOnce(new Error('503'));
+    await expect(processResourceEvent(ports, event())).rejects.toThrow('503');
+  });
+});
+
+describe('patientOf', () => {
+  it('reads subject or patient references and drops versions', () => {
+    expect(patientOf(glucose)).toBe('Patient/p1');
+    expect(patientOf({ ...glucose, subject: { reference: 'Patient/p1/_history/3' } })).toBe('Patient/p1');
+    expect(patientOf(patient)).toBe('Patient/p1');
+    expect(patientOf({ ...glucose, subject: { reference: 'Group/g' } })).toBeUndefined();
+  });
+});
