@@ -1,0 +1,454 @@
+/**
+ * An in-memory FHIR repository for `@medplum/fhir-router` with search indexes, integer version
+ * ids, atomic transactions (an undo log, rolled back when the callback throws) and change events.
+ *
+ * Searches whose filters touch an indexed parameter (see `search-index.ts`) start from posting
+ * lists; every other search scans the type with Medplum's `matchesSearchRequest`, exactly as
+ * `MemoryRepository` does. Results, order (insertion order, then `_sort` applied rule by rule
+ * with `localeCompare` on the JSON of the values), `total`, `_offset` and `_count` are those of
+ * `MemoryRepository`.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { SearchRequest, WithId } from '@medplum/core';
+import {
+  OperationOutcomeError,
+  Operator,
+  badRequest,
+  generateId,
+  gone,
+  matchesSearchRequest,
+  notFound,
+  preconditionFailed,
+  stringify,
+  toTypedValue,
+  validateResource,
+} from '@medplum/core';
+import type { ReadHistoryOptions, RepositoryMode } from '@medplum/fhir-router';
+import { FhirRepository, MemoryRepository } from '@medplum/fhir-router';
+import type { Bundle, BundleEntry, Reference, Resource } from '@medplum/fhirtypes';
+import { ensureFhirDefinitions } from './definitions.js';
+import { resolveConditionalReferences, validateBasic } from './validate.js';
+import type { IndexedValues } from './search-index.js';
+import {
+  TypeIndex,
+  evaluate,
+  expressionFor,
+  extractValues,
+  indexedPredicate,
+  kindOf,
+} from './search-index.js';
+
+export interface ChangeEvent {
+  readonly type: 'create' | 'update' | 'delete';
+  /** The resource as stored (for `delete`, its last version). */
+  readonly resource: WithId<Resource>;
+  /** The version it replaced, for `update`. */
+  readonly previous?: WithId<Resource>;
+}
+export type ChangeListener = (event: ChangeEvent) => unknown;
+
+export interface IndexedRepositoryOptions {
+  /** `basic` (default): a known resourceType and a valid id. `full`: Medplum's `validateResource` too. */
+  readonly validation?: 'basic' | 'full';
+}
+
+interface Entry {
+  readonly resource: WithId<Resource>;
+  readonly seq: number;
+  readonly values: IndexedValues;
+}
+type Version = { readonly resource: WithId<Resource> } | { readonly deleted: WithId<Resource> };
+interface Undo {
+  readonly type: string;
+  readonly id: string;
+  readonly before: Entry | undefined;
+  readonly historyLength: number;
+}
+interface TxContext {
+  readonly undo: Undo[];
+  readonly events: ChangeEvent[];
+}
+
+const clone = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T;
+const collator = new Intl.Collator();
+
+/** Runs a synchronous body as a promise: a throw becomes a rejection. */
+function defer<T>(fn: () => T): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+export class IndexedRepository extends FhirRepository<undefined> {
+  private readonly store = new Map<string, Map<string, Entry>>();
+  private readonly versions = new Map<string, Version[]>();
+  private readonly indexes = new Map<string, TypeIndex>();
+  private readonly listeners = new Set<ChangeListener>();
+  private readonly tx = new AsyncLocalStorage<TxContext>();
+  private lock: Promise<unknown> = Promise.resolve();
+  private seq = 0;
+  private readonly validation: 'basic' | 'full';
+  /** How many searches used the indexes, and how many scanned. */
+  readonly stats = { indexed: 0, scanned: 0 };
+
+  constructor(options: IndexedRepositoryOptions = {}) {
+    super();
+    ensureFhirDefinitions();
+    this.validation = options.validation ?? 'basic';
+  }
+
+  /** Registers a listener called after each committed write; returns a function that removes it. */
+  onChange(listener: ChangeListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Number of current (not deleted) resources of a type. */
+  count(resourceType: string): number {
+    return this.store.get(resourceType)?.size ?? 0;
+  }
+
+  clear(): void {
+    this.store.clear();
+    this.versions.clear();
+    this.indexes.clear();
+  }
+
+  setMode(_mode: RepositoryMode): void {
+    // One store: reader and writer are the same.
+  }
+
+  generateId(): string {
+    return generateId();
+  }
+
+  /**
+   * Creates a resource. A client-supplied id is kept when called directly or for a batch entry
+   * (`assignedId`), and replaced when the router creates on a plain POST (`assignedId: false`).
+   */
+  createResource<T extends Resource>(resource: T, options?: { assignedId?: boolean }): Promise<WithId<T>> {
+    const id = options && !options.assignedId ? undefined : resource.id;
+    return this.write<T>(resource, id ?? this.generateId());
+  }
+
+  async updateResource<T extends Resource>(resource: T, options?: { ifMatch?: string }): Promise<WithId<T>> {
+    if (!resource.id) throw new OperationOutcomeError(badRequest('Missing id'));
+    if (options?.ifMatch !== undefined) {
+      const existing = this.store.get(resource.resourceType)?.get(resource.id);
+      if (!existing) throw new OperationOutcomeError(notFound);
+      if (existing.resource.meta?.versionId !== options.ifMatch)
+        throw new OperationOutcomeError(preconditionFailed);
+    }
+    return this.write<T>(resource, resource.id);
+  }
+
+  patchResource<T extends Resource>(
+    resourceType: T['resourceType'],
+    id: string,
+    patch: Parameters<FhirRepository['patchResource']>[2],
+  ): Promise<WithId<T>> {
+    // MemoryRepository's patch only calls readResource and updateResource, which are ours.
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- called with `this` below
+    const borrowed = MemoryRepository.prototype.patchResource as (
+      this: unknown,
+      ...args: [string, string, typeof patch]
+    ) => Promise<WithId<Resource>>;
+    return borrowed.call(this, resourceType, id, patch) as Promise<WithId<T>>;
+  }
+
+  deleteResource(resourceType: string, id: string): Promise<void> {
+    return defer(() => {
+      this.deleteNow(resourceType, id);
+    });
+  }
+
+  private deleteNow(resourceType: string, id: string): void {
+    const entry = this.store.get(resourceType)?.get(id);
+    if (!entry) throw new OperationOutcomeError(notFound);
+    const history = this.versions.get(resourceType + '/' + id) ?? [];
+    this.recordUndo(resourceType, id, entry, history.length);
+    this.indexFor(resourceType).remove(id, entry.values);
+    this.store.get(resourceType)?.delete(id);
+    const meta = { versionId: String(history.length + 1), lastUpdated: new Date().toISOString() };
+    history.push({ deleted: { resourceType, id, meta } as WithId<Resource> });
+    this.emit({ type: 'delete', resource: entry.resource });
+  }
+
+  readResource<T extends Resource>(resourceType: string, id: string): Promise<WithId<T>> {
+    return defer(() => this.readNow<T>(resourceType, id));
+  }
+
+  private readNow<T extends Resource>(resourceType: string, id: string): WithId<T> {
+    const entry = this.store.get(resourceType)?.get(id);
+    if (entry) return clone(entry.resource) as WithId<T>;
+    throw new OperationOutcomeError(this.versions.has(resourceType + '/' + id) ? gone : notFound);
+  }
+
+  readReference<T extends Resource>(reference: Reference<T>): Promise<WithId<T>> {
+    const parts = reference.reference?.split('/');
+    if (parts?.length !== 2 || !parts[0] || !parts[1]) {
+      return Promise.reject(new OperationOutcomeError(badRequest('Invalid reference')));
+    }
+    return this.readResource<T>(parts[0], parts[1]);
+  }
+
+  async readReferences<T extends Resource>(references: readonly Reference<T>[]): Promise<(T | Error)[]> {
+    return Promise.all(references.map((r) => this.readReference<T>(r).catch((err: unknown) => err as Error)));
+  }
+
+  readHistory<T extends Resource>(
+    resourceType: string,
+    id: string,
+    options?: ReadHistoryOptions,
+  ): Promise<Bundle<WithId<T>>> {
+    return defer(() => this.historyNow<T>(resourceType, id, options));
+  }
+
+  private historyNow<T extends Resource>(
+    resourceType: string,
+    id: string,
+    options?: ReadHistoryOptions,
+  ): Bundle<WithId<T>> {
+    const history = this.versions.get(resourceType + '/' + id);
+    if (!history) throw new OperationOutcomeError(notFound);
+    const newestFirst = [...history].reverse();
+    const offset = options?.offset ?? 0;
+    const page = newestFirst.slice(offset, options?.limit === undefined ? undefined : offset + options.limit);
+    const entry: BundleEntry<WithId<T>>[] = page.map((v) => {
+      const r = 'resource' in v ? v.resource : v.deleted;
+      const vid = r.meta?.versionId ?? '';
+      return {
+        ...('resource' in v ? { resource: clone(v.resource) as WithId<T> } : {}),
+        request: {
+          method: 'resource' in v ? (vid === '1' ? 'POST' : 'PUT') : 'DELETE',
+          url: `${resourceType}/${id}`,
+        },
+        response: { status: 'resource' in v ? (vid === '1' ? '201' : '200') : '204', etag: `W/"${vid}"` },
+      };
+    });
+    return {
+      resourceType: 'Bundle',
+      type: 'history',
+      total: history.length,
+      ...(entry.length ? { entry } : {}),
+    };
+  }
+
+  readVersion<T extends Resource>(resourceType: string, id: string, vid: string): Promise<WithId<T>> {
+    return defer(() => this.versionNow<T>(resourceType, id, vid));
+  }
+
+  private versionNow<T extends Resource>(resourceType: string, id: string, vid: string): WithId<T> {
+    const version = this.versions.get(resourceType + '/' + id)?.find((v) => {
+      const r = 'resource' in v ? v.resource : v.deleted;
+      return r.meta?.versionId === vid;
+    });
+    if (!version) throw new OperationOutcomeError(notFound);
+    if (!('resource' in version)) throw new OperationOutcomeError(gone);
+    return clone(version.resource) as WithId<T>;
+  }
+
+  search<T extends Resource>(searchRequest: SearchRequest<T>): Promise<Bundle<WithId<T>>> {
+    return defer(() => this.searchNow(searchRequest));
+  }
+
+  private searchNow<T extends Resource>(searchRequest: SearchRequest<T>): Bundle<WithId<T>> {
+    const { resourceType } = searchRequest;
+    const entries = this.store.get(resourceType);
+    const filters = searchRequest.filters ?? [];
+    const index = this.indexes.get(resourceType);
+    const kind = (code: string): ReturnType<typeof kindOf> => kindOf(resourceType, code);
+
+    // Candidates from posting lists, smallest first; the rest are checked per resource.
+    const sets: Set<string>[] = [];
+    const checks: ((e: Entry) => boolean)[] = [];
+    for (const filter of filters) {
+      const ids = index?.candidates(filter, kind);
+      if (ids) {
+        sets.push(ids);
+        continue;
+      }
+      const predicate = indexedPredicate(filter, kind(filter.code));
+      if (predicate) {
+        checks.push((e) => predicate(e.values.get(filter.code)));
+      } else {
+        const single: SearchRequest = { resourceType, filters: [filter] };
+        checks.push((e) => matchesSearchRequest(e.resource, single));
+      }
+    }
+    let matched: Entry[] = [];
+    if (entries && sets.length > 0) {
+      this.stats.indexed++;
+      sets.sort((a, b) => a.size - b.size);
+      const [smallest, ...others] = sets as [Set<string>, ...Set<string>[]];
+      for (const id of smallest) {
+        if (!others.every((s) => s.has(id))) continue;
+        const e = entries.get(id);
+        if (e && checks.every((c) => c(e))) matched.push(e);
+      }
+    } else if (entries) {
+      if (filters.some((f) => kind(f.code) !== undefined)) this.stats.indexed++;
+      else this.stats.scanned++;
+      for (const e of entries.values()) if (checks.every((c) => c(e))) matched.push(e);
+    }
+    matched.sort((a, b) => a.seq - b.seq);
+    matched = this.sortEntries(resourceType, matched, searchRequest.sortRules ?? []);
+
+    let page = matched;
+    if (searchRequest.offset !== undefined) page = page.slice(searchRequest.offset);
+    if (searchRequest.count !== undefined) page = page.slice(0, searchRequest.count);
+    const entry = page.map((e) => ({ resource: clone(e.resource) as WithId<T> }));
+    return {
+      resourceType: 'Bundle',
+      type: 'searchset',
+      entry: entry.length ? entry : undefined,
+      total: matched.length,
+    };
+  }
+
+  /** `_sort` as MemoryRepository does it: one stable sort per rule, in order. */
+  private sortEntries(
+    resourceType: string,
+    list: Entry[],
+    rules: NonNullable<SearchRequest['sortRules']>,
+  ): Entry[] {
+    for (const rule of rules) {
+      const ast = expressionFor(resourceType, rule.code);
+      if (!ast) continue;
+      const keys = new Map<Entry, string>();
+      for (const e of list) {
+        keys.set(
+          e,
+          e.values.get(rule.code)?.sortKey ??
+            JSON.stringify(evaluate(ast, toTypedValue(e.resource)).map((v) => v.value as unknown)),
+        );
+      }
+      const sign = rule.descending ? -1 : 1;
+      list.sort((a, b) => collator.compare(keys.get(a) ?? '', keys.get(b) ?? '') * sign);
+    }
+    return list;
+  }
+
+  async searchByReference<T extends Resource>(
+    searchRequest: SearchRequest<T>,
+    referenceField: string,
+    references: string[],
+  ): Promise<Record<string, WithId<T>[]>> {
+    const results: Record<string, WithId<T>[]> = {};
+    for (const reference of references) {
+      const filters = [...(searchRequest.filters ?? [])];
+      filters.push({ code: referenceField, operator: Operator.EQUALS, value: reference });
+      results[reference] = await this.searchResources({ ...searchRequest, filters });
+    }
+    return results;
+  }
+
+  /**
+   * Runs the callback atomically: writes are undone if it throws, change events fire after it
+   * returns. Transactions are serialised; a nested call (the router's conditional create inside
+   * a transaction bundle) joins the one it runs in.
+   */
+  async withTransaction<TResult>(callback: (client: undefined) => Promise<TResult>): Promise<TResult> {
+    if (this.tx.getStore()) return callback(undefined);
+    const previous = this.lock;
+    let release = (): void => undefined;
+    this.lock = new Promise<void>((resolve) => (release = resolve));
+    await previous;
+    const ctx: TxContext = { undo: [], events: [] };
+    try {
+      const result = await this.tx.run(ctx, () => callback(undefined));
+      for (const event of ctx.events) this.notify(event);
+      return result;
+    } catch (err) {
+      this.rollback(ctx.undo);
+      throw err;
+    } finally {
+      release();
+    }
+  }
+
+  private async write<T extends Resource>(input: T, id: string): Promise<WithId<T>> {
+    validateBasic(input);
+    const json = stringify({ ...input, id });
+    const stored = JSON.parse(json) as WithId<T>;
+    if (this.validation === 'full') validateResource(stored);
+    if (json.includes('?')) await resolveConditionalReferences(stored, this);
+
+    const { resourceType } = stored;
+    const key = resourceType + '/' + id;
+    const history = this.versions.get(key) ?? [];
+    stored.meta = {
+      ...stored.meta,
+      versionId: String(history.length + 1),
+      lastUpdated: new Date().toISOString(),
+    };
+    let values: IndexedValues;
+    try {
+      values = extractValues(stored, toTypedValue(stored));
+    } catch (err) {
+      throw new OperationOutcomeError(badRequest(`Invalid ${resourceType}: ${(err as Error).message}`));
+    }
+    let byId = this.store.get(resourceType);
+    if (!byId) this.store.set(resourceType, (byId = new Map<string, Entry>()));
+    const before = byId.get(id);
+    this.recordUndo(resourceType, id, before, history.length);
+    const index = this.indexFor(resourceType);
+    if (before) index.remove(id, before.values);
+    index.add(id, values);
+    byId.set(id, { resource: stored, seq: before?.seq ?? ++this.seq, values });
+    history.push({ resource: stored });
+    this.versions.set(key, history);
+    this.emit(
+      before
+        ? { type: 'update', resource: stored, previous: before.resource }
+        : { type: 'create', resource: stored },
+    );
+    return clone(stored);
+  }
+
+  private indexFor(resourceType: string): TypeIndex {
+    let index = this.indexes.get(resourceType);
+    if (!index) this.indexes.set(resourceType, (index = new TypeIndex()));
+    return index;
+  }
+
+  private recordUndo(type: string, id: string, before: Entry | undefined, historyLength: number): void {
+    this.tx.getStore()?.undo.push({ type, id, before, historyLength });
+  }
+
+  private rollback(undo: Undo[]): void {
+    for (const u of [...undo].reverse()) {
+      const byId = this.store.get(u.type);
+      const current = byId?.get(u.id);
+      if (current) this.indexFor(u.type).remove(u.id, current.values);
+      byId?.delete(u.id);
+      if (u.before) {
+        this.indexFor(u.type).add(u.id, u.before.values);
+        byId?.set(u.id, u.before);
+      }
+      const key = u.type + '/' + u.id;
+      const history = this.versions.get(key);
+      if (history) history.length = u.historyLength;
+      if (history?.length === 0) this.versions.delete(key);
+    }
+  }
+
+  private emit(event: ChangeEvent): void {
+    const ctx = this.tx.getStore();
+    if (ctx) ctx.events.push(event);
+    else this.notify(event);
+  }
+
+  private notify(event: ChangeEvent): void {
+    for (const listener of this.listeners) {
+      try {
+        const result = listener(event);
+        if (result instanceof Promise) result.catch(() => undefined);
+      } catch {
+        // A listener's failure must not undo or fail a committed write.
+      }
+    }
+  }
+}
