@@ -1,0 +1,19 @@
+/** The write-back: DiagnosticReport, result Observation, Provenance and Device in one transaction. */
+export {
+  buildReportTransaction,
+  conclusionText,
+  selectBand,
+  type ReportSystemOptions,
+  type ReportTransaction,
+  type ReportTransactionArgs,
+} from './transaction.js';
+export { idempotencyKey, deterministicUuid } from './idempotency.js';
+export {
+  AI_ASSERTED_SECURITY_LABEL,
+  WRITTEN_BY_TAG,
+  IDEMPOTENCY_KEY_SYSTEM,
+  MODEL_DEVICE_SYSTEM,
+  isWrittenByFhirAnalytics,
+  writtenMeta,
+} from './labels.js';
+export { ReportError, ReportInputError } from './errors.js';
