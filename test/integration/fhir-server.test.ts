@@ -1,0 +1,474 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type {
+  Bundle,
+  BundleEntry,
+  DiagnosticReport,
+  Observation,
+  OperationOutcome,
+  Resource,
+} from '@medplum/fhirtypes';
+import { Client, RESPONSE_KEY } from 'fhir-kit-client';
+import type { FhirResource } from 'fhir-kit-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ChangeEvent, RunningFhirServer } from '../../local/fhir/server.js';
+import { startFhirServer } from '../../local/fhir/server.js';
+
+const CORPUS = '/work/shared/corpus';
+
+let server: RunningFhirServer;
+let client: Client;
+
+beforeAll(async () => {
+  server = await startFhirServer({ port: 0 });
+  client = new Client({ baseUrl: server.baseUrl });
+});
+afterAll(async () => {
+  await server.close();
+});
+
+const headersOf = (r: FhirResource): Headers => (r as { [RESPONSE_KEY]: Response })[RESPONSE_KEY].headers;
+const statusOf = (r: FhirResource): number => (r as { [RESPONSE_KEY]: Response })[RESPONSE_KEY].status;
+
+/** The HTTP status and body of a request that fhir-kit-client rejects. */
+async function failure(p: Promise<unknown>): Promise<{ status: number; data: OperationOutcome }> {
+  try {
+    await p;
+  } catch (err) {
+    const { response } = err as { response?: { status: number; data: OperationOutcome } };
+    if (response) return response;
+    throw err;
+  }
+  throw new Error('expected the request to fail');
+}
+
+async function raw(
+  path: string,
+  init: RequestInit = {},
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(server.baseUrl + path, init);
+  const text = await res.text();
+  return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+}
+
+const post = (path: string, body: string, headers: Record<string, string> = {}): ReturnType<typeof raw> =>
+  raw(path, { method: 'POST', body, headers: { 'Content-Type': 'application/fhir+json', ...headers } });
+
+describe('instance interactions', () => {
+  it('creates, reads, updates, vreads, lists history and deletes with real headers', async () => {
+    const created = await client.create({
+      resourceType: 'Patient',
+      body: { resourceType: 'Patient', id: 'ignored', name: [{ family: 'Alpha' }] },
+    });
+    expect(statusOf(created)).toBe(201);
+    const id = created.id as string;
+    expect(id).not.toBe('ignored');
+    expect(headersOf(created).get('location')).toBe(`${server.baseUrl}/Patient/${id}/_history/1`);
+    expect(headersOf(created).get('etag')).toBe('W/"1"');
+    expect(headersOf(created).get('content-type')).toMatch(/^application\/fhir\+json/);
+    expect(new Date(headersOf(created).get('last-modified') ?? '').getTime()).not.toBeNaN();
+
+    const read = await client.read({ resourceType: 'Patient', id });
+    expect(read.name).toEqual([{ family: 'Alpha' }]);
+    expect(headersOf(read).get('etag')).toBe('W/"1"');
+
+    const updated = await client.update({
+      resourceType: 'Patient',
+      id,
+      body: { resourceType: 'Patient', id, name: [{ family: 'Beta' }] },
+    });
+    expect((updated.meta as { versionId: string }).versionId).toBe('2');
+    expect(headersOf(updated).get('location')).toBe(`${server.baseUrl}/Patient/${id}/_history/2`);
+
+    const v1 = await client.vread({ resourceType: 'Patient', id, version: '1' });
+    expect(v1.name).toEqual([{ family: 'Alpha' }]);
+    const history = (await client.history({ resourceType: 'Patient', id })) as Bundle;
+    expect(history.type).toBe('history');
+    expect(history.entry?.map((e) => e.resource?.meta?.versionId)).toEqual(['2', '1']);
+
+    const stale = await failure(
+      client.update({
+        resourceType: 'Patient',
+        id,
+        body: { resourceType: 'Patient', id },
+        options: { headers: { 'If-Match': 'W/"1"' } },
+      }),
+    );
+    expect(stale.status).toBe(412);
+
+    await client.delete({ resourceType: 'Patient', id });
+    const gone = await failure(client.read({ resourceType: 'Patient', id }));
+    expect(gone.status).toBe(410);
+    expect(gone.data.resourceType).toBe('OperationOutcome');
+    const missing = await failure(client.read({ resourceType: 'Patient', id: 'no-such-id' }));
+    expect(missing.status).toBe(404);
+    expect(missing.data.resourceType).toBe('OperationOutcome');
+  });
+
+  it('answers a conditional create with the existing resource (200), and 412 when several match', async () => {
+    const body = { resourceType: 'Device', identifier: [{ system: 'urn:test:model', value: 'svm-1' }] };
+    const headers = { 'If-None-Exist': 'identifier=urn:test:model|svm-1' };
+    const first = await client.create({ resourceType: 'Device', body, options: { headers } });
+    const second = await client.create({ resourceType: 'Device', body, options: { headers } });
+    expect(statusOf(first)).toBe(201);
+    expect(statusOf(second)).toBe(200);
+    expect(second.id).toBe(first.id);
+
+    await client.create({ resourceType: 'Device', body: { ...body, identifier: [{ value: 'dup' }] } });
+    await client.create({ resourceType: 'Device', body: { ...body, identifier: [{ value: 'dup' }] } });
+    const multiple = await failure(
+      client.create({
+        resourceType: 'Device',
+        body,
+        options: { headers: { 'If-None-Exist': 'identifier=dup' } },
+      }),
+    );
+    expect(multiple.status).toBe(412);
+  });
+});
+
+describe('search', () => {
+  const obs = (i: number, patient: string): Observation => ({
+    resourceType: 'Observation',
+    status: 'final',
+    identifier: [{ system: 'urn:test:obs', value: `obs-${i}` }],
+    subject: { reference: `Patient/${patient}` },
+    code: { coding: [{ system: 'http://loinc.org', code: i % 2 ? '2345-7' : '4548-4' }] },
+    effectiveDateTime: new Date(Date.UTC(2024, 0, 1 + i)).toISOString(),
+    valueQuantity: { value: i },
+  });
+
+  beforeAll(async () => {
+    await client.update({ resourceType: 'Patient', id: 'sa', body: { resourceType: 'Patient', id: 'sa' } });
+    for (let i = 0; i < 45; i++) {
+      await client.create({ resourceType: 'Observation', body: obs(i, i < 30 ? 'sa' : 'sb') });
+    }
+  });
+
+  async function all(first: Bundle): Promise<Bundle['entry'] & object> {
+    const entries = [...(first.entry ?? [])];
+    let page: Bundle | undefined = first;
+    while (page) {
+      const next = page.link?.find((l) => l.relation === 'next')?.url;
+      if (next) expect(next.startsWith(server.baseUrl + '/')).toBe(true);
+      page = (await client.nextPage({ bundle: page as FhirResource })) as Bundle | undefined;
+      entries.push(...(page?.entry ?? []));
+    }
+    return entries;
+  }
+
+  it('pages through subject and patient searches with next links', async () => {
+    const first = (await client.search({
+      resourceType: 'Observation',
+      searchParams: { subject: 'Patient/sa', _count: 7 },
+    })) as Bundle;
+    expect(first.total).toBe(30);
+    expect(first.entry).toHaveLength(7);
+    expect(first.entry?.[0]?.fullUrl).toMatch(new RegExp(`^${server.baseUrl}/Observation/`));
+    const entries = await all(first);
+    expect(new Set(entries.map((e) => e.resource?.id)).size).toBe(30);
+
+    const byPatient = (await client.search({
+      resourceType: 'Observation',
+      searchParams: { patient: 'Patient/sb' },
+    })) as Bundle;
+    expect(byPatient.total).toBe(15);
+    expect(await all(byPatient)).toHaveLength(15);
+  });
+
+  it('applies the default page size when _count is absent', async () => {
+    const page = (await client.search({
+      resourceType: 'Observation',
+      searchParams: { subject: 'Patient/sa' },
+    })) as Bundle;
+    expect(page.entry).toHaveLength(20);
+    expect(page.link?.some((l) => l.relation === 'next')).toBe(true);
+  });
+
+  it('searches code, identifier, date and _lastUpdated and sorts by -date', async () => {
+    const count = async (searchParams: Record<string, string | number>): Promise<number | undefined> =>
+      ((await client.search({ resourceType: 'Observation', searchParams })) as Bundle).total;
+    expect(await count({ code: 'http://loinc.org|2345-7', subject: 'Patient/sa' })).toBe(15);
+    expect(await count({ code: '4548-4', subject: 'Patient/sa' })).toBe(15);
+    expect(await count({ identifier: 'urn:test:obs|obs-3' })).toBe(1);
+    expect(await count({ identifier: 'obs-44' })).toBe(1);
+    expect(await count({ identifier: 'urn:other|obs-3' })).toBe(0);
+    expect(await count({ subject: 'Patient/sa', date: 'ge2024-01-21' })).toBe(10);
+    expect(await count({ subject: 'Patient/sa', _lastUpdated: 'gt2000-01-01' })).toBe(30);
+
+    const sorted = (await client.search({
+      resourceType: 'Observation',
+      searchParams: { subject: 'Patient/sa', _sort: '-date', _count: 5 },
+    })) as Bundle<Observation>;
+    expect(sorted.entry?.map((e) => e.resource?.valueQuantity?.value)).toEqual([29, 28, 27, 26, 25]);
+    const second = (await client.nextPage({ bundle: sorted as FhirResource })) as Bundle<Observation>;
+    expect(second.entry?.map((e) => e.resource?.valueQuantity?.value)).toEqual([24, 23, 22, 21, 20]);
+  });
+
+  it('rejects malformed paging and date values with 400', async () => {
+    expect((await raw('/Observation?_count=abc')).status).toBe(400);
+    expect((await raw('/Observation?date=notadate')).status).toBe(400);
+  });
+});
+
+describe('batch and transaction', () => {
+  const writeBack = (key: string): Bundle => {
+    const report: DiagnosticReport = {
+      resourceType: 'DiagnosticReport',
+      status: 'preliminary',
+      code: { text: 'risk' },
+      identifier: [{ system: 'urn:test:key', value: key }],
+      subject: { reference: 'Patient/sa' },
+      result: [{ reference: 'urn:uuid:00000000-0000-4000-8000-000000000002' }],
+    };
+    const score: Observation = {
+      resourceType: 'Observation',
+      status: 'preliminary',
+      code: { text: 'score' },
+    };
+    const provenance: Provenance = {
+      resourceType: 'Provenance',
+      recorded: '2024-01-01T00:00:00Z',
+      agent: [{ who: { display: 'model' } }],
+      target: [{ reference: 'urn:uuid:00000000-0000-4000-8000-000000000001' }],
+    };
+    return {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        {
+          fullUrl: 'urn:uuid:00000000-0000-4000-8000-000000000001',
+          resource: report,
+          request: { method: 'POST', url: 'DiagnosticReport', ifNoneExist: `identifier=urn:test:key|${key}` },
+        },
+        {
+          fullUrl: 'urn:uuid:00000000-0000-4000-8000-000000000002',
+          resource: score,
+          request: { method: 'POST', url: 'Observation' },
+        },
+        { resource: provenance, request: { method: 'POST', url: 'Provenance' } },
+      ],
+    };
+  };
+
+  it('resolves urn:uuid references and honours ifNoneExist on a second post', async () => {
+    const events: ChangeEvent[] = [];
+    const off = server.onChange((e) => events.push(e));
+    const first = (await client.transaction({ body: writeBack('k1') as FhirResource })) as Bundle;
+    expect(first.type).toBe('transaction-response');
+    expect(first.entry?.map((e) => e.response?.status)).toEqual(['201', '201', '201']);
+    const [dr, ob, prov] = (first.entry ?? []).map((e) => e.resource) as [Resource, Resource, Resource];
+    expect((dr as { result: { reference: string }[] }).result[0]?.reference).toBe(
+      `Observation/${ob.id ?? ''}`,
+    );
+    expect((prov as { target: { reference: string }[] }).target[0]?.reference).toBe(
+      `DiagnosticReport/${dr.id ?? ''}`,
+    );
+    expect(first.entry?.[0]?.response?.location).toBe(`DiagnosticReport/${dr.id ?? ''}/_history/1`);
+    expect(first.entry?.[0]?.response?.etag).toBe('W/"1"');
+    expect(events.map((e) => `${e.type}:${e.resource.resourceType}`)).toEqual([
+      'create:DiagnosticReport',
+      'create:Observation',
+      'create:Provenance',
+    ]);
+
+    const again = (await client.transaction({ body: writeBack('k1') as FhirResource })) as Bundle;
+    expect(again.entry?.[0]?.response?.status).toBe('200');
+    expect(again.entry?.[0]?.resource?.id).toBe(dr.id);
+    const target = (again.entry?.[2]?.resource as { target: { reference: string }[] }).target[0];
+    expect(target?.reference).toBe(`DiagnosticReport/${dr.id ?? ''}`);
+    off();
+  });
+
+  it('rolls a failing transaction back entirely and fires no events', async () => {
+    const events: ChangeEvent[] = [];
+    const off = server.onChange((e) => events.push(e));
+    const bundle = writeBack('k-rollback');
+    bundle.entry?.push({
+      resource: { resourceType: 'Patient' },
+      request: { method: 'PUT', url: 'Patient/nope' },
+    });
+    const result = await failure(client.transaction({ body: bundle as FhirResource }));
+    expect(result.status).toBe(400);
+    const left = (await client.search({
+      resourceType: 'DiagnosticReport',
+      searchParams: { identifier: 'urn:test:key|k-rollback' },
+    })) as Bundle;
+    expect(left.total).toBe(0);
+    expect(events).toEqual([]);
+    off();
+  });
+
+  it('processes a batch entry by entry', async () => {
+    const batch = (await client.batch({
+      body: {
+        resourceType: 'Bundle',
+        type: 'batch',
+        entry: [
+          { resource: { resourceType: 'Patient', id: 'bp' }, request: { method: 'PUT', url: 'Patient/bp' } },
+          { request: { method: 'GET', url: 'Patient/bp' } },
+          { request: { method: 'GET', url: 'Patient/does-not-exist' } },
+        ],
+      },
+    })) as Bundle;
+    expect(batch.type).toBe('batch-response');
+    expect(batch.entry?.map((e: BundleEntry) => e.response?.status)).toEqual(['200', '200', '404']);
+  });
+});
+
+describe('errors, metadata, hooks', () => {
+  it('serves a CapabilityStatement', async () => {
+    const cs = await client.capabilityStatement();
+    expect(cs.resourceType).toBe('CapabilityStatement');
+    expect(cs.fhirVersion).toBe('4.0.1');
+    const rest = (cs.rest as { resource: { type: string; interaction: { code: string }[] }[] }[])[0];
+    const obs = rest?.resource.find((r) => r.type === 'Observation');
+    expect(obs?.interaction.map((i) => i.code)).toContain('search-type');
+  });
+
+  it('answers bad input with OperationOutcomes and 4xx statuses', async () => {
+    const badJson = await post('/Patient', '{"resourceType": "Patient",');
+    expect(badJson.status).toBe(400);
+    expect(badJson.body.resourceType).toBe('OperationOutcome');
+    expect((await post('/Patient', '[1,2]')).status).toBe(400);
+    expect((await post('/Patient', '{"resourceType":"Observation"}')).status).toBe(400);
+    expect((await post('/Patient', '{"resourceType":"Patient","id":"bad id!"}')).status).toBe(400);
+    expect((await post('', '{"resourceType":"Bundle","type":"transaction","entry":[null]}')).status).toBe(
+      400,
+    );
+    expect((await post('', '{"resourceType":"Bundle","type":"collection"}')).status).toBe(400);
+    const unknownType = await raw('/Foo/1');
+    expect(unknownType.status).toBe(404);
+    expect(unknownType.body.resourceType).toBe('OperationOutcome');
+    expect((await post('/Foo', '{"resourceType":"Foo"}')).status).toBe(404);
+    expect((await raw('/Patient/1/_history/1/extra/path')).status).toBe(404);
+    const json = { 'Content-Type': 'application/fhir+json' };
+    expect((await raw('/Patient', { method: 'PUT', body: '{}', headers: json })).status).toBe(400);
+    expect((await raw('/Patient', { method: 'POST', body: '{"resourceType":"Patient"}' })).status).toBe(415);
+    expect((await raw('/metadata', { method: 'POST', body: '{}' })).status).toBe(405);
+    expect((await raw('/Patient', { method: 'OPTIONS' })).status).toBe(405);
+    expect((await fetch(server.baseUrl.replace('/fhir', '/other'))).status).toBe(404);
+  });
+
+  it('rejects bodies over the limit with 413', async () => {
+    const small = await startFhirServer({ port: 0, maxBodyBytes: 1024 });
+    try {
+      const body = JSON.stringify({
+        resourceType: 'Patient',
+        text: { status: 'generated', div: 'x'.repeat(4096) },
+      });
+      const res = await fetch(`${small.baseUrl}/Patient`, { method: 'POST', body });
+      expect(res.status).toBe(413);
+      expect(((await res.json()) as OperationOutcome).resourceType).toBe('OperationOutcome');
+    } finally {
+      await small.close();
+    }
+    const huge = JSON.stringify({
+      resourceType: 'Binary',
+      contentType: 'text/plain',
+      data: 'A'.repeat(17 << 20),
+    });
+    expect((await post('/Binary', huge)).status).toBe(413);
+  });
+
+  it('injects write faults on demand', async () => {
+    server.setFault({ failNextWrites: 1 });
+    const failed = await post('/Patient', '{"resourceType":"Patient"}');
+    expect(failed.status).toBe(503);
+    expect(failed.body.resourceType).toBe('OperationOutcome');
+    expect((await post('/Patient', '{"resourceType":"Patient"}')).status).toBe(201);
+    server.setFault({ writeFailureRate: 1 });
+    expect((await post('/Patient', '{"resourceType":"Patient"}')).status).toBe(503);
+    expect((await raw('/Patient?_count=1')).status).toBe(200);
+    server.setFault(undefined);
+  });
+
+  it('fires onChange after update and delete', async () => {
+    const events: ChangeEvent[] = [];
+    const off = server.onChange((e) => events.push(e));
+    await client.update({ resourceType: 'Patient', id: 'ev', body: { resourceType: 'Patient', id: 'ev' } });
+    await client.update({
+      resourceType: 'Patient',
+      id: 'ev',
+      body: { resourceType: 'Patient', id: 'ev', active: true },
+    });
+    await client.delete({ resourceType: 'Patient', id: 'ev' });
+    off();
+    expect(events.map((e) => `${e.type}:${e.resource.meta?.versionId ?? ''}`)).toEqual([
+      'create:1',
+      'update:2',
+      'delete:2',
+    ]);
+    expect(events[1]?.previous?.meta?.versionId).toBe('1');
+  });
+});
+
+describe('corpus', () => {
+  it('loads the US Core examples and finds them by patient, code and date', async () => {
+    const dir = join(CORPUS, 'us-core');
+    for (const file of readdirSync(dir).filter((f) => f.endsWith('.json'))) {
+      const resource = JSON.parse(readFileSync(join(dir, file), 'utf8')) as Resource & { id: string };
+      const stored = await client.update({
+        resourceType: resource.resourceType,
+        id: resource.id,
+        body: resource,
+      });
+      expect(stored.id).toBe(resource.id);
+    }
+    const glucose = (await client.search({
+      resourceType: 'Observation',
+      searchParams: { patient: 'Patient/example', code: 'http://loinc.org|2345-7' },
+    })) as Bundle;
+    expect(glucose.entry?.map((e) => e.resource?.id)).toEqual(['serum-glucose']);
+    const bp = (await client.search({
+      resourceType: 'Observation',
+      searchParams: { subject: 'Patient/example', code: '85354-9', _sort: 'date' },
+    })) as Bundle;
+    expect(bp.entry?.map((e) => e.resource?.id).sort()).toEqual(['blood-pressure', 'bp-data-absent']);
+    const reports = (await client.search({
+      resourceType: 'DiagnosticReport',
+      searchParams: { patient: 'Patient/example', date: 'lt2010-01-01' },
+    })) as Bundle;
+    expect(reports.entry?.map((e) => e.resource?.id).sort()).toEqual(['cbc', 'metabolic-panel']);
+  });
+
+  it('rejects the Synthea transaction while its conditional references resolve to nothing, then accepts it', async () => {
+    const text = readFileSync(join(CORPUS, 'synthea/sample_complete_patient.json'), 'utf8');
+    const failed = await failure(client.transaction({ body: JSON.parse(text) as FhirResource }));
+    expect(failed.status).toBe(400);
+    expect(failed.data.resourceType).toBe('OperationOutcome');
+    expect(failed.data.issue[0]?.details?.text).toMatch(
+      /Conditional reference '(Practitioner|Location|Organization)\?/,
+    );
+    const none = (await client.search({ resourceType: 'Encounter', searchParams: { _count: 1 } })) as Bundle;
+    expect(none.total).toBe(0);
+
+    // Create what the references point at, as Synthea's hospital and practitioner bundles would.
+    const conditional = new Set(text.match(/"(Practitioner|Location|Organization)\?identifier=[^"]+"/g));
+    for (const quoted of conditional) {
+      const [type = '', query = ''] = quoted.slice(1, -1).split('?identifier=');
+      const [system, value] = query.split('|');
+      await client.create({
+        resourceType: type,
+        body: { resourceType: type, identifier: [{ system, value }] },
+      });
+    }
+    const result = (await client.transaction({ body: JSON.parse(text) as FhirResource })) as Bundle;
+    expect(result.entry).toHaveLength(314);
+    expect(result.entry?.every((e) => e.response?.status === '201')).toBe(true);
+    const patient = result.entry?.find((e) => e.resource?.resourceType === 'Patient')?.resource;
+    const encounters = (await client.search({
+      resourceType: 'Encounter',
+      searchParams: { patient: `Patient/${patient?.id ?? ''}`, _count: 1 },
+    })) as Bundle<Resource & { participant?: { individual?: { reference?: string } }[] }>;
+    expect(encounters.total).toBe(37);
+    expect(encounters.entry?.[0]?.resource?.participant?.[0]?.individual?.reference).toMatch(
+      /^Practitioner\/[\w-]+$/,
+    );
+    const observations = (await client.search({
+      resourceType: 'Observation',
+      searchParams: { patient: `Patient/${patient?.id ?? ''}`, _count: 0 },
+    })) as Bundle;
+    expect(observations.total).toBe(58);
+  });
+});
