@@ -6,6 +6,7 @@ import type {
   DiagnosticReport,
   Observation,
   OperationOutcome,
+  Provenance,
   Resource,
 } from '@medplum/fhirtypes';
 import { Client, RESPONSE_KEY } from 'fhir-kit-client';
