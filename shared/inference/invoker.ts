@@ -15,6 +15,7 @@ import {
   InferenceError,
   InferenceProtocolError,
   InferenceTimeoutError,
+  InferenceUnknownError,
   InferenceValidationError,
   toInferenceError,
 } from './errors.js';
@@ -227,17 +228,23 @@ export function createInvoker(opts: InvokerOptions): Invoker {
         }),
         { abortSignal: signal },
       );
-      if (!res.Body) throw new InferenceProtocolError(`endpoint ${endpoint}: empty response body`);
-      const outputs = decodeResponse(res.Body, res.ContentType ?? JSON_CONTENT_TYPE);
+      // Typed as always present; a proxy or a fake may still leave it out.
+      const resBody = res.Body as Uint8Array | undefined;
+      if (!resBody) throw new InferenceProtocolError(`endpoint ${endpoint}: empty response body`);
+      const outputs = decodeResponse(resBody, res.ContentType ?? JSON_CONTENT_TYPE);
       log.debug('inference call', { ...fields, ms: Date.now() - started, binary });
       return outputs;
     } catch (err) {
-      const timedOut = timeout.aborted && !(call.signal?.aborted ?? false);
-      const mapped = timedOut
-        ? new InferenceTimeoutError(`endpoint ${endpoint}: timed out after ${timeoutMs} ms`, timeoutMs, {
+      const cancelled = call.signal?.aborted ?? false;
+      const mapped = cancelled
+        ? new InferenceUnknownError('Aborted', `endpoint ${endpoint}: call aborted by the caller`, {
             cause: err,
           })
-        : toInferenceError(err);
+        : timeout.aborted
+          ? new InferenceTimeoutError(`endpoint ${endpoint}: timed out after ${timeoutMs} ms`, timeoutMs, {
+              cause: err,
+            })
+          : toInferenceError(err);
       log.warn('inference call failed', { ...fields, ms: Date.now() - started, ...errorFields(mapped) });
       throw mapped;
     }

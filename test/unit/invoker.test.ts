@@ -390,6 +390,26 @@ describe('errors', () => {
     expect((err as InferenceTimeoutError).timeoutMs).toBe(20);
     expect(signal?.aborted).toBe(true);
   });
+  it('a call the caller aborts is not a timeout: code Aborted, not retryable', async () => {
+    const hanging = {
+      send: (_cmd: unknown, opts: { abortSignal: AbortSignal }) =>
+        new Promise((_resolve, reject) => {
+          opts.abortSignal.addEventListener('abort', () => {
+            reject(Object.assign(new Error('Request aborted'), { name: 'AbortError' }));
+          });
+        }),
+    } as unknown as SageMakerRuntimeClient;
+    const controller = new AbortController();
+    const pending = createInvoker({ client: hanging, endpointName: (m) => m.id })
+      .predict(tiny, [row(1, 2, 3, 4)], { signal: controller.signal })
+      .catch((e: unknown) => e);
+    controller.abort();
+    const err = await pending;
+    expect(err).toBeInstanceOf(InferenceError);
+    expect(err).not.toBeInstanceOf(InferenceTimeoutError);
+    expect((err as InferenceError).code).toBe('Aborted');
+    expect((err as InferenceError).retryable).toBe(false);
+  });
 });
 
 describe('batching', () => {
