@@ -31,12 +31,9 @@ options:
   -h, --help          this text
 `;
 
-/** Hides the AWS SDK's notice about future Node versions; other warnings still print. */
+/** Hides the AWS SDK's notice about its future Node.js requirement (this project supports Node 20). */
 function quietSdkNotice(): void {
-  process.removeAllListeners('warning');
-  process.on('warning', (w) => {
-    if (w.name !== 'NodeVersionSupportWarning') process.stderr.write(`${w.name}: ${w.message}\n`);
-  });
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 }
 
 function port(flag: string | undefined, env: string | undefined, fallback: number): number {

@@ -110,7 +110,7 @@ export async function queueDepth(client: SQSClient, queueUrl: string): Promise<n
 export type SqsHandler = (
   event: SQSEvent,
   context: Context,
-) => Promise<{ batchItemFailures: { itemIdentifier: string }[] } | undefined | void>;
+) => Promise<{ batchItemFailures: { itemIdentifier: string }[] } | undefined>;
 
 export interface PollerOptions {
   client: SQSClient;
@@ -204,7 +204,10 @@ function toRecord(m: Message, queueArn: string): SQSRecord {
 }
 
 function lambdaContext(): Context {
+  // `done`, `fail` and `succeed` are deprecated parts of the Context type; handlers here are async.
+  const legacy = { done: () => undefined, fail: () => undefined, succeed: () => undefined };
   return {
+    ...legacy,
     callbackWaitsForEmptyEventLoop: false,
     functionName: 'resource-event',
     functionVersion: '$LATEST',
@@ -214,8 +217,5 @@ function lambdaContext(): Context {
     logGroupName: '/aws/lambda/resource-event',
     logStreamName: 'local',
     getRemainingTimeInMillis: () => 60_000,
-    done: () => undefined,
-    fail: () => undefined,
-    succeed: () => undefined,
   };
 }

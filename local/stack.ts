@@ -63,7 +63,7 @@ export async function startStack(opts: StackOptions = {}): Promise<RunningStack>
       port: opts.queuePort ?? DEFAULT_PORTS.queue,
       visibilityTimeoutSeconds: opts.visibilityTimeoutSeconds ?? 5,
     });
-    started.push({ close: queues.stop });
+    started.push({ close: () => queues.stop() });
     return {
       fhir,
       sagemaker,

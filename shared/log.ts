@@ -17,7 +17,11 @@ const SAFE_STRING = /^[A-Za-z0-9_.:/|#@=+-]{0,200}$/;
 
 function sanitise(value: LogValue): LogValue {
   if (typeof value === 'string') return SAFE_STRING.test(value) ? value : '[redacted]';
-  if (Array.isArray(value)) return value.map((v) => (typeof v === 'string' ? sanitise(v) : v)) as string[];
+  if (Array.isArray(value)) {
+    return (value as readonly (string | number)[]).map((v) =>
+      typeof v === 'string' ? (sanitise(v) as string) : v,
+    );
+  }
   return value;
 }
 

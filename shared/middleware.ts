@@ -16,7 +16,7 @@ export class EventShapeError extends Error {
 }
 
 /** Replaces `request.event` with the zod-parsed event; a mismatch names the failing path only. */
-export function parseEvent<S extends z.ZodType>(schema: S): MiddlewareObj<unknown> {
+export function parseEvent(schema: z.ZodType): MiddlewareObj {
   return {
     name: 'parseEvent',
     before: function parseEventBefore(request) {
@@ -31,7 +31,7 @@ export function parseEvent<S extends z.ZodType>(schema: S): MiddlewareObj<unknow
 }
 
 /** Logs the invocation's start, end and duration with the request id, never the event. */
-export function logInvocation(logger: Logger): MiddlewareObj<unknown> {
+export function logInvocation(logger: Logger): MiddlewareObj {
   let started = 0;
   return {
     name: 'logInvocation',

@@ -3,24 +3,38 @@
  * SageMaker invoker, the model registry and the compiled feature extractors.
  */
 import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
-import type { Resource } from '@medplum/fhirtypes';
 import type { Config } from './config.js';
 import { createFhirGateway } from './fhir/gateway.js';
-import { compileExtractor } from './features/index.js';
+import { compileTabular } from './features/index.js';
 import { createInvoker } from './inference/invoker.js';
 import type { ModelManifest } from './inference/manifest.js';
-import { loadRegistry } from './inference/registry.js';
+import { createRegistry, loadRegistry } from './inference/registry.js';
 import type { Logger } from './log.js';
 import type { ExtractorLike, PipelinePorts } from './pipeline.js';
-import { buildReportTransaction, SYSTEM_TAG } from './reports/index.js';
+import { buildReportTransaction, isWrittenByFhirAnalytics } from './reports/index.js';
 
-/** True for resources this system wrote (its `meta.tag`): events about them are ignored. */
-export function isOwnWrite(resource: Resource): boolean {
-  return (resource.meta?.tag ?? []).some((t) => t.system === SYSTEM_TAG.system && t.code === SYSTEM_TAG.code);
+/** Input kinds the event pipeline can extract today; models of other kinds are left out, with a log line. */
+const SUPPORTED_INPUTS: ReadonlySet<ModelManifest['input']['kind']> = new Set(['tabular']);
+
+/** Compiles a model's feature spec once. */
+export function compileExtractor(manifest: ModelManifest): ExtractorLike {
+  if (manifest.input.kind !== 'tabular') {
+    throw new Error(
+      `model ${manifest.id}: ${manifest.input.kind} inputs are not supported by this pipeline yet`,
+    );
+  }
+  return compileTabular(manifest.input);
 }
 
 export async function createPipelinePorts(config: Config, logger: Logger): Promise<PipelinePorts> {
-  const registry = await loadRegistry(config.MODELS_DIR);
+  const loaded = await loadRegistry(config.MODELS_DIR);
+  const usable = loaded.all().filter((m) => SUPPORTED_INPUTS.has(m.input.kind));
+  for (const m of loaded.all().filter((x) => !SUPPORTED_INPUTS.has(x.input.kind))) {
+    logger.warn('model not served by the event pipeline', { model: m.id, input: m.input.kind });
+  }
+  const registry = createRegistry(usable);
+  // Compile every extractor now, once per cold start, so a bad manifest fails at start.
+  const extractors = new Map<string, ExtractorLike>(usable.map((m) => [m.id, compileExtractor(m)]));
   const client = new SageMakerRuntimeClient({
     region: config.AWS_REGION,
     ...(config.SAGEMAKER_ENDPOINT_URL
@@ -31,7 +45,6 @@ export async function createPipelinePorts(config: Config, logger: Logger): Promi
         }
       : {}),
   });
-  const extractors = new Map<string, ExtractorLike>();
   return {
     fhir: createFhirGateway({
       baseUrl: config.FHIR_BASE_URL,
@@ -48,16 +61,9 @@ export async function createPipelinePorts(config: Config, logger: Logger): Promi
       logger,
     }),
     models: registry,
-    extractor: (manifest) => {
-      let e = extractors.get(manifest.id);
-      if (!e) {
-        e = compileExtractor(manifest);
-        extractors.set(manifest.id, e);
-      }
-      return e;
-    },
+    extractor: (manifest) => extractors.get(manifest.id) ?? compileExtractor(manifest),
     buildReport: buildReportTransaction,
-    isOwnWrite,
+    isOwnWrite: isWrittenByFhirAnalytics,
     logger,
   };
 }

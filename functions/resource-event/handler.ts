@@ -22,6 +22,7 @@ export function createResourceEventHandler(logger: Logger, getPorts: () => Promi
     return processSqsBatch(
       event.Records,
       async (record) => {
+        const started = Date.now();
         const message = parseResourceEvent(record.body);
         const result = await processResourceEvent(p, message);
         logger.info('event processed', {
@@ -31,6 +32,7 @@ export function createResourceEventHandler(logger: Logger, getPorts: () => Promi
           written: result.outcomes.filter((o) => o.outcome === 'written').length,
           unchanged: result.outcomes.filter((o) => o.outcome === 'unchanged').length,
           insufficient: result.outcomes.filter((o) => o.outcome === 'insufficient-data').length,
+          ms: Date.now() - started,
         });
       },
       logger,

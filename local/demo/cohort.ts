@@ -6,7 +6,7 @@
  * Deterministic: the same rows give the same resources (dates are relative to the day).
  */
 import { readFileSync } from 'node:fs';
-import type { Bundle, BundleEntry, Observation, Patient } from '@medplum/fhirtypes';
+import type { BundleEntry, Observation, Patient } from '@medplum/fhirtypes';
 
 export const DEMO_SYSTEM = 'urn:fhir-analytics:demo';
 const LOINC = 'http://loinc.org';
@@ -103,8 +103,10 @@ const LABS: readonly LabSpec[] = [
 export interface DemoPatient {
   /** Business identifier value (`DEMO_SYSTEM|<value>`), used for conditional creates. */
   readonly key: string;
-  /** The transaction that creates the patient and its Observations, each conditionally. */
-  readonly bundle: Bundle;
+  /** The Patient, created conditionally on its identifier. */
+  readonly patient: BundleEntry<Patient>;
+  /** Its Observations, each created conditionally; `subject` points at the patient's `fullUrl`. */
+  readonly observations: readonly BundleEntry<Observation>[];
   /** Why this patient should not get a report, when the demo made its data incomplete on purpose. */
   readonly expectedGap?: string;
 }
@@ -141,13 +143,12 @@ function buildPatient(row: HeldOutRow, index: number, now: number): DemoPatient 
     gender: row.values.sex === 1 ? 'female' : 'male',
     birthDate: birth.toISOString().slice(0, 10),
   };
-  const entries: BundleEntry[] = [
-    {
-      fullUrl: patientUrl,
-      resource: patient,
-      request: { method: 'POST', url: 'Patient', ifNoneExist: `identifier=${DEMO_SYSTEM}|${key}` },
-    },
-  ];
+  const patientEntry: BundleEntry<Patient> = {
+    fullUrl: patientUrl,
+    resource: patient,
+    request: { method: 'POST', url: 'Patient', ifNoneExist: `identifier=${DEMO_SYSTEM}|${key}` },
+  };
+  const entries: BundleEntry<Observation>[] = [];
 
   // Every 9th patient has no glucose on file; every 13th has an HDL in a unit nobody can convert.
   const gap = index % 9 === 8 ? 'no-glucose' : index % 13 === 12 ? 'unconvertible-hdl' : undefined;
@@ -189,7 +190,8 @@ function buildPatient(row: HeldOutRow, index: number, now: number): DemoPatient 
 
   return {
     key,
-    bundle: { resourceType: 'Bundle', type: 'transaction', entry: entries },
+    patient: patientEntry,
+    observations: entries,
     ...(gap ? { expectedGap: gap } : {}),
   };
 }

@@ -5,7 +5,7 @@
  * timeouts, and typed errors.
  */
 import { Client } from 'fhir-kit-client';
-import type { Bundle, Resource, ResourceType } from '@medplum/fhirtypes';
+import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { withRetry } from '../retry.js';
 import { FhirRequestError, FhirUnavailableError, isRetryableStatus, statusOf } from './errors.js';
 
@@ -97,7 +97,7 @@ export function createFhirGateway(opts: FhirGatewayOptions): FhirGateway {
       const out: T[] = [];
       let page = await call<Bundle<T>>('search', (signal) =>
         client.search({
-          resourceType: resourceType as ResourceType,
+          resourceType,
           searchParams: { ...params },
           options: { signal },
         }),

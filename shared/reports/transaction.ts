@@ -198,9 +198,9 @@ export function buildReportTransaction(args: ReportTransactionArgs): ReportTrans
     subject,
     ...effective,
     issued,
-    // ARCHITECTURE.md names the model Device as performer; R4 lists Practitioner/Organization/…
-    // only, so strict validators may object (the Provenance agent carries the Device as well).
-    performer: [{ reference: deviceUrl, display: deviceRef.display }],
+    // No `performer`: R4 allows only Practitioner, PractitionerRole, Organization or CareTeam
+    // there, and servers that check reference targets refuse a Device. The model is named by
+    // the result Observation's `device` and by the Provenance agent, both of which take a Device.
     result: [{ reference: scoreUrl }],
     conclusion: conclusionText(manifest, prediction.score, band),
     ...(band ? { conclusionCode: [concept(band.conclusion)] } : {}),

@@ -1,4 +1,4 @@
-import type { Bundle, Observation, Patient, Resource } from '@medplum/fhirtypes';
+import type { Bundle, DiagnosticReport, Observation, Patient, Resource } from '@medplum/fhirtypes';
 import { describe, expect, it, vi } from 'vitest';
 import type { FhirGateway } from '../../shared/fhir/gateway.js';
 import { parseManifest, type ModelManifest } from '../../shared/inference/manifest.js';
@@ -57,6 +57,11 @@ const glucose: Observation = {
   code: { coding: [{ system: 'http://loinc.org', code: '2345-7' }] },
   subject: { reference: 'Patient/p1' },
 };
+const report: DiagnosticReport = {
+  resourceType: 'DiagnosticReport',
+  status: 'preliminary',
+  code: { text: 'r' },
+};
 const patient: Patient = { resourceType: 'Patient', id: 'p1', gender: 'female', birthDate: '1970-01-01' };
 
 const okExtract: ExtractResult = {
@@ -113,7 +118,7 @@ function makePorts(opts: {
       bundle: {
         resourceType: 'Bundle',
         type: 'transaction',
-        entry: [{ resource: { resourceType: 'DiagnosticReport', status: 'preliminary', code: {} } }],
+        entry: [{ resource: report }],
       },
       idempotencyKey: 'a'.repeat(64),
     }),

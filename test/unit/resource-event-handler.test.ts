@@ -86,7 +86,7 @@ describe('resource-event handler', () => {
     const result = await handler(
       {
         Records: [record('m1', 'Patient/a', 'Observation/1'), record('m2', 'Patient/a', 'Observation/2')],
-      } as never,
+      },
       context,
     );
     expect(result.batchItemFailures).toEqual([{ itemIdentifier: 'm1' }, { itemIdentifier: 'm2' }]);
