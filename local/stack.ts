@@ -26,8 +26,10 @@ export interface StackOptions {
   sagemakerPort?: number;
   queuePort?: number;
   modelsDir?: string;
-  /** Seconds before an unacknowledged queue message is delivered again. */
+  /** Seconds before an unacknowledged queue message is delivered again. Default 5. */
   visibilityTimeoutSeconds?: number;
+  /** Receives before a message is dead-lettered. Default 3. */
+  maxReceiveCount?: number;
 }
 
 export type RunningEndpointServer = Awaited<ReturnType<typeof startEndpointServer>>;
@@ -62,6 +64,7 @@ export async function startStack(opts: StackOptions = {}): Promise<RunningStack>
     const queues = await startLocalQueues({
       port: opts.queuePort ?? DEFAULT_PORTS.queue,
       visibilityTimeoutSeconds: opts.visibilityTimeoutSeconds ?? 5,
+      maxReceiveCount: opts.maxReceiveCount ?? 3,
     });
     started.push({ close: () => queues.stop() });
     return {

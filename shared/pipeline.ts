@@ -122,7 +122,7 @@ export async function runModelsForPatient(
       ports.logger.info('insufficient data', {
         model: manifest.id,
         patient: patientRef,
-        missing: extracted.missing.length,
+        missing: extracted.missing,
         skipped: extracted.skipped.length,
       });
       continue;
