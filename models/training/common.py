@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -385,3 +385,245 @@ def residual_summary(y: np.ndarray, p: np.ndarray) -> Dict[str, float]:
         "p95": float(q[4]),
         "rmse": float(math.sqrt(np.mean(r**2))),
     }
+
+
+# ---------------------------------------------------------------- classification (svm, rf)
+# Appended for the tabular classifiers (tab_* names: the neural models' helpers below
+# have their own accuracy_at/brier_score/reliability_* with other signatures).
+
+
+def auc_score(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC (Mann-Whitney, ties count one half)."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(np.asarray(y), np.asarray(p, dtype=np.float64)))
+
+
+def tab_brier(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean squared error of the positive-class probability."""
+    return float(np.mean((np.asarray(p, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2))
+
+
+def tab_accuracy_at(threshold: float = 0.5) -> Callable[[np.ndarray, np.ndarray], float]:
+    """Accuracy of `p >= threshold` as the positive class."""
+
+    def acc(y: np.ndarray, p: np.ndarray) -> float:
+        return float(np.mean((np.asarray(p) >= threshold).astype(int) == np.asarray(y).astype(int)))
+
+    return acc
+
+
+def log_loss_score(y: np.ndarray, p: np.ndarray, eps: float = 1e-15) -> float:
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    y = np.asarray(y, dtype=np.float64)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray, seed: int, n_boot: int = 2000) -> Dict[str, float]:
+    """Held-out AUC, accuracy (p ≥ 0.5) and Brier score of the positive-class probability,
+    each with a percentile-bootstrap 95% interval over rows (same resamples for each)."""
+    out: Dict[str, float] = {}
+    for name, fn in (("auc", auc_score), ("accuracy", tab_accuracy_at(0.5)), ("brier", tab_brier)):
+        lo, hi = bootstrap_ci(fn, y, p, seed, n_boot)
+        out[name] = fn(y, p)
+        out[f"{name}_lo"] = lo
+        out[f"{name}_hi"] = hi
+    return out
+
+
+def tab_reliability_table(
+    y: np.ndarray, p: np.ndarray, edges: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+) -> List[Dict[str, Any]]:
+    """Rows {lo, hi, n, meanPredicted, observed} per probability bin [lo, hi) (last bin closed)."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    rows = []
+    for i in range(len(edges) - 1):
+        lo, hi = edges[i], edges[i + 1]
+        m = (p >= lo) & ((p < hi) if i < len(edges) - 2 else (p <= hi))
+        n = int(m.sum())
+        rows.append(
+            {
+                "lo": lo,
+                "hi": hi,
+                "n": n,
+                "meanPredicted": float(p[m].mean()) if n else None,
+                "observed": float(y[m].mean()) if n else None,
+                "positives": int(y[m].sum()) if n else 0,
+            }
+        )
+    return rows
+
+
+def tab_reliability_markdown(rows: List[Dict[str, Any]]) -> str:
+    lines = ["| predicted probability | n | mean predicted | observed positive rate |", "|---|---|---|---|"]
+    for i, r in enumerate(rows):
+        close = "]" if i == len(rows) - 1 else ")"
+        mp = "—" if r["meanPredicted"] is None else fmt(r["meanPredicted"])
+        ob = "—" if r["observed"] is None else f"{fmt(r['observed'])} ({r['positives']}/{r['n']})"
+        lines.append(f"| [{r['lo']:.1f}, {r['hi']:.1f}{close} | {r['n']} | {mp} | {ob} |")
+    return "\n".join(lines)
+
+
+def make_model(
+    nodes: List[Any],
+    inputs: List[Any],
+    outputs: List[Any],
+    initializers: Optional[List[Any]] = None,
+    doc: str = "",
+    ml: bool = True,
+) -> onnx.ModelProto:
+    """A checked model from nodes (opset ONNX_OPSET, plus ai.onnx.ml when `ml`)."""
+    graph = helper.make_graph(nodes, "model", inputs, outputs, initializer=initializers or [])
+    opsets = [helper.make_opsetid("", ONNX_OPSET)]
+    if ml:
+        opsets.append(helper.make_opsetid("ai.onnx.ml", ONNX_ML_OPSET))
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="fhir-analytics/models/training", doc_string=doc)
+    model.ir_version = ONNX_IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def rf_classifier_to_onnx(
+    rf: Any,
+    n_features: int,
+    input_name: str = "x",
+    output_name: str = "probabilities",
+    impute_values: Optional[Sequence[float]] = None,
+    doc: str = "",
+) -> onnx.ModelProto:
+    """sklearn RandomForestClassifier (binary or multiclass, no class weights needed) →
+    [ai.onnx.ml Imputer (NaN → impute_values)] → ai.onnx.ml TreeEnsembleClassifier.
+    Input [N, n_features] float32; output `output_name` [N, n_classes] float32 = the mean of
+    the trees' leaf class probabilities (sklearn's predict_proba): every leaf carries every
+    class's weight (leaf probability / n_trees), post_transform NONE, so onnxruntime does
+    not take its one-class 'binary case' path. The label output is computed but not
+    exposed. Thresholds are float32_floor'ed as for the GBM (exact branches)."""
+    n_trees = len(rf.estimators_)
+    classes = [int(c) for c in rf.classes_]
+    assert classes == list(range(len(classes))), "classes must be 0..k-1"
+    attrs = TreeAttrs()
+    for i, est in enumerate(rf.estimators_):
+        t = est.tree_
+
+        def leaf(node: int, t: Any = t) -> Iterable[tuple]:
+            v = np.asarray(t.value[node][0], dtype=np.float64)
+            prob = v / v.sum()
+            return [(k, float(prob[k]) / n_trees) for k in range(len(classes))]
+
+        attrs.add_tree(t, i, leaf)
+    nodes = []
+    tree_in = input_name
+    if impute_values is not None:
+        assert len(impute_values) == n_features
+        nodes.append(
+            helper.make_node(
+                "Imputer",
+                [input_name],
+                ["x_imputed"],
+                domain="ai.onnx.ml",
+                imputed_value_floats=[float(np.float32(v)) for v in impute_values],
+                replaced_value_float=float("nan"),
+            )
+        )
+        tree_in = "x_imputed"
+    nodes.append(
+        helper.make_node(
+            "TreeEnsembleClassifier",
+            [tree_in],
+            ["label", output_name],
+            domain="ai.onnx.ml",
+            classlabels_int64s=classes,
+            post_transform="NONE",
+            nodes_treeids=attrs.nodes_treeids,
+            nodes_nodeids=attrs.nodes_nodeids,
+            nodes_featureids=attrs.nodes_featureids,
+            nodes_values=attrs.nodes_values,
+            nodes_modes=attrs.nodes_modes,
+            nodes_truenodeids=attrs.nodes_truenodeids,
+            nodes_falsenodeids=attrs.nodes_falsenodeids,
+            nodes_hitrates=attrs.nodes_hitrates,
+            nodes_missing_value_tracks_true=attrs.nodes_missing_value_tracks_true,
+            class_treeids=attrs.leaf_treeids,
+            class_nodeids=attrs.leaf_nodeids,
+            class_ids=attrs.leaf_targetids,
+            class_weights=attrs.leaf_weights,
+        )
+    )
+    x = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", n_features])
+    z = helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", len(classes)])
+    return make_model(nodes, [x], [z], doc=doc, ml=True)
+
+
+def rbf_svm_platt_to_onnx(
+    mean: np.ndarray,
+    scale: np.ndarray,
+    support_vectors: np.ndarray,
+    dual_coef: np.ndarray,
+    intercept: float,
+    gamma: float,
+    platt_a: float,
+    platt_b: float,
+    input_name: str = "x",
+    output_name: str = "probabilities",
+    doc: str = "",
+) -> onnx.ModelProto:
+    """Standardisation + binary RBF SVM + Platt sigmoid in plain ONNX operators (no
+    ai.onnx.ml, so it also runs on the CUDA execution provider):
+        z = (x - mean) / scale
+        f = Σ_i dual_coef_i · exp(-gamma · ||z - sv_i||²) + intercept   (sklearn's decision_function)
+        p1 = sigmoid(-(platt_a · f + platt_b))                           (sklearn _SigmoidCalibration)
+        output [N, 2] = [1 - p1, p1]
+    ||z - sv||² = ||z||² - 2 z·sv + ||sv||², clamped at 0 (float32 cancellation)."""
+    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    sv = np.asarray(support_vectors, dtype=np.float64)
+    n_features = sv.shape[1]
+    dual = np.asarray(dual_coef, dtype=np.float64).reshape(-1, 1)
+    inits = [
+        numpy_helper.from_array(f32(np.reshape(mean, (1, -1))), "mean"),
+        numpy_helper.from_array(f32(np.reshape(scale, (1, -1))), "scale"),
+        numpy_helper.from_array(f32(sv.T), "sv_t"),
+        numpy_helper.from_array(f32((sv**2).sum(axis=1).reshape(1, -1)), "sv_sq"),
+        numpy_helper.from_array(f32([-2.0]), "minus_two"),
+        numpy_helper.from_array(f32([-gamma]), "neg_gamma"),
+        numpy_helper.from_array(f32(dual), "dual_coef"),
+        numpy_helper.from_array(f32([intercept]), "intercept"),
+        numpy_helper.from_array(f32([-platt_a]), "neg_platt_a"),
+        numpy_helper.from_array(f32([-platt_b]), "neg_platt_b"),
+        numpy_helper.from_array(f32([1.0]), "one"),
+        numpy_helper.from_array(np.asarray([1], dtype=np.int64), "axis1"),
+    ]
+    N = helper.make_node
+    nodes = [
+        N("Sub", [input_name, "mean"], ["centred"]),
+        N("Div", ["centred", "scale"], ["z"]),
+        N("Mul", ["z", "z"], ["z_sq_el"]),
+        N("ReduceSum", ["z_sq_el", "axis1"], ["z_sq"], keepdims=1),  # [N, 1]
+        N("MatMul", ["z", "sv_t"], ["cross"]),  # [N, nSV]
+        N("Mul", ["cross", "minus_two"], ["cross2"]),
+        N("Add", ["cross2", "z_sq"], ["d_partial"]),
+        N("Add", ["d_partial", "sv_sq"], ["d_raw"]),
+        N("Relu", ["d_raw"], ["d"]),  # squared distance ≥ 0
+        N("Mul", ["d", "neg_gamma"], ["log_k"]),
+        N("Exp", ["log_k"], ["k"]),
+        N("MatMul", ["k", "dual_coef"], ["f_raw"]),  # [N, 1]
+        N("Add", ["f_raw", "intercept"], ["decision"]),
+        N("Mul", ["decision", "neg_platt_a"], ["logit_partial"]),
+        N("Add", ["logit_partial", "neg_platt_b"], ["logit"]),
+        N("Sigmoid", ["logit"], ["p_pos"]),
+        N("Sub", ["one", "p_pos"], ["p_neg"]),
+        N("Concat", ["p_neg", "p_pos"], [output_name], axis=1),
+    ]
+    x = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", n_features])
+    y = helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", 2])
+    return make_model(nodes, [x], [y], initializers=inits, doc=doc, ml=False)
+
+
+def rscript_csv(r_expr: str, path: str) -> None:
+    """Runs `Rscript -e` to write a data set to CSV (NA for missing values)."""
+    import subprocess
+
+    code = f"{r_expr}; write.csv(.d, {json.dumps(path)}, row.names = FALSE, na = 'NA')"
+    r = subprocess.run(["Rscript", "--vanilla", "-e", code], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"Rscript failed ({r.returncode}): {r.stderr.strip()}")

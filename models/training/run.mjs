@@ -32,6 +32,12 @@ const SCRIPTS = [
     extra: ['local/demo/data/diabetes-heldout.json'],
     needs: ['sklearn', 'numpy', 'onnx'],
   },
+  {
+    script: 'svm_breast_cancer.py',
+    models: ['breast-cancer-svm'],
+    extra: ['local/demo/data/breast-cancer-heldout.json'],
+    needs: ['sklearn', 'numpy', 'onnx'],
+  },
 ];
 
 /**
