@@ -25,7 +25,8 @@ export function modelDirs(root) {
 /**
  * Checks one model folder. Returns { model, cases, maxAbsError, maxRelError, failures }.
  * A case's `x` is one input row (any nesting: it is flattened, and the tensor shape is
- * [cases, ...shape of x]); `expected` is a number or an array of the output row.
+ * [cases, ...shape of x]; `null` = missing, sent as NaN); `expected` is a number or an array
+ * of the output row.
  */
 export async function checkModel(dir) {
   const golden = JSON.parse(fs.readFileSync(path.join(dir, 'golden.json'), 'utf8'));
@@ -36,7 +37,8 @@ export async function checkModel(dir) {
   const rowSize = rowShape.reduce((a, b) => a * b, 1);
   const data = new Float32Array(cases.length * rowSize);
   cases.forEach((c, i) => {
-    const flat = [c.x].flat(Infinity);
+    // `null` in an input is a missing value, sent as NaN (JSON has no NaN; in-graph imputers replace it).
+    const flat = [c.x].flat(Infinity).map((v) => (v === null ? Number.NaN : v));
     if (flat.length !== rowSize) throw new Error(`${dir}/golden.json: case ${i} has ${flat.length} values`);
     data.set(flat, i * rowSize);
   });

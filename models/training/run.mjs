@@ -38,6 +38,13 @@ const SCRIPTS = [
     extra: ['local/demo/data/breast-cancer-heldout.json'],
     needs: ['sklearn', 'numpy', 'onnx'],
   },
+  {
+    // Also needs Rscript with r-cran-mlbench (the data is exported from it at train time).
+    script: 'rf_pima.py',
+    models: ['diabetes-onset-rf'],
+    extra: ['local/demo/data/pima-heldout.json'],
+    needs: ['sklearn', 'numpy', 'onnx'],
+  },
 ];
 
 /**

@@ -13,7 +13,8 @@ import { parseManifest, type ModelManifest } from '../../shared/inference/manife
 const MODELS = path.resolve(import.meta.dirname, '..', '..', 'models');
 const RELATIVE_TOLERANCE = 1e-4;
 
-type Nested = number | Nested[];
+/** `null` in an input is a missing value: it is sent as NaN (in-graph imputers replace it). */
+type Nested = number | null | Nested[];
 interface GoldenCase {
   rowId: number | string;
   x: Nested;
@@ -33,10 +34,12 @@ const modelIds = fs
   .sort();
 
 function flatten(v: Nested): number[] {
-  return Array.isArray(v) ? v.flatMap(flatten) : [v];
+  return Array.isArray(v) ? v.flatMap(flatten) : [v ?? Number.NaN];
 }
 function shapeOf(v: Nested): number[] {
-  return Array.isArray(v) ? [v.length, ...shapeOf(v[0] ?? [])] : [];
+  if (!Array.isArray(v)) return [];
+  const first = v[0];
+  return first === undefined ? [0] : [v.length, ...shapeOf(first)];
 }
 
 interface PbtxtTensor {
@@ -180,7 +183,14 @@ describe.each(modelIds)('models/%s', (id) => {
     });
     const a = Array.from(one[golden.output]?.data as Float32Array, Number);
     const b = Array.from(two[golden.output]?.data as Float32Array, Number);
-    expect(b.slice(0, a.length)).toEqual(a);
+    // Alike to float32 rounding, not bit for bit: onnxruntime's tree ensembles with more than
+    // `parallel_tree` trees sum a single row's trees in per-thread blocks (merged in lock
+    // order) but a small batch row by row, so the last bits of the sum can differ.
+    expect(a.length).toBeGreaterThan(0);
+    const drift = b
+      .slice(0, a.length)
+      .map((v, j) => Math.abs(v - (a[j] ?? Number.NaN)) / Math.max(1, Math.abs(v)));
+    expect(drift.every((d) => d <= 1e-6)).toBe(true);
     expect(a[0]).toBeCloseTo(flatten(first.expected)[0] ?? Number.NaN, 2);
   });
 });
