@@ -28,14 +28,15 @@ import { FhirRepository, MemoryRepository } from '@medplum/fhir-router';
 import type { Bundle, BundleEntry, Reference, Resource } from '@medplum/fhirtypes';
 import { ensureFhirDefinitions } from './definitions.js';
 import { resolveConditionalReferences, validateBasic } from './validate.js';
-import type { IndexedValues } from './search-index.js';
+import type { DateValues } from './search-index.js';
 import {
   TypeIndex,
   evaluate,
   expressionFor,
-  extractValues,
+  extractForIndex,
   indexedPredicate,
   kindOf,
+  paramValues,
 } from './search-index.js';
 
 export interface ChangeEvent {
@@ -55,7 +56,8 @@ export interface IndexedRepositoryOptions {
 interface Entry {
   readonly resource: WithId<Resource>;
   readonly seq: number;
-  readonly values: IndexedValues;
+  /** Date parameter values; token and reference values are in the posting lists. */
+  readonly dates: DateValues;
 }
 type Version = { readonly resource: WithId<Resource> } | { readonly deleted: WithId<Resource> };
 interface Undo {
@@ -169,7 +171,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
     if (!entry) throw new OperationOutcomeError(notFound);
     const history = this.versions.get(resourceType + '/' + id) ?? [];
     this.recordUndo(resourceType, id, entry, history.length);
-    this.indexFor(resourceType).remove(id, entry.values);
+    this.indexFor(resourceType).remove(id, extractForIndex(entry.resource).postings);
     this.store.get(resourceType)?.delete(id);
     const meta = { versionId: String(history.length + 1), lastUpdated: new Date().toISOString() };
     history.push({ deleted: { resourceType, id, meta } as WithId<Resource> });
@@ -262,7 +264,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
     const kind = (code: string): ReturnType<typeof kindOf> => kindOf(resourceType, code);
 
     // Candidates from posting lists, smallest first; the rest are checked per resource.
-    const sets: Set<string>[] = [];
+    const sets: ReadonlySet<string>[] = [];
     const checks: ((e: Entry) => boolean)[] = [];
     for (const filter of filters) {
       const ids = index?.candidates(filter, kind);
@@ -272,7 +274,8 @@ export class IndexedRepository extends FhirRepository<undefined> {
       }
       const predicate = indexedPredicate(filter, kind(filter.code));
       if (predicate) {
-        checks.push((e) => predicate(e.values.get(filter.code)));
+        const code = filter.code;
+        checks.push((e) => predicate(e.dates[code] ?? paramValues(e.resource, code)));
       } else {
         const single: SearchRequest = { resourceType, filters: [filter] };
         checks.push((e) => matchesSearchRequest(e.resource, single));
@@ -282,7 +285,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
     if (entries && sets.length > 0) {
       this.stats.indexed++;
       sets.sort((a, b) => a.size - b.size);
-      const [smallest, ...others] = sets as [Set<string>, ...Set<string>[]];
+      const [smallest, ...others] = sets as [ReadonlySet<string>, ...ReadonlySet<string>[]];
       for (const id of smallest) {
         if (!others.every((s) => s.has(id))) continue;
         const e = entries.get(id);
@@ -321,7 +324,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
       for (const e of list) {
         keys.set(
           e,
-          e.values.get(rule.code)?.sortKey ??
+          e.dates[rule.code]?.sortKey ??
             JSON.stringify(evaluate(ast, toTypedValue(e.resource)).map((v) => v.value as unknown)),
         );
       }
@@ -384,9 +387,9 @@ export class IndexedRepository extends FhirRepository<undefined> {
       versionId: String(history.length + 1),
       lastUpdated: new Date().toISOString(),
     };
-    let values: IndexedValues;
+    let extracted: ReturnType<typeof extractForIndex>;
     try {
-      values = extractValues(stored, toTypedValue(stored));
+      extracted = extractForIndex(stored);
     } catch (err) {
       throw new OperationOutcomeError(badRequest(`Invalid ${resourceType}: ${(err as Error).message}`));
     }
@@ -395,9 +398,9 @@ export class IndexedRepository extends FhirRepository<undefined> {
     const before = byId.get(id);
     this.recordUndo(resourceType, id, before, history.length);
     const index = this.indexFor(resourceType);
-    if (before) index.remove(id, before.values);
-    index.add(id, values);
-    byId.set(id, { resource: stored, seq: before?.seq ?? ++this.seq, values });
+    if (before) index.remove(id, extractForIndex(before.resource).postings);
+    index.add(id, extracted.postings);
+    byId.set(id, { resource: stored, seq: before?.seq ?? ++this.seq, dates: extracted.dates });
     history.push({ resource: stored });
     this.versions.set(key, history);
     this.emit(
@@ -422,10 +425,10 @@ export class IndexedRepository extends FhirRepository<undefined> {
     for (const u of [...undo].reverse()) {
       const byId = this.store.get(u.type);
       const current = byId?.get(u.id);
-      if (current) this.indexFor(u.type).remove(u.id, current.values);
+      if (current) this.indexFor(u.type).remove(u.id, extractForIndex(current.resource).postings);
       byId?.delete(u.id);
       if (u.before) {
-        this.indexFor(u.type).add(u.id, u.before.values);
+        this.indexFor(u.type).add(u.id, extractForIndex(u.before.resource).postings);
         byId?.set(u.id, u.before);
       }
       const key = u.type + '/' + u.id;

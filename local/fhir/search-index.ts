@@ -1,6 +1,6 @@
 /**
  * Per-resource-type search indexes for the searches this system makes: `identifier`, `subject`,
- * `patient`, `code`, `date`, `_lastUpdated` and `_id`.
+ * `patient`, `code`, `date` and `_lastUpdated`.
  *
  * Values are extracted with Medplum's own machinery (the search parameter's FHIRPath expression,
  * narrowed to the resource type and parsed once, then `convertToSearchable*`), and matched with
@@ -18,8 +18,9 @@ import {
   parseFhirPath,
   splitSearchOnComma,
   toPeriod,
+  toTypedValue,
 } from '@medplum/core';
-import type { Period } from '@medplum/fhirtypes';
+import type { Period, Resource } from '@medplum/fhirtypes';
 
 /** The search parameter codes that get an index when the resource type defines them. */
 export const INDEXED_CODES: readonly string[] = [
@@ -29,7 +30,6 @@ export const INDEXED_CODES: readonly string[] = [
   'code',
   'date',
   '_lastUpdated',
-  '_id',
 ];
 
 type Kind = 'token' | 'reference' | 'date';
@@ -45,14 +45,12 @@ export interface ParamValues {
   /** The expression yielded at least one value (`:missing`, and empty reference filters). */
   readonly present: boolean;
   /** Token keys (see {@link tokenKeys}), reference strings, or periods, by kind. */
-  readonly keys?: ReadonlySet<string>;
+  readonly keys?: readonly string[];
   readonly refs?: readonly string[];
   readonly periods?: readonly Period[];
-  /** `JSON.stringify` of the values, what Medplum's `_sort` compares. */
-  readonly sortKey: string;
+  /** Dates only: `JSON.stringify` of the values, what Medplum's `_sort` compares. */
+  readonly sortKey?: string;
 }
-
-export type IndexedValues = ReadonlyMap<string, ParamValues>;
 
 const astCache = new Map<string, FhirPathAtom | null>();
 
@@ -134,88 +132,111 @@ function filterKey(filterValue: string): string | null {
   return 'v\u0000' + filterValue.toLowerCase();
 }
 
-/** Extracts the indexed values of a resource. Throws if the resource cannot be evaluated. */
-export function extractValues(
-  resource: { resourceType: string },
-  typed: TypedValue,
-): Map<string, ParamValues> {
-  const result = new Map<string, ParamValues>();
-  for (const spec of specsFor(resource.resourceType)) {
-    const values = evaluate(spec.ast, typed);
-    const present = values.length > 0;
-    const sortKey = JSON.stringify(values.map((v) => v.value as unknown));
-    switch (spec.kind) {
-      case 'token': {
-        const keys = new Set<string>();
-        for (const t of convertToSearchableTokens(values)) tokenKeys(t.system, t.value, keys);
-        result.set(spec.code, { present, keys, sortKey });
-        break;
-      }
-      case 'reference':
-        result.set(spec.code, { present, refs: convertToSearchableReferences(values), sortKey });
-        break;
-      case 'date':
-        result.set(spec.code, { present, periods: convertToSearchableDates(values), sortKey });
-        break;
+function valuesFor(spec: ParamSpec, typed: TypedValue): ParamValues {
+  const values = evaluate(spec.ast, typed);
+  const present = values.length > 0;
+  switch (spec.kind) {
+    case 'token': {
+      const keys = new Set<string>();
+      for (const t of convertToSearchableTokens(values)) tokenKeys(t.system, t.value, keys);
+      return { present, keys: [...keys] };
+    }
+    case 'reference':
+      return { present, refs: convertToSearchableReferences(values) };
+    case 'date': {
+      const sortKey = JSON.stringify(values.map((v) => v.value as unknown));
+      return { present, periods: convertToSearchableDates(values), sortKey };
     }
   }
-  return result;
 }
+
+/** One indexed parameter's values for a resource, computed on demand. */
+export function paramValues(resource: Resource, code: string): ParamValues | undefined {
+  const spec = specsFor(resource.resourceType).find((s) => s.code === code);
+  return spec ? valuesFor(spec, toTypedValue(resource)) : undefined;
+}
+
+/** A resource's posting keys (token and reference parameters), `[code, key]`. */
+export type PostingKeys = readonly (readonly [string, string])[];
+
+/** What is kept per resource: date values (periods and sort keys); token and reference values live in postings. */
+export type DateValues = Readonly<Record<string, ParamValues>>;
+
+/** Extracts what the index keeps of a resource. Throws if the resource cannot be evaluated. */
+export function extractForIndex(resource: Resource): { dates: DateValues; postings: PostingKeys } {
+  const typed = toTypedValue(resource);
+  const dates: Record<string, ParamValues> = {};
+  const postings: (readonly [string, string])[] = [];
+  for (const spec of specsFor(resource.resourceType)) {
+    const v = valuesFor(spec, typed);
+    if (spec.kind === 'date') dates[spec.code] = v;
+    for (const key of v.keys ?? v.refs ?? []) postings.push([spec.code, key]);
+  }
+  return { dates, postings };
+}
+
+/** Ids under one key: a lone id is kept inline, which most identifier keys are. */
+type Posting = string | Set<string>;
 
 /** Posting lists of one resource type: parameter code → key → ids. */
 export class TypeIndex {
-  private readonly postings = new Map<string, Map<string, Set<string>>>();
+  private readonly postings = new Map<string, Map<string, Posting>>();
 
-  add(id: string, values: IndexedValues): void {
-    this.each(values, (code, key) => {
+  add(id: string, postings: PostingKeys): void {
+    this.each(postings, (code, key) => {
       let byKey = this.postings.get(code);
-      if (!byKey) this.postings.set(code, (byKey = new Map<string, Set<string>>()));
-      let ids = byKey.get(key);
-      if (!ids) byKey.set(key, (ids = new Set()));
-      ids.add(id);
+      if (!byKey) this.postings.set(code, (byKey = new Map<string, Posting>()));
+      const ids = byKey.get(key);
+      if (ids === undefined) byKey.set(key, id);
+      else if (typeof ids === 'string') {
+        if (ids !== id) byKey.set(key, new Set([ids, id]));
+      } else ids.add(id);
     });
   }
 
-  remove(id: string, values: IndexedValues): void {
-    this.each(values, (code, key) => {
+  remove(id: string, postings: PostingKeys): void {
+    this.each(postings, (code, key) => {
       const byKey = this.postings.get(code);
       const ids = byKey?.get(key);
-      if (!ids) return;
+      if (ids === undefined) return;
+      if (typeof ids === 'string') {
+        if (ids === id) byKey?.delete(key);
+        return;
+      }
       ids.delete(id);
       if (ids.size === 0) byKey?.delete(key);
+      else if (ids.size === 1) byKey?.set(key, ids.values().next().value as string);
     });
   }
 
-  private each(values: IndexedValues, fn: (code: string, key: string) => void): void {
-    for (const [code, v] of values) {
-      if (v.keys) for (const key of v.keys) fn(code, key);
-      if (v.refs) for (const ref of v.refs) fn(code, ref);
+  private each(postings: PostingKeys, fn: (code: string, key: string) => void): void {
+    for (const [code, key] of postings) fn(code, key);
+  }
+
+  private lookup(code: string, keys: (string | null)[]): ReadonlySet<string> {
+    const byKey = this.postings.get(code);
+    const found = keys.map((k) => (k === null ? undefined : byKey?.get(k)));
+    const [single] = found;
+    if (found.length === 1 && single instanceof Set) return single;
+    const out = new Set<string>();
+    for (const ids of found) {
+      if (typeof ids === 'string') out.add(ids);
+      else if (ids) for (const id of ids) out.add(id);
     }
+    return out;
   }
 
   /**
    * The ids matching an equality filter, or undefined when the filter is not answered from the
-   * posting lists (other parameters, modifiers, prefixes, an empty reference value).
+   * posting lists (other parameters, modifiers, prefixes, an empty reference value). The set
+   * may be the index's own: read it before the next write.
    */
-  candidates(filter: Filter, kindOf: (code: string) => Kind | undefined): Set<string> | undefined {
+  candidates(filter: Filter, kindOf: (code: string) => Kind | undefined): ReadonlySet<string> | undefined {
     if (filter.operator !== Operator.EQUALS) return undefined;
     const kind = kindOf(filter.code);
-    if (kind === 'token') {
-      const out = new Set<string>();
-      for (const fv of splitSearchOnComma(filter.value)) {
-        const key = filterKey(fv);
-        const ids = key === null ? undefined : this.postings.get(filter.code)?.get(key);
-        if (ids) for (const id of ids) out.add(id);
-      }
-      return out;
-    }
+    if (kind === 'token') return this.lookup(filter.code, splitSearchOnComma(filter.value).map(filterKey));
     if (kind === 'reference' && filter.value !== '') {
-      const out = new Set<string>();
-      for (const fv of splitSearchOnComma(filter.value)) {
-        const ids = this.postings.get(filter.code)?.get(fv);
-        if (ids) for (const id of ids) out.add(id);
-      }
-      return out;
+      return this.lookup(filter.code, splitSearchOnComma(filter.value));
     }
     return undefined;
   }
@@ -249,7 +270,7 @@ export function indexedPredicate(
       if (op !== Operator.EQUALS && !negated(op)) return undefined;
       const keys = values.map(filterKey);
       const neg = negated(op);
-      return (v) => (keys.some((k) => k !== null && v?.keys?.has(k) === true) ? !neg : neg);
+      return (v) => (keys.some((k) => k !== null && v?.keys?.includes(k) === true) ? !neg : neg);
     }
     case 'reference': {
       if (op !== Operator.EQUALS && !negated(op)) return undefined;

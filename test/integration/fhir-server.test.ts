@@ -28,8 +28,13 @@ afterAll(async () => {
   await server.close();
 });
 
-const headersOf = (r: FhirResource): Headers => (r as { [RESPONSE_KEY]: Response })[RESPONSE_KEY].headers;
-const statusOf = (r: FhirResource): number => (r as { [RESPONSE_KEY]: Response })[RESPONSE_KEY].status;
+const responseOf = (r: FhirResource): Response =>
+  (r as unknown as { [RESPONSE_KEY]: Response })[RESPONSE_KEY];
+const headersOf = (r: FhirResource): Headers => responseOf(r).headers;
+const statusOf = (r: FhirResource): number => responseOf(r).status;
+const asFhir = (r: Resource): FhirResource => r as unknown as FhirResource;
+const asBundle = <T extends Resource = Resource>(r: FhirResource | undefined): Bundle<T> =>
+  r as unknown as Bundle<T>;
 
 /** The HTTP status and body of a request that fhir-kit-client rejects. */
 async function failure(p: Promise<unknown>): Promise<{ status: number; data: OperationOutcome }> {
@@ -83,7 +88,7 @@ describe('instance interactions', () => {
 
     const v1 = await client.vread({ resourceType: 'Patient', id, version: '1' });
     expect(v1.name).toEqual([{ family: 'Alpha' }]);
-    const history = (await client.history({ resourceType: 'Patient', id })) as Bundle;
+    const history = asBundle(await client.history({ resourceType: 'Patient', id }));
     expect(history.type).toBe('history');
     expect(history.entry?.map((e) => e.resource?.meta?.versionId)).toEqual(['2', '1']);
 
@@ -142,7 +147,7 @@ describe('search', () => {
   beforeAll(async () => {
     await client.update({ resourceType: 'Patient', id: 'sa', body: { resourceType: 'Patient', id: 'sa' } });
     for (let i = 0; i < 45; i++) {
-      await client.create({ resourceType: 'Observation', body: obs(i, i < 30 ? 'sa' : 'sb') });
+      await client.create({ resourceType: 'Observation', body: asFhir(obs(i, i < 30 ? 'sa' : 'sb')) });
     }
   });
 
@@ -150,45 +155,54 @@ describe('search', () => {
     const entries = [...(first.entry ?? [])];
     let page: Bundle | undefined = first;
     while (page) {
-      const next = page.link?.find((l) => l.relation === 'next')?.url;
-      if (next) expect(next.startsWith(server.baseUrl + '/')).toBe(true);
-      page = (await client.nextPage({ bundle: page as FhirResource })) as Bundle | undefined;
+      const url = page.link?.find((l) => l.relation === 'next')?.url;
+      if (url) expect(url.startsWith(server.baseUrl + '/')).toBe(true);
+      const next = client.nextPage({
+        bundle: page as unknown as Parameters<Client['nextPage']>[0]['bundle'],
+      });
+      page = next ? asBundle(await next) : undefined;
       entries.push(...(page?.entry ?? []));
     }
     return entries;
   }
 
   it('pages through subject and patient searches with next links', async () => {
-    const first = (await client.search({
-      resourceType: 'Observation',
-      searchParams: { subject: 'Patient/sa', _count: 7 },
-    })) as Bundle;
+    const first = asBundle(
+      await client.search({
+        resourceType: 'Observation',
+        searchParams: { subject: 'Patient/sa', _count: 7 },
+      }),
+    );
     expect(first.total).toBe(30);
     expect(first.entry).toHaveLength(7);
     expect(first.entry?.[0]?.fullUrl).toMatch(new RegExp(`^${server.baseUrl}/Observation/`));
     const entries = await all(first);
     expect(new Set(entries.map((e) => e.resource?.id)).size).toBe(30);
 
-    const byPatient = (await client.search({
-      resourceType: 'Observation',
-      searchParams: { patient: 'Patient/sb' },
-    })) as Bundle;
+    const byPatient = asBundle(
+      await client.search({
+        resourceType: 'Observation',
+        searchParams: { patient: 'Patient/sb' },
+      }),
+    );
     expect(byPatient.total).toBe(15);
     expect(await all(byPatient)).toHaveLength(15);
   });
 
   it('applies the default page size when _count is absent', async () => {
-    const page = (await client.search({
-      resourceType: 'Observation',
-      searchParams: { subject: 'Patient/sa' },
-    })) as Bundle;
+    const page = asBundle(
+      await client.search({
+        resourceType: 'Observation',
+        searchParams: { subject: 'Patient/sa' },
+      }),
+    );
     expect(page.entry).toHaveLength(20);
     expect(page.link?.some((l) => l.relation === 'next')).toBe(true);
   });
 
   it('searches code, identifier, date and _lastUpdated and sorts by -date', async () => {
     const count = async (searchParams: Record<string, string | number>): Promise<number | undefined> =>
-      ((await client.search({ resourceType: 'Observation', searchParams })) as Bundle).total;
+      asBundle(await client.search({ resourceType: 'Observation', searchParams })).total;
     expect(await count({ code: 'http://loinc.org|2345-7', subject: 'Patient/sa' })).toBe(15);
     expect(await count({ code: '4548-4', subject: 'Patient/sa' })).toBe(15);
     expect(await count({ identifier: 'urn:test:obs|obs-3' })).toBe(1);
@@ -197,12 +211,16 @@ describe('search', () => {
     expect(await count({ subject: 'Patient/sa', date: 'ge2024-01-21' })).toBe(10);
     expect(await count({ subject: 'Patient/sa', _lastUpdated: 'gt2000-01-01' })).toBe(30);
 
-    const sorted = (await client.search({
-      resourceType: 'Observation',
-      searchParams: { subject: 'Patient/sa', _sort: '-date', _count: 5 },
-    })) as Bundle<Observation>;
+    const sorted = asBundle<Observation>(
+      await client.search({
+        resourceType: 'Observation',
+        searchParams: { subject: 'Patient/sa', _sort: '-date', _count: 5 },
+      }),
+    );
     expect(sorted.entry?.map((e) => e.resource?.valueQuantity?.value)).toEqual([29, 28, 27, 26, 25]);
-    const second = (await client.nextPage({ bundle: sorted as FhirResource })) as Bundle<Observation>;
+    const second = asBundle<Observation>(
+      await client.nextPage({ bundle: sorted as unknown as Parameters<Client['nextPage']>[0]['bundle'] }),
+    );
     expect(second.entry?.map((e) => e.resource?.valueQuantity?.value)).toEqual([24, 23, 22, 21, 20]);
   });
 
@@ -255,7 +273,11 @@ describe('batch and transaction', () => {
   it('resolves urn:uuid references and honours ifNoneExist on a second post', async () => {
     const events: ChangeEvent[] = [];
     const off = server.onChange((e) => events.push(e));
-    const first = (await client.transaction({ body: writeBack('k1') as FhirResource })) as Bundle;
+    const first = asBundle(
+      await client.transaction({
+        body: writeBack('k1') as unknown as Parameters<Client['nextPage']>[0]['bundle'],
+      }),
+    );
     expect(first.type).toBe('transaction-response');
     expect(first.entry?.map((e) => e.response?.status)).toEqual(['201', '201', '201']);
     const [dr, ob, prov] = (first.entry ?? []).map((e) => e.resource) as [Resource, Resource, Resource];
@@ -273,7 +295,11 @@ describe('batch and transaction', () => {
       'create:Provenance',
     ]);
 
-    const again = (await client.transaction({ body: writeBack('k1') as FhirResource })) as Bundle;
+    const again = asBundle(
+      await client.transaction({
+        body: writeBack('k1') as unknown as Parameters<Client['nextPage']>[0]['bundle'],
+      }),
+    );
     expect(again.entry?.[0]?.response?.status).toBe('200');
     expect(again.entry?.[0]?.resource?.id).toBe(dr.id);
     const target = (again.entry?.[2]?.resource as { target: { reference: string }[] }).target[0];
@@ -289,29 +315,38 @@ describe('batch and transaction', () => {
       resource: { resourceType: 'Patient' },
       request: { method: 'PUT', url: 'Patient/nope' },
     });
-    const result = await failure(client.transaction({ body: bundle as FhirResource }));
+    const result = await failure(
+      client.transaction({ body: bundle as unknown as Parameters<Client['nextPage']>[0]['bundle'] }),
+    );
     expect(result.status).toBe(400);
-    const left = (await client.search({
-      resourceType: 'DiagnosticReport',
-      searchParams: { identifier: 'urn:test:key|k-rollback' },
-    })) as Bundle;
+    const left = asBundle(
+      await client.search({
+        resourceType: 'DiagnosticReport',
+        searchParams: { identifier: 'urn:test:key|k-rollback' },
+      }),
+    );
     expect(left.total).toBe(0);
     expect(events).toEqual([]);
     off();
   });
 
   it('processes a batch entry by entry', async () => {
-    const batch = (await client.batch({
-      body: {
-        resourceType: 'Bundle',
-        type: 'batch',
-        entry: [
-          { resource: { resourceType: 'Patient', id: 'bp' }, request: { method: 'PUT', url: 'Patient/bp' } },
-          { request: { method: 'GET', url: 'Patient/bp' } },
-          { request: { method: 'GET', url: 'Patient/does-not-exist' } },
-        ],
-      },
-    })) as Bundle;
+    const batch = asBundle(
+      await client.batch({
+        body: {
+          resourceType: 'Bundle',
+          type: 'batch',
+          entry: [
+            {
+              resource: { resourceType: 'Patient', id: 'bp' },
+              request: { method: 'PUT', url: 'Patient/bp' },
+            },
+            { request: { method: 'GET', url: 'Patient/bp' } },
+            { request: { method: 'GET', url: 'Patient/does-not-exist' } },
+          ],
+        },
+      }),
+    );
     expect(batch.type).toBe('batch-response');
     expect(batch.entry?.map((e: BundleEntry) => e.response?.status)).toEqual(['200', '200', '404']);
   });
@@ -412,36 +447,46 @@ describe('corpus', () => {
       const stored = await client.update({
         resourceType: resource.resourceType,
         id: resource.id,
-        body: resource,
+        body: asFhir(resource),
       });
       expect(stored.id).toBe(resource.id);
     }
-    const glucose = (await client.search({
-      resourceType: 'Observation',
-      searchParams: { patient: 'Patient/example', code: 'http://loinc.org|2345-7' },
-    })) as Bundle;
+    const glucose = asBundle(
+      await client.search({
+        resourceType: 'Observation',
+        searchParams: { patient: 'Patient/example', code: 'http://loinc.org|2345-7' },
+      }),
+    );
     expect(glucose.entry?.map((e) => e.resource?.id)).toEqual(['serum-glucose']);
-    const bp = (await client.search({
-      resourceType: 'Observation',
-      searchParams: { subject: 'Patient/example', code: '85354-9', _sort: 'date' },
-    })) as Bundle;
+    const bp = asBundle(
+      await client.search({
+        resourceType: 'Observation',
+        searchParams: { subject: 'Patient/example', code: '85354-9', _sort: 'date' },
+      }),
+    );
     expect(bp.entry?.map((e) => e.resource?.id).sort()).toEqual(['blood-pressure', 'bp-data-absent']);
-    const reports = (await client.search({
-      resourceType: 'DiagnosticReport',
-      searchParams: { patient: 'Patient/example', date: 'lt2010-01-01' },
-    })) as Bundle;
+    const reports = asBundle(
+      await client.search({
+        resourceType: 'DiagnosticReport',
+        searchParams: { patient: 'Patient/example', date: 'lt2010-01-01' },
+      }),
+    );
     expect(reports.entry?.map((e) => e.resource?.id).sort()).toEqual(['cbc', 'metabolic-panel']);
   });
 
   it('rejects the Synthea transaction while its conditional references resolve to nothing, then accepts it', async () => {
     const text = readFileSync(join(CORPUS, 'synthea/sample_complete_patient.json'), 'utf8');
-    const failed = await failure(client.transaction({ body: JSON.parse(text) as FhirResource }));
+    const failed = await failure(
+      client.transaction({
+        body: JSON.parse(text) as FhirResource,
+      }),
+    );
     expect(failed.status).toBe(400);
     expect(failed.data.resourceType).toBe('OperationOutcome');
     expect(failed.data.issue[0]?.details?.text).toMatch(
       /Conditional reference '(Practitioner|Location|Organization)\?/,
     );
-    const none = (await client.search({ resourceType: 'Encounter', searchParams: { _count: 1 } })) as Bundle;
+    const none = asBundle(await client.search({ resourceType: 'Encounter', searchParams: { _count: 1 } }));
     expect(none.total).toBe(0);
 
     // Create what the references point at, as Synthea's hospital and practitioner bundles would.
@@ -454,22 +499,30 @@ describe('corpus', () => {
         body: { resourceType: type, identifier: [{ system, value }] },
       });
     }
-    const result = (await client.transaction({ body: JSON.parse(text) as FhirResource })) as Bundle;
+    const result = asBundle(
+      await client.transaction({
+        body: JSON.parse(text) as FhirResource,
+      }),
+    );
     expect(result.entry).toHaveLength(314);
     expect(result.entry?.every((e) => e.response?.status === '201')).toBe(true);
     const patient = result.entry?.find((e) => e.resource?.resourceType === 'Patient')?.resource;
-    const encounters = (await client.search({
-      resourceType: 'Encounter',
-      searchParams: { patient: `Patient/${patient?.id ?? ''}`, _count: 1 },
-    })) as Bundle<Resource & { participant?: { individual?: { reference?: string } }[] }>;
+    const encounters = asBundle<Resource & { participant?: { individual?: { reference?: string } }[] }>(
+      await client.search({
+        resourceType: 'Encounter',
+        searchParams: { patient: `Patient/${patient?.id ?? ''}`, _count: 1 },
+      }),
+    );
     expect(encounters.total).toBe(37);
     expect(encounters.entry?.[0]?.resource?.participant?.[0]?.individual?.reference).toMatch(
       /^Practitioner\/[\w-]+$/,
     );
-    const observations = (await client.search({
-      resourceType: 'Observation',
-      searchParams: { patient: `Patient/${patient?.id ?? ''}`, _count: 0 },
-    })) as Bundle;
+    const observations = asBundle(
+      await client.search({
+        resourceType: 'Observation',
+        searchParams: { patient: `Patient/${patient?.id ?? ''}`, _count: 0 },
+      }),
+    );
     expect(observations.total).toBe(58);
   });
 });
