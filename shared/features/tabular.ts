@@ -16,16 +16,22 @@
  *   slot we could honestly fill;
  * - nothing throws out of `extract`: a malformed resource is skipped with a reason.
  */
-import type { Observation, ObservationComponent, Patient } from '@medplum/fhirtypes';
-import type { ObservationFeature, TabularFeature, TabularInput } from '../inference/manifest.js';
-import type { ExtractResult, FeatureRow, SkippedInput, VersionedReference } from '../types.js';
-import { aggregate, applyTransform, type Candidate } from './aggregate.js';
-import { parseIsoDuration, subtractDuration, type IsoDuration } from './duration.js';
-import { FeatureSpecError } from './errors.js';
-import { parseFhirDateTime, type FhirTime } from './fhir-time.js';
-import { patientReference, readAge, readSex, type PatientOutcome } from './patient.js';
+import type { Observation, Patient } from '@medplum/fhirtypes';
+import type { TabularInput } from '../inference/manifest.js';
+import type { ExtractResult, FeatureRow, SkippedInput } from '../types.js';
+import type { Candidate } from './aggregate.js';
+import { subtractDuration } from './duration.js';
+import {
+  collectAll,
+  compileFeatures,
+  observationResult,
+  patientResult,
+  type CompiledFeature,
+  type CompiledObservationFeature,
+  type Window,
+} from './observations.js';
+import { readAge, readSex } from './patient.js';
 import { UnitConverterCache } from './units.js';
-import { isDimensionlessUnit, readValue, type ValueCarrier, type ValueSpec } from './values.js';
 
 export interface TabularExtractor {
   /** Feature names in row order. */
@@ -44,270 +50,15 @@ export interface CompileOptions {
   readonly units?: UnitConverterCache;
 }
 
-/** Statuses whose values count. */
-const USABLE_STATUSES: ReadonlySet<string> = new Set(['final', 'amended', 'corrected']);
-const STATUS_PRELIMINARY = 'preliminary';
-
-interface CompiledObservationFeature {
-  readonly kind: 'observation';
-  readonly index: number;
-  readonly spec: ObservationFeature;
-  readonly lookback: IsoDuration;
-  readonly value: ValueSpec;
-}
-
-interface CompiledPatientFeature {
-  readonly kind: 'patient.age' | 'patient.sex';
-  readonly index: number;
-  readonly spec: TabularFeature;
-  readonly valueMap: ReadonlyMap<string, number>;
-}
-
-type CompiledFeature = CompiledObservationFeature | CompiledPatientFeature;
-
-/** The value a feature ended with, before imputation. */
-interface FeatureResult {
-  readonly value: number | undefined;
-  readonly used: readonly Candidate[];
-  readonly inputs: readonly VersionedReference[];
-}
-
-interface Match {
-  readonly feature: CompiledObservationFeature;
-  readonly carrier: ValueCarrier;
-  readonly inComponent: boolean;
-}
-
-const codeKey = (system: unknown, code: unknown): string => `${String(system)}|${String(code)}`;
-
-function compileObservationFeature(
-  spec: ObservationFeature,
-  index: number,
-  units: UnitConverterCache,
-): CompiledObservationFeature {
-  if (spec.unit !== undefined && !units.isValid(spec.unit)) {
-    throw new FeatureSpecError(`feature "${spec.name}": unit "${spec.unit}" is not a valid UCUM unit`);
-  }
-  return {
-    kind: 'observation',
-    index,
-    spec,
-    lookback: parseIsoDuration(spec.lookback),
-    value: {
-      unit: spec.unit,
-      acceptsBareNumber: spec.unit === undefined || isDimensionlessUnit(spec.unit),
-      molecularWeight: spec.molecularWeight,
-      valueMap: spec.valueMap ? new Map(Object.entries(spec.valueMap)) : undefined,
-      units,
-    },
-  };
-}
-
 /** Compiles the feature spec of a tabular input. Throws `FeatureSpecError` for a spec it cannot honour. */
 export function compileTabular(input: TabularInput, options: CompileOptions = {}): TabularExtractor {
   const units = options.units ?? new UnitConverterCache();
-  const names = new Set<string>();
-  const features: CompiledFeature[] = input.features.map((spec, index) => {
-    if (names.has(spec.name)) throw new FeatureSpecError(`feature "${spec.name}" is listed twice`);
-    names.add(spec.name);
-    if (spec.source === 'observation') return compileObservationFeature(spec, index, units);
-    if (spec.source === 'patient.sex' && !spec.valueMap) {
-      throw new FeatureSpecError(`feature "${spec.name}": patient.sex needs a valueMap`);
-    }
-    return { kind: spec.source, index, spec, valueMap: new Map(Object.entries(spec.valueMap ?? {})) };
-  });
-  const byCode = new Map<string, CompiledObservationFeature[]>();
-  for (const f of features) {
-    if (f.kind !== 'observation') continue;
-    for (const c of f.spec.codes) {
-      const key = codeKey(c.system, c.code);
-      const list = byCode.get(key) ?? [];
-      if (!list.includes(f)) list.push(f);
-      byCode.set(key, list);
-    }
-  }
+  const { features, byCode } = compileFeatures(input.features, units);
   return {
     featureNames: features.map((f) => f.spec.name),
     codes: [...byCode.keys()],
     extract: (patient, observations, asOf) => extractRow(features, byCode, patient, observations, asOf),
   };
-}
-
-function versionedReference(obs: Observation): string | undefined {
-  const id: unknown = obs.id;
-  if (typeof id !== 'string' || id === '') return undefined;
-  const version: unknown = obs.meta?.versionId;
-  return typeof version === 'string' && version !== ''
-    ? `Observation/${id}/_history/${version}`
-    : `Observation/${id}`;
-}
-
-/** The Observation's clinically relevant time, `'invalid'` when one is given but unreadable. */
-function effectiveTime(obs: Observation): FhirTime | 'invalid' | 'missing' {
-  const parseOrInvalid = (s: unknown): FhirTime | 'invalid' => parseFhirDateTime(s) ?? 'invalid';
-  if (obs.effectiveDateTime !== undefined) return parseOrInvalid(obs.effectiveDateTime);
-  if (obs.effectivePeriod !== undefined) {
-    const p = obs.effectivePeriod as { end?: unknown; start?: unknown } | null;
-    const edge = p?.end ?? p?.start;
-    return edge === undefined ? 'invalid' : parseOrInvalid(edge);
-  }
-  if (obs.effectiveInstant !== undefined) return parseOrInvalid(obs.effectiveInstant);
-  if (obs.issued !== undefined) return parseOrInvalid(obs.issued);
-  return 'missing';
-}
-
-function codings(concept: unknown): readonly { system?: unknown; code?: unknown }[] {
-  const coding = (concept as { coding?: unknown } | null | undefined)?.coding;
-  return Array.isArray(coding) ? (coding as { system?: unknown; code?: unknown }[]) : [];
-}
-
-/** The features an Observation feeds: top-level code first, then its components. */
-function findMatches(obs: Observation, byCode: ReadonlyMap<string, CompiledObservationFeature[]>): Match[] {
-  const matches: Match[] = [];
-  const seen = new Set<CompiledObservationFeature>();
-  const add = (concept: unknown, carrier: ValueCarrier, inComponent: boolean): void => {
-    for (const c of codings(concept)) {
-      const item: unknown = c;
-      if (item === null || typeof item !== 'object') continue;
-      for (const feature of byCode.get(codeKey(c.system, c.code)) ?? []) {
-        if (seen.has(feature)) continue;
-        seen.add(feature);
-        matches.push({ feature, carrier, inComponent });
-      }
-    }
-  };
-  add(obs.code, obs, false);
-  const components: unknown = obs.component;
-  if (Array.isArray(components)) {
-    for (const comp of components as ObservationComponent[]) {
-      const item: unknown = comp;
-      if (item !== null && typeof item === 'object') add(comp.code, comp, true);
-    }
-  }
-  return matches;
-}
-
-interface Window {
-  readonly from: number;
-  readonly to: number;
-}
-
-/** Adds the Observation's usable values to `candidates`, and its rejections to `skipped`. */
-function collect(
-  obs: Observation,
-  byCode: ReadonlyMap<string, CompiledObservationFeature[]>,
-  windows: readonly Window[],
-  candidates: Candidate[][],
-  skipped: SkippedInput[],
-): void {
-  const resource: unknown = obs;
-  if (resource === null || typeof resource !== 'object') {
-    skipped.push({ feature: '*', reference: 'Observation', reason: 'resource:malformed' });
-    return;
-  }
-  const matches = findMatches(obs, byCode);
-  if (matches.length === 0) {
-    if (codings(obs.code).length === 0) {
-      skipped.push({
-        feature: '*',
-        reference: versionedReference(obs) ?? 'Observation',
-        reason: 'code:missing',
-      });
-    }
-    return;
-  }
-  const reference = versionedReference(obs);
-  const status: unknown = obs.status;
-  const time = effectiveTime(obs);
-  for (const { feature, carrier, inComponent } of matches) {
-    const name = feature.spec.name;
-    const skip = (reason: string): void => {
-      skipped.push({ feature: name, reference: reference ?? 'Observation', reason });
-    };
-    if (reference === undefined) {
-      skip('id:missing');
-      continue;
-    }
-    const usable =
-      typeof status === 'string' &&
-      (USABLE_STATUSES.has(status) || (status === STATUS_PRELIMINARY && feature.spec.acceptPreliminary));
-    if (!usable) {
-      skip(`status:${typeof status === 'string' ? status : 'missing'}`);
-      continue;
-    }
-    if (time === 'invalid' || time === 'missing') {
-      skip(`effective:${time}`);
-      continue;
-    }
-    const window = windows[feature.index] as Window;
-    if (time.ms > window.to) {
-      skip('effective:future');
-      continue;
-    }
-    if (time.ms < window.from) {
-      skip('effective:before-lookback');
-      continue;
-    }
-    // A panel-level dataAbsentReason covers a component that carries no value of its own.
-    const absentAbove = inComponent && obs.dataAbsentReason !== undefined;
-    const outcome = readValue(carrier, feature.value);
-    if (!outcome.ok) {
-      skip(absentAbove && outcome.reason === 'value:missing' ? 'value:absent' : outcome.reason);
-      continue;
-    }
-    (candidates[feature.index] as Candidate[]).push({
-      value: outcome.value,
-      ms: time.ms,
-      text: time.text,
-      reference,
-    });
-  }
-}
-
-function dedupe(candidates: readonly Candidate[]): Candidate[] {
-  const byRef = new Map<string, Candidate>();
-  for (const c of candidates) if (!byRef.has(c.reference)) byRef.set(c.reference, c);
-  return [...byRef.values()];
-}
-
-function observationResult(
-  feature: CompiledObservationFeature,
-  candidates: readonly Candidate[],
-  skipped: SkippedInput[],
-): FeatureResult {
-  const name = feature.spec.name;
-  const agg = aggregate(feature.spec.aggregate, dedupe(candidates));
-  const refs = (used: readonly Candidate[]): string[] => used.map((c) => c.reference);
-  const reject = (reason: string, used: readonly Candidate[]): FeatureResult => {
-    for (const c of used) skipped.push({ feature: name, reference: c.reference, reason });
-    return { value: undefined, used: [], inputs: [] };
-  };
-  if (!agg.ok)
-    return agg.used.length > 0 ? reject(agg.reason, agg.used) : { value: undefined, used: [], inputs: [] };
-  const transformed = applyTransform(feature.spec.transform, agg.value);
-  if (!transformed.ok) return reject(transformed.reason, agg.used);
-  if (!Number.isFinite(transformed.value)) return reject('value:not-finite', agg.used);
-  return { value: transformed.value, used: agg.used, inputs: refs(agg.used) };
-}
-
-function patientResult(
-  feature: CompiledPatientFeature,
-  patient: Patient | undefined,
-  asOf: Date,
-  skipped: SkippedInput[],
-): FeatureResult {
-  let outcome: PatientOutcome;
-  try {
-    outcome = feature.kind === 'patient.age' ? readAge(patient, asOf) : readSex(patient, feature.valueMap);
-  } catch {
-    outcome = { ok: false, reason: 'resource:malformed' };
-  }
-  const reference = patientReference(patient);
-  if (!outcome.ok) {
-    skipped.push({ feature: feature.spec.name, reference, reason: outcome.reason });
-    return { value: undefined, used: [], inputs: [] };
-  }
-  return { value: outcome.value, used: [], inputs: reference === 'Patient' ? [] : [reference] };
 }
 
 function extractRow(
@@ -328,14 +79,7 @@ function extractRow(
       : { from: 0, to: 0 },
   );
   const candidates: Candidate[][] = features.map(() => []);
-  const list: readonly Observation[] = Array.isArray(observations) ? observations : [];
-  for (const obs of list) {
-    try {
-      collect(obs, byCode, windows, candidates, skipped);
-    } catch {
-      skipped.push({ feature: '*', reference: 'Observation', reason: 'resource:malformed' });
-    }
-  }
+  collectAll(observations, byCode, windows, candidates, skipped);
 
   const values = new Float32Array(features.length);
   const provenance: FeatureRow['provenance'][number][] = [];
@@ -346,7 +90,12 @@ function extractRow(
     const result =
       f.kind === 'observation'
         ? observationResult(f, candidates[f.index] ?? [], skipped)
-        : patientResult(f, patient, asOf, skipped);
+        : patientResult(
+            f,
+            patient,
+            () => (f.kind === 'patient.age' ? readAge(patient, asOf) : readSex(patient, f.valueMap)),
+            skipped,
+          );
     const name = f.spec.name;
     if (result.value !== undefined) {
       values[f.index] = result.value;
