@@ -3,7 +3,7 @@
  * and history bundles, versioned locations and ETags on batch/transaction responses, and the
  * HTTP headers (ETag, Last-Modified, Location, Content-Location) of a resource response.
  */
-import type { Bundle, Resource } from '@medplum/fhirtypes';
+import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
 
 /** `W/"<versionId>"`, or undefined when the resource has no version. */
 export function etagOf(resource: Resource | undefined): string | undefined {
@@ -71,18 +71,28 @@ export function decorateHistory(bundle: Bundle, baseUrl: string, path: string): 
 }
 
 /** Versioned `location`, `etag`, `lastModified` and `fullUrl` on batch/transaction response entries. */
-export function decorateBatchResponse(bundle: Bundle, baseUrl: string): void {
-  for (const entry of bundle.entry ?? []) {
-    const r = entry.resource;
-    const response = entry.response;
-    if (!r?.id || !response) continue;
-    entry.fullUrl = `${baseUrl}/${r.resourceType}/${r.id}`;
-    const etag = etagOf(r);
-    if (etag) response.etag = etag;
-    if (r.meta?.lastUpdated) response.lastModified = r.meta.lastUpdated;
-    if (response.location) {
-      const vid = r.meta?.versionId;
-      response.location = `${r.resourceType}/${r.id}${vid ? `/_history/${vid}` : ''}`;
+export function decorateBatchResponse(bundle: Bundle, baseUrl: string, request?: unknown): void {
+  const requested = (request as Bundle | undefined)?.entry;
+  (bundle.entry ?? []).forEach((entry, i) => {
+    // Update as create (a PUT that made version 1) is a 201.
+    const method = requested?.[i]?.request?.method;
+    if (method === 'PUT' && entry.response?.status === '200' && entry.resource?.meta?.versionId === '1') {
+      entry.response.status = '201';
     }
+    decorateEntry(entry, baseUrl);
+  });
+}
+
+function decorateEntry(entry: BundleEntry, baseUrl: string): void {
+  const r = entry.resource;
+  const response = entry.response;
+  if (!r?.id || !response) return;
+  entry.fullUrl = `${baseUrl}/${r.resourceType}/${r.id}`;
+  const etag = etagOf(r);
+  if (etag) response.etag = etag;
+  if (r.meta?.lastUpdated) response.lastModified = r.meta.lastUpdated;
+  if (response.location) {
+    const vid = r.meta?.versionId;
+    response.location = `${r.resourceType}/${r.id}${vid ? `/_history/${vid}` : ''}`;
   }
 }

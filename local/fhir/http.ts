@@ -105,6 +105,10 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       else resolve(Buffer.concat(chunks));
     });
     req.on('error', reject);
+    req.on('close', () => {
+      if (!req.complete)
+        reject(new HttpError(400, outcome('error', 'incomplete', 'Request body was cut off')));
+    });
   });
 }
 
@@ -295,12 +299,25 @@ async function handle(
     config: { transactions: true },
   };
   const [result, resource] = await serial(() => ctx.router.handleRequest(request, ctx.repo));
-  const status = getStatus(normalizeOperationOutcome(result));
+  let status = getStatus(normalizeOperationOutcome(result));
+  // Update as create (a PUT that made version 1) is a 201, as for POST.
+  if (interaction === 'update' && status === 200 && resource?.meta?.versionId === '1') status = 201;
   if (status >= 400 || !resource) {
     send(res, status, result, {}, head);
     return;
   }
-  respond(ctx, req, res, { status, resource, result, interaction, path, query, count, offset, head });
+  respond(ctx, req, res, {
+    status,
+    resource,
+    result,
+    interaction,
+    path,
+    query,
+    count,
+    offset,
+    head,
+    requestBody: body,
+  });
 }
 
 function respond(
@@ -317,6 +334,7 @@ function respond(
     count: number;
     offset: number;
     head: boolean;
+    requestBody: unknown;
   },
 ): void {
   const baseUrl = ctx.baseUrl();
@@ -328,7 +346,7 @@ function respond(
       decorateSearchset(bundle, baseUrl, r.path.replace(/\/_search$/, ''), r.query, r.count, r.offset);
     } else if (bundle.type === 'history') decorateHistory(bundle, baseUrl, r.path);
     else if (bundle.type === 'batch-response' || bundle.type === 'transaction-response') {
-      decorateBatchResponse(bundle, baseUrl);
+      decorateBatchResponse(bundle, baseUrl, r.requestBody);
     }
   }
   if (interaction !== 'search-type' && interaction !== 'batch' && interaction !== 'history-instance') {

@@ -348,7 +348,7 @@ describe('batch and transaction', () => {
       }),
     );
     expect(batch.type).toBe('batch-response');
-    expect(batch.entry?.map((e: BundleEntry) => e.response?.status)).toEqual(['200', '200', '404']);
+    expect(batch.entry?.map((e: BundleEntry) => e.response?.status)).toEqual(['201', '200', '404']);
   });
 });
 
@@ -419,15 +419,21 @@ describe('errors, metadata, hooks', () => {
     server.setFault(undefined);
   });
 
-  it('fires onChange after update and delete', async () => {
+  it('fires onChange after update and delete (PUT as create is 201)', async () => {
     const events: ChangeEvent[] = [];
     const off = server.onChange((e) => events.push(e));
-    await client.update({ resourceType: 'Patient', id: 'ev', body: { resourceType: 'Patient', id: 'ev' } });
-    await client.update({
+    const made = await client.update({
+      resourceType: 'Patient',
+      id: 'ev',
+      body: { resourceType: 'Patient', id: 'ev' },
+    });
+    expect(statusOf(made)).toBe(201);
+    const changed = await client.update({
       resourceType: 'Patient',
       id: 'ev',
       body: { resourceType: 'Patient', id: 'ev', active: true },
     });
+    expect(statusOf(changed)).toBe(200);
     await client.delete({ resourceType: 'Patient', id: 'ev' });
     off();
     expect(events.map((e) => `${e.type}:${e.resource.meta?.versionId ?? ''}`)).toEqual([
