@@ -1,59 +1,85 @@
 /**
- * The house Lambda: arm64, Node 22, ESM bundle with source maps, X-Ray tracing, an explicit
- * log group with retention, and `bind*()` helpers that grant access and set the environment
- * variable in one call.
+ * The house Lambda: arm64, Node 22, minified ESM bundle with source maps (local esbuild), X-Ray
+ * tracing, an explicit KMS-encrypted log group with retention, reserved concurrency, and
+ * `bind*()` helpers that grant least-privilege access and set the environment variable in one
+ * call.
  */
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
+import type { IVpc } from 'aws-cdk-lib/aws-ec2';
+import { SubnetType } from 'aws-cdk-lib/aws-ec2';
+import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
+import type { IKey } from 'aws-cdk-lib/aws-kms';
 import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat, type NodejsFunctionProps } from 'aws-cdk-lib/aws-lambda-nodejs';
-import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
-import type { IKey } from 'aws-cdk-lib/aws-kms';
+import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { IBucket } from 'aws-cdk-lib/aws-s3';
+import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
+import { functionEntry, REPO_ROOT } from '../paths.js';
+import { BUNDLE_TARGET, ESM_REQUIRE_BANNER, EXTERNAL_MODULES, MAIN_FIELDS } from './bundling.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** What a function may invoke: SageMaker endpoints by name (see `ModelEndpoints`). */
+export interface IEndpointCatalog {
+  /** `per-model` (`<prefix><model id>`) or `multi-model` (one endpoint, `TargetModel` per model). */
+  readonly mode: 'per-model' | 'multi-model';
+  readonly endpointPrefix: string;
+  readonly endpointNames: readonly string[];
+}
 
-export interface HouseFunctionProps extends Omit<NodejsFunctionProps, 'entry' | 'runtime' | 'architecture'> {
-  /** The function's folder under `functions/`. */
-  readonly functionName: string;
-  /** Key that encrypts the log group. */
-  readonly logKey?: IKey;
+export interface HouseFunctionProps extends Omit<
+  NodejsFunctionProps,
+  'entry' | 'runtime' | 'architecture' | 'functionName' | 'logGroup'
+> {
+  /** The function's folder under `functions/` (its entry is `functions/<entryName>/handler.ts`). */
+  readonly entryName: string;
+  /** Key that encrypts the log group (its policy must let CloudWatch Logs use it). */
+  readonly logKey: IKey;
+  /** Log retention. */
+  readonly logRetention: RetentionDays;
+  /** Reserved concurrency: every function has a ceiling (HIPAA.Security-LambdaConcurrency). */
+  readonly reservedConcurrentExecutions: number;
   /** Copy the model manifests into the bundle (`models/<id>/manifest.json`). Default false. */
   readonly withManifests?: boolean;
+  /** Run in this VPC's private subnets. Default: no VPC (acknowledged, with the reason). */
+  readonly vpc?: IVpc;
 }
 
 export class HouseFunction extends NodejsFunction {
+  readonly entryName: string;
+
   constructor(scope: Construct, id: string, props: HouseFunctionProps) {
     const logGroup = new LogGroup(scope, `${id}Logs`, {
-      retention: RetentionDays.ONE_YEAR,
+      retention: props.logRetention,
       removalPolicy: RemovalPolicy.RETAIN,
-      ...(props.logKey ? { encryptionKey: props.logKey } : {}),
+      encryptionKey: props.logKey,
     });
+    const { entryName, logKey: _logKey, logRetention: _logRetention, withManifests, vpc, ...rest } = props;
     super(scope, id, {
       timeout: Duration.seconds(60),
       memorySize: 1024,
       tracing: Tracing.ACTIVE,
+      ...rest,
       logGroup,
-      ...props,
-      entry: path.join(ROOT, 'functions', props.functionName, 'handler.ts'),
+      entry: functionEntry(entryName),
       handler: 'handler',
       runtime: Runtime.NODEJS_22_X,
       architecture: Architecture.ARM_64,
-      projectRoot: ROOT,
-      depsLockFilePath: path.join(ROOT, 'package-lock.json'),
+      projectRoot: REPO_ROOT,
+      depsLockFilePath: path.join(REPO_ROOT, 'package-lock.json'),
+      ...(vpc ? { vpc, vpcSubnets: { subnetType: SubnetType.PRIVATE_WITH_EGRESS } } : {}),
       bundling: {
         format: OutputFormat.ESM,
         minify: true,
         sourceMap: true,
-        target: 'node22',
+        target: BUNDLE_TARGET,
         forceDockerBundling: false,
-        mainFields: ['module', 'main'],
-        // ESM bundles need a require shim for the CommonJS dependencies they inline.
-        banner: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
-        externalModules: ['@aws-sdk/*', 'onnxruntime-node'],
-        ...(props.withManifests
+        mainFields: [...MAIN_FIELDS],
+        banner: ESM_REQUIRE_BANNER,
+        externalModules: [...EXTERNAL_MODULES],
+        ...(withManifests
           ? {
               commandHooks: {
                 beforeBundling: () => [],
@@ -68,15 +94,116 @@ export class HouseFunction extends NodejsFunction {
       },
       environment: {
         NODE_OPTIONS: '--enable-source-maps',
-        ...(props.withManifests ? { MODELS_DIR: '/var/task/models' } : {}),
+        ...(withManifests ? { MODELS_DIR: '/var/task/models' } : {}),
         ...props.environment,
       },
     });
+    this.entryName = entryName;
+
+    Validations.of(this).acknowledge({
+      id: 'HIPAA.Security-LambdaDLQ',
+      reason:
+        'Invoked synchronously only (SQS event source mapping, API Gateway, Step Functions): failed SQS records go to the queue DLQ, API and state-machine callers see the error; a function DLQ only serves asynchronous invocations.',
+    });
+    if (!vpc) {
+      Validations.of(this).acknowledge({
+        id: 'HIPAA.Security-LambdaInsideVPC',
+        reason:
+          'Deployed with `vpc.mode: none` by configuration: the function reaches the FHIR server and AWS APIs over TLS; choose `create` or `import` to place it in private subnets.',
+      });
+    }
+    if (this.role) {
+      Validations.of(this.role).acknowledge({
+        id: 'HIPAA.Security-IAMNoInlinePolicy',
+        reason:
+          "The function's own role carries one CDK-generated policy written by bind*() grants, scoped to resource ARNs; it is attached to this role only.",
+      });
+    }
   }
 
-  /** Lets the function consume a queue's messages and decrypt them. */
-  bindQueueConsumer(queue: IQueue): this {
+  /** Consumes (receive, delete, visibility) and decrypts a queue's messages; sets `envName` to its URL. */
+  bindQueueConsumer(queue: IQueue, envName = 'QUEUE_URL'): this {
     queue.grantConsumeMessages(this);
+    this.addEnvironment(envName, queue.queueUrl);
+    return this;
+  }
+
+  /** Sends (and encrypts) messages to a queue; sets `envName` to its URL. */
+  bindQueueProducer(queue: IQueue, envName = 'QUEUE_URL'): this {
+    queue.grantSendMessages(this);
+    this.addEnvironment(envName, queue.queueUrl);
+    return this;
+  }
+
+  /**
+   * `sagemaker:InvokeEndpoint` on exactly the catalog's endpoint ARNs; sets
+   * `SAGEMAKER_ENDPOINT_PREFIX` and `SAGEMAKER_ENDPOINT_MODE` (and `SAGEMAKER_ENDPOINT_NAME` for
+   * a multi-model endpoint).
+   */
+  bindEndpointInvoker(catalog: IEndpointCatalog): this {
+    const stack = Stack.of(this);
+    this.addToRolePolicy(
+      new PolicyStatement({
+        actions: ['sagemaker:InvokeEndpoint'],
+        resources: catalog.endpointNames.map((name) =>
+          stack.formatArn({ service: 'sagemaker', resource: 'endpoint', resourceName: name.toLowerCase() }),
+        ),
+      }),
+    );
+    this.addEnvironment('SAGEMAKER_ENDPOINT_PREFIX', catalog.endpointPrefix);
+    this.addEnvironment('SAGEMAKER_ENDPOINT_MODE', catalog.mode);
+    if (catalog.mode === 'multi-model' && catalog.endpointNames[0]) {
+      this.addEnvironment('SAGEMAKER_ENDPOINT_NAME', catalog.endpointNames[0]);
+    }
+    return this;
+  }
+
+  /** Data-plane access to a table (and its key); sets `envName` to the table name. */
+  bindTable(table: ITable, envName: string, access: 'read' | 'readWrite' = 'readWrite'): this {
+    if (access === 'read') table.grantReadData(this);
+    else table.grantReadWriteData(this);
+    this.addEnvironment(envName, table.tableName);
+    return this;
+  }
+
+  /**
+   * Object access under one prefix of a bucket (and its key); sets `envName` to the bucket name
+   * and `${envName}_PREFIX` to the prefix.
+   */
+  bindBucket(bucket: IBucket, envName: string, prefix: string, access: 'read' | 'readWrite' = 'read'): this {
+    const pattern = `${prefix}*`;
+    if (access === 'read') bucket.grantRead(this, pattern);
+    else bucket.grantReadWrite(this, pattern);
+    this.addEnvironment(envName, bucket.bucketName);
+    this.addEnvironment(`${envName}_PREFIX`, prefix);
+    return this;
+  }
+
+  /**
+   * Reads (and decrypts) one secret; sets `envName` to its ARN. Both grants go on the function's
+   * role (not the key policy, which `Secret.grantRead` would edit), so a secret in another stack
+   * creates no dependency cycle.
+   */
+  bindSecret(secret: ISecret, envName: string): this {
+    const stack = Stack.of(this);
+    this.addToRolePolicy(
+      new PolicyStatement({
+        actions: ['secretsmanager:GetSecretValue', 'secretsmanager:DescribeSecret'],
+        resources: [secret.secretFullArn ?? `${secret.secretArn}-??????`],
+      }),
+    );
+    if (secret.encryptionKey) {
+      this.addToRolePolicy(
+        new PolicyStatement({
+          actions: ['kms:Decrypt'],
+          resources: [secret.encryptionKey.keyArn],
+          conditions: {
+            StringEquals: { 'kms:ViaService': `secretsmanager.${stack.region}.${stack.urlSuffix}` },
+          },
+        }),
+      );
+    }
+    this.addEnvironment(envName, secret.secretArn);
     return this;
   }
 }

@@ -1,37 +1,92 @@
 /**
- * The event path: a FIFO queue (KMS, dead-letter queue) feeding the resource-event function.
+ * The functions and their triggers: the FIFO event queue (KMS, DLQ) feeding resource-event,
+ * and, by configuration, the notify API (REST + WAF), the partner API (HTTP + JWT), and the
+ * sweeps (Scheduler → Step Functions Distributed Map). Alarms and the dashboard live here too.
+ *
+ * Function entries default to their folders under `functions/`; `entries` lets a test stand
+ * one function in for another that does not exist yet.
  */
-import { Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
+import type { IVpc } from 'aws-cdk-lib/aws-ec2';
+import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import { Key } from 'aws-cdk-lib/aws-kms';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
+import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { IBucket } from 'aws-cdk-lib/aws-s3';
+import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
-import { HouseFunction } from '../constructs/function.js';
+import type { AppConfig } from '../config.js';
+import { HouseFunction, type IEndpointCatalog } from '../constructs/function.js';
+import { allowAlarmsToUseKey, allowLogsToUseKey } from '../constructs/keys.js';
+import type { DeployedEndpoint } from '../constructs/model-endpoints.js';
+import { Monitoring } from '../constructs/monitoring.js';
+import { NotifyApi } from '../constructs/notify-api.js';
+import { PartnerApi } from '../constructs/partner-api.js';
+import { Sweep } from '../constructs/sweep.js';
+import { PREFIX } from './data-stack.js';
+
+/** The function folders this stack deploys, by role. */
+export const FUNCTION_ENTRIES = {
+  resourceEvent: 'resource-event',
+  notify: 'notify',
+  partnerApi: 'partner-api',
+  populationSweep: 'population-sweep',
+} as const;
+export type FunctionRole = keyof typeof FUNCTION_ENTRIES;
+
+/** Reserved concurrency when `reservedConcurrency` does not name the function. */
+const DEFAULT_CONCURRENCY: Record<FunctionRole, number> = {
+  resourceEvent: 20,
+  notify: 20,
+  partnerApi: 20,
+  populationSweep: 0, // sweeps.maxConcurrency + 2 (the export, poll and commit calls)
+};
 
 export interface PipelineStackProps extends StackProps {
-  /** Base URL of the FHIR server the functions read from and write to. */
-  readonly fhirBaseUrl: string;
-  /** Prefix of the SageMaker endpoint names (`<prefix><model id>`). */
-  readonly endpointPrefix: string;
+  readonly config: AppConfig;
+  readonly endpoints: IEndpointCatalog & { readonly endpoints: readonly DeployedEndpoint[] };
+  readonly exportBucket: IBucket;
+  readonly checkpointTable: ITable;
+  readonly eventStateTable: ITable;
+  readonly replayCacheTable: ITable;
+  readonly fhirCredentials?: ISecret;
+  readonly notificationToken?: ISecret;
+  readonly vpc?: IVpc;
+  /** Function folder per role. Default `FUNCTION_ENTRIES`. */
+  readonly entries?: Partial<Record<FunctionRole, string>>;
 }
 
 export class PipelineStack extends Stack {
+  readonly key: Key;
   readonly queue: Queue;
   readonly deadLetterQueue: Queue;
-  readonly resourceEventFunction: HouseFunction;
+  readonly functions: Partial<Record<FunctionRole, HouseFunction>> = {};
+  readonly notifyApi?: NotifyApi;
+  readonly partnerApi?: PartnerApi;
+  readonly sweep?: Sweep;
+  readonly monitoring: Monitoring;
 
-  constructor(scope: Construct, id: string, props: PipelineStackProps) {
+  constructor(
+    scope: Construct,
+    id: string,
+    private readonly props: PipelineStackProps,
+  ) {
     super(scope, id, props);
-    const key = new Key(this, 'DataKey', {
+    const { config } = props;
+    this.key = new Key(this, 'PipelineKey', {
       enableKeyRotation: true,
-      description: 'fhir-analytics: queues and logs',
+      description: 'fhir-analytics: queues, logs, alarm topic, state machine, schedules',
       removalPolicy: RemovalPolicy.RETAIN,
     });
+    allowLogsToUseKey(this.key);
+    allowAlarmsToUseKey(this.key);
 
     this.deadLetterQueue = new Queue(this, 'ResourceEventsDlq', {
       fifo: true,
       encryption: QueueEncryption.KMS,
-      encryptionMasterKey: key,
+      encryptionMasterKey: this.key,
       enforceSSL: true,
       retentionPeriod: Duration.days(14),
     });
@@ -40,23 +95,129 @@ export class PipelineStack extends Stack {
       fifo: true,
       contentBasedDeduplication: false,
       encryption: QueueEncryption.KMS,
-      encryptionMasterKey: key,
+      encryptionMasterKey: this.key,
       enforceSSL: true,
+      retentionPeriod: Duration.days(4),
       visibilityTimeout: Duration.seconds(360),
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: 5 },
     });
 
-    this.resourceEventFunction = new HouseFunction(this, 'ResourceEventFunction', {
-      functionName: 'resource-event',
-      withManifests: true,
-      reservedConcurrentExecutions: 20,
-      environment: {
-        FHIR_BASE_URL: props.fhirBaseUrl,
-        SAGEMAKER_ENDPOINT_PREFIX: props.endpointPrefix,
-      },
-    }).bindQueueConsumer(this.queue);
-    this.resourceEventFunction.addEventSource(
+    const resourceEvent = this.fn('resourceEvent', { withManifests: true })
+      .bindQueueConsumer(this.queue)
+      .bindEndpointInvoker(props.endpoints);
+    resourceEvent.addEventSource(
       new SqsEventSource(this.queue, { batchSize: 10, reportBatchItemFailures: true }),
     );
+
+    if (config.notify.enabled) {
+      const notify = this.fn('notify', { timeout: Duration.seconds(29) })
+        .bindQueueProducer(this.queue)
+        .bindTable(props.eventStateTable, 'EVENT_STATE_TABLE')
+        .bindTable(props.replayCacheTable, 'REPLAY_CACHE_TABLE');
+      if (props.notificationToken)
+        notify.bindSecret(props.notificationToken, 'NOTIFICATION_TOKEN_SECRET_ARN');
+      this.notifyApi = new NotifyApi(this, 'NotifyApi', {
+        handler: notify,
+        logKey: this.key,
+        logRetention: this.retention,
+        throttle: config.notify.throttle,
+      });
+      new CfnOutput(this, 'NotifyUrl', { value: this.notifyApi.notifyUrl });
+    }
+
+    if (config.partnerApi.enabled) {
+      const partner = this.fn('partnerApi', {
+        timeout: Duration.seconds(29),
+        withManifests: true,
+      }).bindEndpointInvoker(props.endpoints);
+      this.partnerApi = new PartnerApi(this, 'PartnerApi', {
+        handler: partner,
+        issuers: config.partnerApi.issuers,
+        logKey: this.key,
+        logRetention: this.retention,
+        throttle: config.partnerApi.throttle,
+      });
+      new CfnOutput(this, 'PartnerApiUrl', { value: this.partnerApi.stage.url });
+    }
+
+    if (config.sweeps.enabled) {
+      const worker = this.fn('populationSweep', { timeout: Duration.minutes(15), withManifests: true })
+        .bindEndpointInvoker(props.endpoints)
+        .bindBucket(props.exportBucket, 'EXPORT_BUCKET', PREFIX.bulk, 'readWrite')
+        .bindTable(props.checkpointTable, 'CHECKPOINT_TABLE');
+      this.sweep = new Sweep(this, 'Sweep', {
+        worker,
+        schedules: config.sweeps.schedules,
+        maxConcurrency: config.sweeps.maxConcurrency,
+        key: this.key,
+        logRetention: this.retention,
+      });
+      new CfnOutput(this, 'SweepStateMachineArn', { value: this.sweep.stateMachine.stateMachineArn });
+    }
+
+    this.monitoring = new Monitoring(this, 'Monitoring', {
+      alarmEmail: config.alarms.email,
+      key: this.key,
+      deadLetterQueues: [{ name: 'ResourceEventsDlq', queue: this.deadLetterQueue }],
+      functions: Object.entries(this.functions).map(([name, fn]) => ({ name, fn })),
+      endpoints: props.endpoints.endpoints,
+      errorRatePercent: config.alarms.errorRatePercent,
+      modelLatencyMs: config.alarms.modelLatencyMs,
+    });
+    new CfnOutput(this, 'QueueUrl', { value: this.queue.queueUrl });
+  }
+
+  private get retention(): RetentionDays {
+    return this.props.config.logRetentionDays as RetentionDays;
+  }
+
+  /** A house function for a role, with FHIR access and its environment. */
+  private fn(role: FunctionRole, extra: { timeout?: Duration; withManifests?: boolean } = {}): HouseFunction {
+    const { config } = this.props;
+    const entryName = this.props.entries?.[role] ?? FUNCTION_ENTRIES[role];
+    const concurrency =
+      config.reservedConcurrency[FUNCTION_ENTRIES[role]] ??
+      (role === 'populationSweep' ? config.sweeps.maxConcurrency + 2 : DEFAULT_CONCURRENCY[role]);
+    const fn = new HouseFunction(this, `${role[0]?.toUpperCase() ?? ''}${role.slice(1)}Function`, {
+      entryName,
+      logKey: this.key,
+      logRetention: this.retention,
+      reservedConcurrentExecutions: concurrency,
+      vpc: this.props.vpc,
+      ...(extra.timeout ? { timeout: extra.timeout } : {}),
+      withManifests: extra.withManifests ?? false,
+      environment: {
+        FHIR_BASE_URL: config.fhir.baseUrl,
+        FHIR_AUTH_MODE: config.fhir.auth.mode,
+        ...(config.fhir.auth.mode === 'smart-backend-services'
+          ? {
+              FHIR_CLIENT_ID: config.fhir.auth.clientId,
+              FHIR_SCOPES: config.fhir.auth.scopes.join(' '),
+              ...(config.fhir.auth.tokenUrl ? { FHIR_TOKEN_URL: config.fhir.auth.tokenUrl } : {}),
+            }
+          : {}),
+      },
+    });
+    if (config.fhir.auth.mode === 'sigv4') {
+      fn.addToRolePolicy(
+        new PolicyStatement({
+          actions: [
+            'healthlake:ReadResource',
+            'healthlake:SearchWithGet',
+            'healthlake:SearchWithPost',
+            'healthlake:CreateResource',
+            'healthlake:UpdateResource',
+            ...(role === 'populationSweep'
+              ? ['healthlake:StartFHIRExportJobWithGet', 'healthlake:DescribeFHIRExportJobWithGet']
+              : []),
+          ],
+          resources: [config.fhir.auth.datastoreArn],
+        }),
+      );
+    } else if (this.props.fhirCredentials) {
+      fn.bindSecret(this.props.fhirCredentials, 'FHIR_CREDENTIALS_SECRET_ARN');
+    }
+    this.functions[role] = fn;
+    return fn;
   }
 }

@@ -1,0 +1,168 @@
+/**
+ * Bundle budget: bundles every `functions/<name>/handler.ts` with esbuild exactly as the CDK app
+ * does (the options in `infra/constructs/bundling.ts`: minified ESM, node22, `@aws-sdk/*`
+ * external), then reports each bundle's size and its cold init time (a fresh `node` process that
+ * imports the bundle, median of several runs) beside an empty bundle's in the same run.
+ * Targets: ≤ 400 KB per bundle; init ≤ 2× the empty bundle's. No onnxruntime in any bundle.
+ *
+ * Run alone: `npx tsx bench/bundles.ts` (prints JSON).
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
+import { build, type Metafile } from 'esbuild';
+import {
+  BUNDLE_BUDGET_BYTES,
+  BUNDLE_TARGET,
+  ESM_REQUIRE_BANNER,
+  EXTERNAL_MODULES,
+  FORBIDDEN_IN_BUNDLE,
+  MAIN_FIELDS,
+} from '../infra/constructs/bundling.js';
+import { REPO_ROOT } from '../infra/paths.js';
+import { machineInfo } from './machine.js';
+
+const run = promisify(execFile);
+
+/** Bundles land under `.bench/` inside the repository, so `@aws-sdk/*` resolves as in Lambda. */
+const OUT_DIR = path.join(REPO_ROOT, '.bench', 'bundles');
+const INIT_RUNS = 7;
+/** Cold init may be at most this many times the empty bundle's. */
+export const INIT_RATIO_BUDGET = 2;
+
+export interface BundleResult {
+  readonly name: string;
+  readonly file: string;
+  readonly bytes: number;
+  readonly metafile: Metafile;
+}
+
+/** Function folders with a handler. */
+export function functionNames(): string[] {
+  const dir = path.join(REPO_ROOT, 'functions');
+  return readdirSync(dir)
+    .filter((n) => existsSync(path.join(dir, n, 'handler.ts')))
+    .sort();
+}
+
+/** Bundles one entry file with the infra's options; `name` names the output folder. */
+export async function bundleEntry(name: string, entry: string): Promise<BundleResult> {
+  const outfile = path.join(OUT_DIR, name, 'index.mjs');
+  const result = await build({
+    entryPoints: [entry],
+    outfile,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: BUNDLE_TARGET,
+    minify: true,
+    sourcemap: true,
+    mainFields: [...MAIN_FIELDS],
+    external: [...EXTERNAL_MODULES],
+    banner: { js: ESM_REQUIRE_BANNER },
+    metafile: true,
+    logLevel: 'silent',
+  });
+  return { name, file: outfile, bytes: statSync(outfile).size, metafile: result.metafile };
+}
+
+/** Bundles `functions/<name>/handler.ts`. */
+export function bundleFunction(name: string): Promise<BundleResult> {
+  return bundleEntry(name, path.join(REPO_ROOT, 'functions', name, 'handler.ts'));
+}
+
+/** Inputs and external imports of a bundle that belong to a forbidden package. */
+export function forbiddenModules(metafile: Metafile): string[] {
+  const hits = new Set<string>();
+  const isForbidden = (p: string) =>
+    FORBIDDEN_IN_BUNDLE.some((pkg) => p.split(/[\\/]/).includes(pkg) || p === pkg);
+  for (const input of Object.keys(metafile.inputs)) if (isForbidden(input)) hits.add(input);
+  for (const output of Object.values(metafile.outputs)) {
+    for (const imp of output.imports) if (isForbidden(imp.path)) hits.add(imp.path);
+  }
+  return [...hits].sort();
+}
+
+/** The largest packages in a bundle, by bytes of input that reached the output. */
+export function topPackages(metafile: Metafile, n = 8): { pkg: string; bytes: number }[] {
+  const sizes = new Map<string, number>();
+  for (const output of Object.values(metafile.outputs)) {
+    for (const [input, { bytesInOutput }] of Object.entries(output.inputs)) {
+      const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(input);
+      const pkg = m?.[1] ?? input.split('/').slice(0, 2).join('/');
+      sizes.set(pkg, (sizes.get(pkg) ?? 0) + bytesInOutput);
+    }
+  }
+  return [...sizes.entries()]
+    .map(([pkg, bytes]) => ({ pkg, bytes }))
+    .sort((a, b) => b.bytes - a.bytes)
+    .slice(0, n);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
+}
+
+/**
+ * Wall time of a fresh `node` process that imports the bundle and exits: process start plus
+ * module evaluation, the local analogue of a Lambda cold start's init phase.
+ */
+async function coldInitMs(file: string, runs = INIT_RUNS): Promise<number> {
+  const url = pathToFileURL(file).href;
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const started = process.hrtime.bigint();
+    await run(
+      process.execPath,
+      ['--enable-source-maps', '--input-type=module', '-e', `await import(${JSON.stringify(url)});`],
+      {
+        cwd: path.dirname(file),
+        env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
+      },
+    );
+    times.push(Number(process.hrtime.bigint() - started) / 1e6);
+  }
+  return Math.round(median(times) * 10) / 10;
+}
+
+export async function benchBundles(): Promise<Record<string, unknown>> {
+  mkdirSync(OUT_DIR, { recursive: true });
+  const emptyEntry = path.join(OUT_DIR, 'empty-entry.mjs');
+  writeFileSync(emptyEntry, 'export const handler = async () => ({});\n');
+  const empty = await bundleEntry('empty', emptyEntry);
+  const emptyInit = await coldInitMs(empty.file);
+
+  const functions: Record<string, unknown>[] = [];
+  for (const name of functionNames()) {
+    const b = await bundleFunction(name);
+    const init = await coldInitMs(b.file);
+    const ratio = Math.round((init / emptyInit) * 100) / 100;
+    functions.push({
+      name,
+      bytes: b.bytes,
+      kib: Math.round((b.bytes / 1024) * 10) / 10,
+      withinSizeBudget: b.bytes <= BUNDLE_BUDGET_BYTES,
+      coldInitMs: init,
+      initRatioToEmpty: ratio,
+      withinInitBudget: ratio <= INIT_RATIO_BUDGET,
+      forbidden: forbiddenModules(b.metafile),
+      topPackages: topPackages(b.metafile).map((p) => `${p.pkg} ${Math.round(p.bytes / 1024)} KiB`),
+    });
+  }
+  return {
+    bench: 'bundles',
+    budget: { bytes: BUNDLE_BUDGET_BYTES, initRatio: INIT_RATIO_BUDGET },
+    empty: { bytes: empty.bytes, coldInitMs: emptyInit },
+    runsPerMedian: INIT_RUNS,
+    functions,
+    machine: machineInfo(),
+  };
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  console.log(JSON.stringify(await benchBundles(), null, 2));
+}
