@@ -129,23 +129,7 @@ export async function benchFhirTransactions(
   // Warm the JIT on a throwaway repository, so that the first size is not measured cold.
   await timed(router, new IndexedRepository(), 0, 3_000, 1_000);
 
-  // Indexed: fill through the same transactions, measure fresh writes and redeliveries at each size.
-  const repo = new IndexedRepository();
-  const indexed: Record<string, unknown>[] = [];
-  let n = 0;
-  for (const size of sizes) {
-    while (n < size) await transact(router, repo, n++);
-    const fresh = await timed(router, repo, n, txPerSize, 500);
-    const replayFrom = Math.max(0, n - fresh.tx);
-    const replay = await timed(router, repo, replayFrom, Math.min(txPerSize, n), 0);
-    n += fresh.tx;
-    indexed.push({
-      reports: size,
-      txPerSec: fresh.txPerSec,
-      redeliveredTxPerSec: replay.txPerSec,
-      heapUsedMiB: Math.round(process.memoryUsage().heapUsed / 2 ** 20),
-    });
-  }
+  const indexed = await measureIndexed(router, sizes, txPerSize);
 
   // Stock MemoryRepository: filled directly (its transactions are too slow to fill with), then timed.
   const stock = new MemoryRepository();
@@ -173,6 +157,32 @@ export async function benchFhirTransactions(
     stock: stockFigures,
     indexedOverStock: ratios,
   };
+}
+
+/** The indexed repository, filled through the same transactions: fresh writes and redeliveries at each size. */
+async function measureIndexed(
+  router: FhirRouter,
+  sizes: number[],
+  txPerSize: number,
+): Promise<Record<string, unknown>[]> {
+  const repo = new IndexedRepository();
+  const indexed: Record<string, unknown>[] = [];
+  let n = 0;
+  for (const size of sizes) {
+    while (n < size) await transact(router, repo, n++);
+    const fresh = await timed(router, repo, n, txPerSize, 500);
+    const replayFrom = Math.max(0, n - fresh.tx);
+    const replay = await timed(router, repo, replayFrom, Math.min(txPerSize, n), 0);
+    n += fresh.tx;
+    indexed.push({
+      reports: size,
+      txPerSec: fresh.txPerSec,
+      redeliveredTxPerSec: replay.txPerSec,
+      heapUsedMiB: Math.round(process.memoryUsage().heapUsed / 2 ** 20),
+    });
+  }
+
+  return indexed;
 }
 
 /** Indexed tx/s at a small store size, for the side-by-side ratio with the stock repository. */

@@ -16,11 +16,9 @@ import {
   badRequest,
   generateId,
   gone,
-  matchesSearchRequest,
   notFound,
   preconditionFailed,
   stringify,
-  toTypedValue,
   validateResource,
 } from '@medplum/core';
 import type { ReadHistoryOptions, RepositoryMode } from '@medplum/fhir-router';
@@ -28,16 +26,9 @@ import { FhirRepository, MemoryRepository } from '@medplum/fhir-router';
 import type { Bundle, BundleEntry, Reference, Resource } from '@medplum/fhirtypes';
 import { ensureFhirDefinitions } from './definitions.js';
 import { resolveConditionalReferences, validateBasic } from './validate.js';
-import type { DateValues } from './search-index.js';
-import {
-  TypeIndex,
-  evaluate,
-  expressionFor,
-  extractForIndex,
-  indexedPredicate,
-  kindOf,
-  paramValues,
-} from './search-index.js';
+import type { Entry } from './find.js';
+import { findEntries } from './find.js';
+import { TypeIndex, extractForIndex } from './search-index.js';
 
 export interface ChangeEvent {
   readonly type: 'create' | 'update' | 'delete';
@@ -53,12 +44,6 @@ export interface IndexedRepositoryOptions {
   readonly validation?: 'basic' | 'full';
 }
 
-interface Entry {
-  readonly resource: WithId<Resource>;
-  readonly seq: number;
-  /** Date parameter values; token and reference values are in the posting lists. */
-  readonly dates: DateValues;
-}
 type Version = { readonly resource: WithId<Resource> } | { readonly deleted: WithId<Resource> };
 interface Undo {
   readonly type: string;
@@ -72,7 +57,6 @@ interface TxContext {
 }
 
 const clone = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T;
-const collator = new Intl.Collator();
 
 /** Runs a synchronous body as a promise: a throw becomes a rejection. */
 function defer<T>(fn: () => T): Promise<T> {
@@ -259,46 +243,9 @@ export class IndexedRepository extends FhirRepository<undefined> {
   private searchNow<T extends Resource>(searchRequest: SearchRequest<T>): Bundle<WithId<T>> {
     const { resourceType } = searchRequest;
     const entries = this.store.get(resourceType);
-    const filters = searchRequest.filters ?? [];
-    const index = this.indexes.get(resourceType);
-    const kind = (code: string): ReturnType<typeof kindOf> => kindOf(resourceType, code);
-
-    // Candidates from posting lists, smallest first; the rest are checked per resource.
-    const sets: ReadonlySet<string>[] = [];
-    const checks: ((e: Entry) => boolean)[] = [];
-    for (const filter of filters) {
-      const ids = index?.candidates(filter, kind);
-      if (ids) {
-        sets.push(ids);
-        continue;
-      }
-      const predicate = indexedPredicate(filter, kind(filter.code));
-      if (predicate) {
-        const code = filter.code;
-        checks.push((e) => predicate(e.dates[code] ?? paramValues(e.resource, code)));
-      } else {
-        const single: SearchRequest = { resourceType, filters: [filter] };
-        checks.push((e) => matchesSearchRequest(e.resource, single));
-      }
-    }
-    let matched: Entry[] = [];
-    if (entries && sets.length > 0) {
-      this.stats.indexed++;
-      sets.sort((a, b) => a.size - b.size);
-      const [smallest, ...others] = sets as [ReadonlySet<string>, ...ReadonlySet<string>[]];
-      for (const id of smallest) {
-        if (!others.every((s) => s.has(id))) continue;
-        const e = entries.get(id);
-        if (e && checks.every((c) => c(e))) matched.push(e);
-      }
-    } else if (entries) {
-      if (filters.some((f) => kind(f.code) !== undefined)) this.stats.indexed++;
-      else this.stats.scanned++;
-      for (const e of entries.values()) if (checks.every((c) => c(e))) matched.push(e);
-    }
-    matched.sort((a, b) => a.seq - b.seq);
-    matched = this.sortEntries(resourceType, matched, searchRequest.sortRules ?? []);
-
+    const { matched, indexed } = findEntries(entries, this.indexes.get(resourceType), searchRequest);
+    if (indexed) this.stats.indexed++;
+    else this.stats.scanned++;
     let page = matched;
     if (searchRequest.offset !== undefined) page = page.slice(searchRequest.offset);
     if (searchRequest.count !== undefined) page = page.slice(0, searchRequest.count);
@@ -309,29 +256,6 @@ export class IndexedRepository extends FhirRepository<undefined> {
       entry: entry.length ? entry : undefined,
       total: matched.length,
     };
-  }
-
-  /** `_sort` as MemoryRepository does it: one stable sort per rule, in order. */
-  private sortEntries(
-    resourceType: string,
-    list: Entry[],
-    rules: NonNullable<SearchRequest['sortRules']>,
-  ): Entry[] {
-    for (const rule of rules) {
-      const ast = expressionFor(resourceType, rule.code);
-      if (!ast) continue;
-      const keys = new Map<Entry, string>();
-      for (const e of list) {
-        keys.set(
-          e,
-          e.dates[rule.code]?.sortKey ??
-            JSON.stringify(evaluate(ast, toTypedValue(e.resource)).map((v) => v.value as unknown)),
-        );
-      }
-      const sign = rule.descending ? -1 : 1;
-      list.sort((a, b) => collator.compare(keys.get(a) ?? '', keys.get(b) ?? '') * sign);
-    }
-    return list;
   }
 
   async searchByReference<T extends Resource>(
