@@ -137,7 +137,21 @@ describe('request encoding', () => {
     expect(sent(0).input.ContentType?.startsWith(BINARY_CONTENT_TYPE)).toBe(true);
     expect(sent(0).input.Accept).toBe(BINARY_CONTENT_TYPE);
 
-    const [p] = await invoker().predict(tiny, [row(1, Number.NaN, 3, 4)]);
+    // A model whose manifest imputes in-graph (strategy "nan") takes NaN; the binary extension carries it.
+    const imputing = parseManifest(
+      {
+        ...tiny,
+        input: {
+          ...tiny.input,
+          features:
+            tiny.input.kind === 'image'
+              ? []
+              : tiny.input.features.map((f, i) => (i === 1 ? { ...f, imputation: { strategy: 'nan' } } : f)),
+        },
+      },
+      'imputing',
+    );
+    const [p] = await invoker().predict(imputing, [row(1, Number.NaN, 3, 4)]);
     expect(p).toEqual({ score: 0.5 });
     const nanCall = sent(1);
     expect(nanCall.input.ContentType?.startsWith(BINARY_CONTENT_TYPE)).toBe(true);

@@ -1,0 +1,41 @@
+/**
+ * Checks on input tensors that follow from a model's manifest rather than from its graph,
+ * shared by the invoker (before sending) and the local endpoint server (as the model
+ * container would refuse them):
+ * - NaN is only meaningful for a model whose graph imputes, which the manifest says by giving
+ *   a feature `imputation: { strategy: 'nan' }`; for every other model a NaN is an error.
+ * - A sequence longer than the manifest's `input.steps` was never seen in training.
+ */
+import type { ModelManifest } from './manifest.js';
+import type { Tensor } from './tensor.js';
+
+/** Whether the model's graph takes NaN as "missing" (some feature has NaN imputation). */
+export function acceptsNaN(manifest: ModelManifest): boolean {
+  const input = manifest.input;
+  if (input.kind === 'image') return false;
+  return input.features.some((f) => f.imputation.strategy === 'nan');
+}
+
+/** The first problem with `inputs` for this manifest, as a message naming it; undefined if none. */
+export function manifestInputProblem(manifest: ModelManifest, inputs: readonly Tensor[]): string | undefined {
+  const input = manifest.input;
+  if (!acceptsNaN(manifest)) {
+    for (const t of inputs) {
+      if (!(t.data instanceof Float32Array || t.data instanceof Float64Array)) continue;
+      const i = t.data.findIndex((v) => Number.isNaN(v));
+      if (i >= 0) {
+        const width = t.shape.slice(1).reduce((a, b) => a * b, 1);
+        const row = width > 0 ? Math.floor(i / width) : 0;
+        return `input '${t.name}' of model '${manifest.id}' holds NaN (row ${row}), and the model does not impute missing values`;
+      }
+    }
+  }
+  if (input.kind === 'sequence') {
+    const x = inputs.find((t) => t.name === input.tensor);
+    const steps = x?.shape[1];
+    if (steps !== undefined && steps > input.steps) {
+      return `input '${input.tensor}' of model '${manifest.id}' has ${steps} steps, at most ${input.steps} are supported`;
+    }
+  }
+  return undefined;
+}
