@@ -627,3 +627,105 @@ def rscript_csv(r_expr: str, path: str) -> None:
     r = subprocess.run(["Rscript", "--vanilla", "-e", code], capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"Rscript failed ({r.returncode}): {r.stderr.strip()}")
+
+
+# ---------------------------------------------------------------- classification metrics (neural models)
+
+
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties count one half)."""
+    y = np.asarray(y).astype(bool)
+    p = np.asarray(p, dtype=np.float64)
+    order = np.argsort(p, kind="mergesort")
+    ranks = np.empty(len(p), dtype=np.float64)
+    sp = p[order]
+    i = 0
+    while i < len(sp):  # average ranks over ties
+        j = i
+        while j + 1 < len(sp) and sp[j + 1] == sp[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def accuracy_at(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> float:
+    return float(np.mean((np.asarray(p) >= threshold).astype(int) == np.asarray(y).astype(int)))
+
+
+def brier_score(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean((np.asarray(p, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2))
+
+
+def cluster_bootstrap_ci(
+    metric: Callable[..., float],
+    groups: np.ndarray,
+    arrays: Sequence[np.ndarray],
+    seed: int,
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    label_index: int = 0,
+) -> tuple:
+    """Percentile bootstrap that resamples whole groups (patients) with replacement, for
+    held-out sets with several rows per patient. `metric(*arrays)` on the resampled rows;
+    resamples where `arrays[label_index]` has one class only are skipped (undefined AUC)."""
+    rng = np.random.RandomState(seed)
+    groups = np.asarray(groups)
+    uniq = np.unique(groups)
+    rows_of = {g: np.flatnonzero(groups == g) for g in uniq}
+    stats = []
+    for _ in range(n_boot):
+        pick = rng.randint(0, len(uniq), len(uniq))
+        idx = np.concatenate([rows_of[uniq[k]] for k in pick])
+        yy = arrays[label_index][idx]
+        if np.all(yy == yy[0]):
+            continue
+        stats.append(metric(*(a[idx] for a in arrays)))
+    arr = np.asarray(stats)
+    return float(np.percentile(arr, 100 * alpha / 2)), float(np.percentile(arr, 100 * (1 - alpha / 2)))
+
+
+def reliability_table(y: np.ndarray, p: np.ndarray, edges: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)) -> List[Dict[str, Any]]:
+    """Calibration by fixed probability bins: [{lo, hi, n, meanPredicted, observedRate}]
+    (empty bins left out). The last bin includes 1.0."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    rows = []
+    for i in range(len(edges) - 1):
+        lo, hi = edges[i], edges[i + 1]
+        sel = (p >= lo) & ((p < hi) if i < len(edges) - 2 else (p <= hi))
+        if sel.sum() == 0:
+            continue
+        rows.append({"lo": lo, "hi": hi, "n": int(sel.sum()), "meanPredicted": float(p[sel].mean()), "observedRate": float(y[sel].mean())})
+    return rows
+
+
+def reliability_markdown(rows: List[Dict[str, Any]]) -> str:
+    lines = ["| predicted probability | n | mean predicted | observed rate |", "|---|---|---|---|"]
+    for r in rows:
+        close = "]" if r["hi"] >= 1.0 else ")"
+        lines.append(f"| [{r['lo']:.1f}, {r['hi']:.1f}{close} | {r['n']} | {r['meanPredicted']:.3f} | {r['observedRate']:.3f} |")
+    return "\n".join(lines)
+
+
+def write_golden_inputs(
+    path: str, model_id: str, input_names: List[str], output_name: str, cases: List[Dict[str, Any]], note: str = ""
+) -> None:
+    """golden.json for a model with several input tensors: `inputs` lists the tensor names
+    and every case carries one value per name (`{rowId, x: ..., mask: ..., expected}`);
+    models/training/parity.mjs batches each input over the cases. One case per line."""
+    head: Dict[str, Any] = {"model": model_id, "inputs": input_names, "output": output_name}
+    if note:
+        head["note"] = note
+    lines = ["{"]
+    for k, v in head.items():
+        lines.append(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},")
+    lines.append('  "cases": [')
+    for i, c in enumerate(cases):
+        sep = "," if i < len(cases) - 1 else ""
+        lines.append("    " + json.dumps(to_py(c), separators=(", ", ": "), allow_nan=False) + sep)
+    lines.append("  ]")
+    lines.append("}")
+    write_text(path, "\n".join(lines))

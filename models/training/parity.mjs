@@ -22,31 +22,61 @@ export function modelDirs(root) {
     .sort();
 }
 
+/** The input tensor names of a golden file: `inputs` (several tensors) or `input` (one). */
+export function goldenInputNames(golden) {
+  if (Array.isArray(golden.inputs) && golden.inputs.length > 0) return golden.inputs;
+  if (typeof golden.input === 'string') return [golden.input];
+  throw new Error('golden.json names no input tensor (`input` or `inputs`)');
+}
+
+/** A case's value for one input: the key named like the tensor, or `x` for a single input. */
+export function caseInput(c, name, names) {
+  if (c[name] !== undefined) return c[name];
+  if (names.length === 1 && c.x !== undefined) return c.x;
+  throw new Error(`case ${c.rowId} has no value for input "${name}"`);
+}
+
+const shapeOf = (v) => (Array.isArray(v) ? [v.length, ...shapeOf(v[0])] : []);
+
+/**
+ * Batches one input over the cases: a case's value is one input row (any nesting: it is
+ * flattened, and the tensor shape is [cases, ...shape of the first case's row]); JSON `null`
+ * stands for a missing value and is sent as NaN.
+ */
+export function batchInput(cases, name, names, where = 'golden.json') {
+  const rowShape = shapeOf(caseInput(cases[0], name, names));
+  const rowSize = rowShape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(cases.length * rowSize);
+  cases.forEach((c, i) => {
+    const flat = [caseInput(c, name, names)].flat(Infinity);
+    if (flat.length !== rowSize) {
+      throw new Error(`${where}: case ${i} has ${flat.length} values for "${name}", expected ${rowSize}`);
+    }
+    data.set(
+      flat.map((v) => (v === null ? Number.NaN : v)),
+      i * rowSize,
+    );
+  });
+  return new ort.Tensor('float32', data, [cases.length, ...rowShape]);
+}
+
 /**
  * Checks one model folder. Returns { model, cases, maxAbsError, maxRelError, failures }.
- * A case's `x` is one input row (any nesting: it is flattened, and the tensor shape is
- * [cases, ...shape of x]; `null` = missing, sent as NaN); `expected` is a number or an array
- * of the output row.
+ * The golden file names its input tensor(s) (`input`, or `inputs` for several, each case then
+ * carrying one value per name, see batchInput); `expected` is a number or an array of the
+ * output row.
  */
 export async function checkModel(dir) {
   const golden = JSON.parse(fs.readFileSync(path.join(dir, 'golden.json'), 'utf8'));
   const cases = golden.cases;
   if (!Array.isArray(cases) || cases.length === 0) throw new Error(`${dir}/golden.json: no cases`);
-  const shapeOf = (v) => (Array.isArray(v) ? [v.length, ...shapeOf(v[0])] : []);
-  const rowShape = shapeOf(cases[0].x);
-  const rowSize = rowShape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(cases.length * rowSize);
-  cases.forEach((c, i) => {
-    // `null` in an input is a missing value, sent as NaN (JSON has no NaN; in-graph imputers replace it).
-    const flat = [c.x].flat(Infinity).map((v) => (v === null ? Number.NaN : v));
-    if (flat.length !== rowSize) throw new Error(`${dir}/golden.json: case ${i} has ${flat.length} values`);
-    data.set(flat, i * rowSize);
-  });
+  const names = goldenInputNames(golden);
+  const feeds = Object.fromEntries(
+    names.map((name) => [name, batchInput(cases, name, names, `${dir}/golden.json`)]),
+  );
   const session = await ort.InferenceSession.create(path.join(dir, '1', 'model.onnx'));
   try {
-    const out = await session.run({
-      [golden.input]: new ort.Tensor('float32', data, [cases.length, ...rowShape]),
-    });
+    const out = await session.run(feeds);
     const tensor = out[golden.output];
     if (!tensor) throw new Error(`${dir}: model has no output "${golden.output}"`);
     const got = Array.from(tensor.data, Number);

@@ -45,6 +45,14 @@ const SCRIPTS = [
     extra: ['local/demo/data/pima-heldout.json'],
     needs: ['sklearn', 'numpy', 'onnx'],
   },
+  {
+    // GRU and transformer on the same PBC samples and split; needs Rscript with
+    // r-cran-survival (pbcseq is exported from it at train time). About 1.5 min.
+    script: 'pbc_sequences.py',
+    models: ['pbc-gru', 'pbc-attention'],
+    extra: ['local/demo/data/pbc-heldout.json'],
+    needs: ['torch', 'numpy', 'onnx'],
+  },
 ];
 
 /**

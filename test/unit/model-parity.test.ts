@@ -15,14 +15,13 @@ const RELATIVE_TOLERANCE = 1e-4;
 
 /** `null` in an input is a missing value: it is sent as NaN (in-graph imputers replace it). */
 type Nested = number | null | Nested[];
-interface GoldenCase {
-  rowId: number | string;
-  x: Nested;
-  expected: Nested;
-}
+/** One value per input tensor: under the tensor's name, or `x` for a single-input model. */
+type GoldenCase = { rowId: number | string; expected: Nested } & Record<string, unknown>;
 interface Golden {
   model: string;
-  input: string;
+  /** The input tensor, or `inputs` for several (a sequence model's `x` and `mask`). */
+  input?: string;
+  inputs?: string[];
   output: string;
   cases: GoldenCase[];
 }
@@ -40,6 +39,36 @@ function shapeOf(v: Nested): number[] {
   if (!Array.isArray(v)) return [];
   const first = v[0];
   return first === undefined ? [0] : [v.length, ...shapeOf(first)];
+}
+
+function inputNames(g: Golden): string[] {
+  if (g.inputs && g.inputs.length > 0) return g.inputs;
+  if (g.input) return [g.input];
+  throw new Error(`${g.model}: golden.json names no input tensor`);
+}
+function caseInput(c: GoldenCase, name: string, names: string[]): Nested {
+  const v = c[name] ?? (names.length === 1 ? c['x'] : undefined);
+  if (v === undefined) throw new Error(`case ${String(c.rowId)}: no value for input "${name}"`);
+  return v as Nested;
+}
+/** One tensor per input name, batching the given cases (`null` → NaN). */
+function feeds(g: Golden, cases: GoldenCase[]): Record<string, ort.Tensor> {
+  const names = inputNames(g);
+  const first = cases[0];
+  if (!first) throw new Error(`${g.model}: no cases`);
+  return Object.fromEntries(
+    names.map((name) => {
+      const rowShape = shapeOf(caseInput(first, name, names));
+      const rowSize = rowShape.reduce((a, b) => a * b, 1);
+      const data = new Float32Array(cases.length * rowSize);
+      cases.forEach((c, i) => {
+        const flat = flatten(caseInput(c, name, names));
+        expect(flat.length, `case ${String(c.rowId)} input ${name} size`).toBe(rowSize);
+        data.set(flat, i * rowSize);
+      });
+      return [name, new ort.Tensor('float32', data, [cases.length, ...rowShape])];
+    }),
+  );
 }
 
 interface PbtxtTensor {
@@ -109,7 +138,7 @@ describe.each(modelIds)('models/%s', (id) => {
     expect(manifest.notForClinicalUse).toBe(true);
     expect(fs.readFileSync(path.join(dir, 'card.md'), 'utf8')).toMatch(/not for clinical use/i);
     expect(golden.model).toBe(id);
-    expect(manifest.serving.inputs.map((t) => t.name)).toContain(golden.input);
+    expect(manifest.serving.inputs.map((t) => t.name)).toEqual(expect.arrayContaining(inputNames(golden)));
     expect(manifest.serving.outputs.map((t) => t.name)).toContain(golden.output);
     expect(session.inputNames).toEqual(manifest.serving.inputs.map((t) => t.name));
     expect(session.outputNames).toEqual(expect.arrayContaining(manifest.serving.outputs.map((t) => t.name)));
@@ -131,19 +160,8 @@ describe.each(modelIds)('models/%s', (id) => {
 
   it('onnxruntime reproduces every golden case within 1e-4 × max(1, |expected|)', async () => {
     const cases = golden.cases;
-    const first = cases[0];
-    if (!first) throw new Error(`${id}: golden.json has no cases`);
-    const rowShape = shapeOf(first.x);
-    const rowSize = rowShape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(cases.length * rowSize);
-    cases.forEach((c, i) => {
-      const flat = flatten(c.x);
-      expect(flat.length, `case ${String(c.rowId)} input size`).toBe(rowSize);
-      data.set(flat, i * rowSize);
-    });
-    const out = await session.run({
-      [golden.input]: new ort.Tensor('float32', data, [cases.length, ...rowShape]),
-    });
+    if (!cases[0]) throw new Error(`${id}: golden.json has no cases`);
+    const out = await session.run(feeds(golden, cases));
     const tensor = out[golden.output];
     if (!tensor) throw new Error(`${id}: no output ${golden.output}`);
     expect(tensor.dims[0]).toBe(cases.length);
@@ -170,17 +188,8 @@ describe.each(modelIds)('models/%s', (id) => {
     const first = golden.cases[0];
     const second = golden.cases[1];
     if (!first || !second) throw new Error(`${id}: need two golden cases`);
-    const rowShape = shapeOf(first.x);
-    const one = await session.run({
-      [golden.input]: new ort.Tensor('float32', Float32Array.from(flatten(first.x)), [1, ...rowShape]),
-    });
-    const two = await session.run({
-      [golden.input]: new ort.Tensor(
-        'float32',
-        Float32Array.from([...flatten(first.x), ...flatten(second.x)]),
-        [2, ...rowShape],
-      ),
-    });
+    const one = await session.run(feeds(golden, [first]));
+    const two = await session.run(feeds(golden, [first, second]));
     const a = Array.from(one[golden.output]?.data as Float32Array, Number);
     const b = Array.from(two[golden.output]?.data as Float32Array, Number);
     // Alike to float32 rounding, not bit for bit: onnxruntime's tree ensembles with more than
@@ -192,5 +201,27 @@ describe.each(modelIds)('models/%s', (id) => {
       .map((v, j) => Math.abs(v - (a[j] ?? Number.NaN)) / Math.max(1, Math.abs(v)));
     expect(drift.every((d) => d <= 1e-6)).toBe(true);
     expect(a[0]).toBeCloseTo(flatten(first.expected)[0] ?? Number.NaN, 2);
+  });
+
+  it('sequence models: dropping the leading empty steps changes nothing (dynamic T, newest last)', async () => {
+    if (manifest.input.kind !== 'sequence') return;
+    const { tensor, maskTensor } = manifest.input;
+    const names = inputNames(golden);
+    const bad: string[] = [];
+    for (const c of golden.cases) {
+      const x = caseInput(c, tensor, names);
+      const mask = flatten(caseInput(c, maskTensor, names));
+      const start = mask.findIndex((v) => v > 0);
+      expect(start, `case ${String(c.rowId)} has a real step`).toBeGreaterThanOrEqual(0);
+      if (!Array.isArray(x)) throw new Error(`case ${String(c.rowId)}: ${tensor} is not a sequence`);
+      const trimmed: GoldenCase = { ...c, [tensor]: x.slice(start), [maskTensor]: mask.slice(start) };
+      const out = await session.run(feeds(golden, [trimmed]));
+      const g = Number(out[manifest.output.tensor]?.data[0]);
+      const e = flatten(c.expected)[0] ?? Number.NaN;
+      if (!(Math.abs(g - e) <= RELATIVE_TOLERANCE * Math.max(1, Math.abs(e)))) {
+        bad.push(`row ${String(c.rowId)} with T=${mask.length - start}: got ${g}, expected ${e}`);
+      }
+    }
+    expect(bad).toEqual([]);
   });
 });
