@@ -17,6 +17,17 @@ const ConfigSchema = z.object({
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   /** Overall budget for one FHIR or inference call, in ms. */
   CALL_TIMEOUT_MS: z.coerce.number().int().positive().default(30_000),
+  /** Partner API: the public base URL callers use (CDS JWT audiences and card links are built from it). */
+  PARTNER_PUBLIC_BASE_URL: z.url().optional(),
+  /** Partner API: CDS Hooks client issuers, JSON `[{"issuer": "...", "jwksUrls": ["..."]}]`. */
+  PARTNER_CDS_ISSUERS: z.string().default('[]'),
+  /** Partner API: OAuth2 issuers, JSON `[{"issuer": "...", "jwksUri": "...", "audience"?: "...", "clientIds"?: ["..."]}]`. */
+  PARTNER_OAUTH_ISSUERS: z.string().default('[]'),
+  /** Partner API: FHIR base URLs a CDS call's `fhirServer` may name, comma-separated. */
+  PARTNER_FHIR_ALLOWLIST: z.string().default(''),
+  /** Partner API: per-client token bucket (burst, and tokens per second). */
+  PARTNER_RATE_BURST: z.coerce.number().int().positive().default(20),
+  PARTNER_RATE_PER_SECOND: z.coerce.number().positive().default(10),
 });
 export type Config = z.infer<typeof ConfigSchema>;
 
