@@ -5,6 +5,7 @@
  * every offending field (`fhir.baseUrl: ...`).
  */
 import { readFileSync } from 'node:fs';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { z } from 'zod';
 
 export class ConfigError extends Error {
@@ -246,4 +247,14 @@ export function loadConfigFile(file: string, overrides?: unknown): AppConfig {
     }
   }
   return parseConfig(patch === undefined ? raw : mergeConfig(raw, patch), `configuration (${file})`);
+}
+
+/** The configured log retention as the CDK enum (the schema admits only enum values). */
+export function logRetention(config: AppConfig): RetentionDays {
+  const names = Object.keys(RetentionDays) as (keyof typeof RetentionDays)[];
+  const name = names.find((n) => (RetentionDays[n] as number) === config.logRetentionDays);
+  if (name === undefined) {
+    throw new ConfigError(`logRetentionDays: ${config.logRetentionDays} is not a retention value`);
+  }
+  return RetentionDays[name];
 }

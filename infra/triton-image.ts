@@ -70,8 +70,13 @@ export function tritonImageUri(scope: Construct, version: string): { uri: string
   } else {
     account = dlcAccount(stack.region);
   }
+  const suffix = Token.isUnresolved(stack.region)
+    ? stack.urlSuffix
+    : stack.region.startsWith('cn-')
+      ? 'amazonaws.com.cn'
+      : 'amazonaws.com';
   return {
     account,
-    uri: `${account}.dkr.ecr.${stack.region}.${stack.urlSuffix}/sagemaker-tritonserver:${version}-py3`,
+    uri: `${account}.dkr.ecr.${stack.region}.${suffix}/sagemaker-tritonserver:${version}-py3`,
   };
 }

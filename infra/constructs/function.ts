@@ -31,14 +31,14 @@ export interface IEndpointCatalog {
 
 export interface HouseFunctionProps extends Omit<
   NodejsFunctionProps,
-  'entry' | 'runtime' | 'architecture' | 'functionName' | 'logGroup'
+  'entry' | 'runtime' | 'architecture' | 'functionName' | 'logGroup' | 'logRetention'
 > {
   /** The function's folder under `functions/` (its entry is `functions/<entryName>/handler.ts`). */
   readonly entryName: string;
   /** Key that encrypts the log group (its policy must let CloudWatch Logs use it). */
   readonly logKey: IKey;
-  /** Log retention. */
-  readonly logRetention: RetentionDays;
+  /** Retention of the function's log group. */
+  readonly logGroupRetention: RetentionDays;
   /** Reserved concurrency: every function has a ceiling (HIPAA.Security-LambdaConcurrency). */
   readonly reservedConcurrentExecutions: number;
   /** Copy the model manifests into the bundle (`models/<id>/manifest.json`). Default false. */
@@ -52,11 +52,18 @@ export class HouseFunction extends NodejsFunction {
 
   constructor(scope: Construct, id: string, props: HouseFunctionProps) {
     const logGroup = new LogGroup(scope, `${id}Logs`, {
-      retention: props.logRetention,
+      retention: props.logGroupRetention,
       removalPolicy: RemovalPolicy.RETAIN,
       encryptionKey: props.logKey,
     });
-    const { entryName, logKey: _logKey, logRetention: _logRetention, withManifests, vpc, ...rest } = props;
+    const {
+      entryName,
+      logKey: _logKey,
+      logGroupRetention: _logGroupRetention,
+      withManifests,
+      vpc,
+      ...rest
+    } = props;
     super(scope, id, {
       timeout: Duration.seconds(60),
       memorySize: 1024,

@@ -95,7 +95,7 @@ export class Monitoring extends Construct {
       });
       fnWidgets.push(
         new GraphWidget({
-          title: `${name}`,
+          title: name,
           left: [fn.metricInvocations(), fn.metricErrors(), fn.metricThrottles()],
           right: [fn.metricDuration({ statistic: 'p90' })],
           width: 8,

@@ -9,10 +9,9 @@ import { AttributeType, BillingMode, Table, TableEncryption } from 'aws-cdk-lib/
 import { Key } from 'aws-cdk-lib/aws-kms';
 import type { IVpc } from 'aws-cdk-lib/aws-ec2';
 import type { IBucket } from 'aws-cdk-lib/aws-s3';
-import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Secret } from 'aws-cdk-lib/aws-secretsmanager';
 import type { Construct } from 'constructs';
-import type { AppConfig } from '../config.js';
+import { logRetention, type AppConfig } from '../config.js';
 import { allowLogsToUseKey } from '../constructs/keys.js';
 import { Network } from '../constructs/network.js';
 import { AccessLogsBucket, SecureBucket } from '../constructs/secure-bucket.js';
@@ -60,7 +59,7 @@ export class DataStack extends Stack {
     this.vpc = new Network(this, 'Network', {
       vpc: config.vpc,
       key: this.key,
-      logRetention: config.logRetentionDays as RetentionDays,
+      logRetention: logRetention(config),
     }).vpc;
 
     this.accessLogsBucket = new AccessLogsBucket(this, 'AccessLogs');

@@ -17,7 +17,7 @@ import type { IBucket } from 'aws-cdk-lib/aws-s3';
 import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
-import type { AppConfig } from '../config.js';
+import { logRetention, type AppConfig } from '../config.js';
 import { HouseFunction, type IEndpointCatalog } from '../constructs/function.js';
 import { allowAlarmsToUseKey, allowLogsToUseKey } from '../constructs/keys.js';
 import type { DeployedEndpoint } from '../constructs/model-endpoints.js';
@@ -168,7 +168,7 @@ export class PipelineStack extends Stack {
   }
 
   private get retention(): RetentionDays {
-    return this.props.config.logRetentionDays as RetentionDays;
+    return logRetention(this.props.config);
   }
 
   /** A house function for a role, with FHIR access and its environment. */
@@ -181,7 +181,7 @@ export class PipelineStack extends Stack {
     const fn = new HouseFunction(this, `${role[0]?.toUpperCase() ?? ''}${role.slice(1)}Function`, {
       entryName,
       logKey: this.key,
-      logRetention: this.retention,
+      logGroupRetention: this.retention,
       reservedConcurrentExecutions: concurrency,
       vpc: this.props.vpc,
       ...(extra.timeout ? { timeout: extra.timeout } : {}),

@@ -1,0 +1,428 @@
+/* eslint-disable @typescript-eslint/no-unsafe-assignment -- vitest's asymmetric matchers (expect.anything(), …) are typed any */
+/**
+ * The full app (every feature on, resource-event standing in for the functions not written
+ * yet), synthesized once: encryption of every store, Lambda defaults, least-privilege IAM,
+ * the two APIs, the sweep pipeline, alarms, and the HIPAA checks.
+ */
+import { Match, type Template } from 'aws-cdk-lib/assertions';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { FORBIDDEN_ACCESS_LOG_VARIABLES } from '../../infra/constructs/access-log.js';
+import { MANAGED_RULE_GROUPS } from '../../infra/constructs/waf.js';
+import { acknowledgements, nagFindings } from '../../infra/nag.js';
+import { build, config, resourcesOf, type Built } from './helpers.js';
+
+let app: Built;
+let all: Template[];
+
+beforeAll(() => {
+  app = build(config());
+  all = [app.templates.data, app.templates.serving, app.templates.pipeline];
+});
+
+type Statement = { Effect: string; Action: string | string[]; Resource: unknown; Condition?: unknown };
+
+/** Every statement of every identity policy (AWS::IAM::Policy and inline role policies). */
+function identityStatements(): { policy: string; statement: Statement }[] {
+  const out: { policy: string; statement: Statement }[] = [];
+  for (const [id, p] of resourcesOf(all, 'AWS::IAM::Policy')) {
+    for (const s of (p.PolicyDocument as { Statement: Statement[] }).Statement)
+      out.push({ policy: id, statement: s });
+  }
+  for (const [id, r] of resourcesOf(all, 'AWS::IAM::Role')) {
+    for (const pol of (r.Policies as { PolicyDocument: { Statement: Statement[] } }[] | undefined) ?? []) {
+      for (const s of pol.PolicyDocument.Statement) out.push({ policy: id, statement: s });
+    }
+  }
+  return out;
+}
+const actionsOf = (s: Statement): string[] => (Array.isArray(s.Action) ? s.Action : [s.Action]);
+const resourcesOfStatement = (s: Statement): unknown[] =>
+  Array.isArray(s.Resource) ? (s.Resource as unknown[]) : [s.Resource];
+
+/**
+ * Actions AWS only grants on "*": no resource-level permissions exist for them.
+ * - xray: tracing (Lambda, Step Functions); cloudwatch:PutMetricData (narrowed by namespace);
+ * - ecr:GetAuthorizationToken (SageMaker pulling the Triton image);
+ * - logs:*Delivery*, *ResourcePolic*, DescribeLogGroups: Step Functions vended log delivery.
+ */
+const WILDCARD_ALLOWED = new Set([
+  'xray:PutTraceSegments',
+  'xray:PutTelemetryRecords',
+  'xray:GetSamplingRules',
+  'xray:GetSamplingTargets',
+  'cloudwatch:PutMetricData',
+  'ecr:GetAuthorizationToken',
+  'logs:CreateLogDelivery',
+  'logs:GetLogDelivery',
+  'logs:UpdateLogDelivery',
+  'logs:DeleteLogDelivery',
+  'logs:ListLogDeliveries',
+  'logs:PutResourcePolicy',
+  'logs:DescribeResourcePolicies',
+  'logs:DescribeLogGroups',
+]);
+
+describe('encryption at rest', () => {
+  it('encrypts both FIFO queues with the pipeline key and enforces TLS', () => {
+    const queues = resourcesOf(all, 'AWS::SQS::Queue');
+    expect(queues).toHaveLength(2);
+    for (const [, q] of queues) {
+      expect(q.FifoQueue).toBe(true);
+      expect(q.KmsMasterKeyId).toEqual({ 'Fn::GetAtt': [expect.stringMatching(/^PipelineKey/), 'Arn'] });
+    }
+    app.templates.pipeline.hasResourceProperties('AWS::SQS::Queue', {
+      RedrivePolicy: { maxReceiveCount: 5, deadLetterTargetArn: Match.anyValue() },
+    });
+    app.templates.pipeline.resourceCountIs('AWS::SQS::QueuePolicy', 2);
+  });
+
+  it('gives the three tables a customer-managed key, PITR, deletion protection and a backup selection', () => {
+    const tables = resourcesOf(all, 'AWS::DynamoDB::Table');
+    expect(tables).toHaveLength(3);
+    for (const [, t] of tables) {
+      expect(t.SSESpecification).toMatchObject({
+        SSEEnabled: true,
+        SSEType: 'KMS',
+        KMSMasterKeyId: expect.anything(),
+      });
+      expect(t.PointInTimeRecoverySpecification).toEqual({ PointInTimeRecoveryEnabled: true });
+      expect(t.DeletionProtectionEnabled).toBe(true);
+      expect(t.BillingMode).toBe('PAY_PER_REQUEST');
+    }
+    app.templates.data.hasResourceProperties('AWS::Backup::BackupVault', {
+      EncryptionKeyArn: Match.anyValue(),
+    });
+    app.templates.data.resourceCountIs('AWS::Backup::BackupSelection', 1);
+  });
+
+  it('blocks public access, versions and encrypts every bucket; KMS except the access-log bucket', () => {
+    const buckets = resourcesOf(all, 'AWS::S3::Bucket');
+    expect(buckets).toHaveLength(3);
+    for (const [, b] of buckets) {
+      expect(b.PublicAccessBlockConfiguration).toEqual({
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      });
+      expect(b.VersioningConfiguration).toEqual({ Status: 'Enabled' });
+    }
+    const kms = buckets.filter(([, b]) =>
+      JSON.stringify(b.BucketEncryption).includes('"SSEAlgorithm":"aws:kms"'),
+    );
+    expect(kms.map(([id]) => id.replace(/[0-9A-F]{8}$/, '')).sort()).toEqual(['Artifacts', 'Exports']);
+    for (const [, b] of kms)
+      expect(b.LoggingConfiguration).toMatchObject({
+        DestinationBucketName: { Ref: expect.stringMatching(/^AccessLogs/) },
+      });
+    // TLS only: every bucket policy denies aws:SecureTransport=false.
+    const policies = resourcesOf(all, 'AWS::S3::BucketPolicy');
+    expect(policies).toHaveLength(3);
+    for (const [, p] of policies) expect(JSON.stringify(p)).toContain('"aws:SecureTransport":"false"');
+  });
+
+  it('encrypts every log group with a key and keeps it at least 90 days', () => {
+    const groups = resourcesOf(all, 'AWS::Logs::LogGroup');
+    // 4 functions, notify access + WAF logs, partner access logs, state machine.
+    expect(groups).toHaveLength(8);
+    for (const [, g] of groups) {
+      expect(g.KmsKeyId).toBeDefined();
+      expect(g.RetentionInDays).toBeGreaterThanOrEqual(90);
+    }
+  });
+
+  it('encrypts the alarm topic, the secrets, the state machine, the schedules and data capture', () => {
+    app.templates.pipeline.hasResourceProperties('AWS::SNS::Topic', { KmsMasterKeyId: Match.anyValue() });
+    app.templates.pipeline.hasResourceProperties('AWS::SNS::Subscription', {
+      Protocol: 'email',
+      Endpoint: 'ops@example.org',
+    });
+    const secrets = resourcesOf(all, 'AWS::SecretsManager::Secret');
+    expect(secrets).toHaveLength(2);
+    for (const [, s] of secrets) expect(s.KmsKeyId).toBeDefined();
+    app.templates.pipeline.hasResourceProperties('AWS::StepFunctions::StateMachine', {
+      EncryptionConfiguration: { Type: 'CUSTOMER_MANAGED_KMS_KEY', KmsKeyId: Match.anyValue() },
+    });
+    app.templates.pipeline.hasResourceProperties('AWS::Scheduler::Schedule', { KmsKeyArn: Match.anyValue() });
+    for (const [, c] of resourcesOf(all, 'AWS::SageMaker::EndpointConfig')) {
+      expect(c.DataCaptureConfig).toMatchObject({ KmsKeyId: expect.anything(), EnableCapture: true });
+    }
+    for (const [, k] of resourcesOf(all, 'AWS::KMS::Key')) expect(k.EnableKeyRotation).toBe(true);
+  });
+
+  it('retains data on stack deletion', () => {
+    for (const type of [
+      'AWS::S3::Bucket',
+      'AWS::DynamoDB::Table',
+      'AWS::KMS::Key',
+      'AWS::Logs::LogGroup',
+      'AWS::SecretsManager::Secret',
+    ]) {
+      for (const t of all) {
+        for (const r of Object.values(t.findResources(type)))
+          expect((r as { DeletionPolicy?: string }).DeletionPolicy).toBe('Retain');
+      }
+    }
+  });
+});
+
+describe('functions', () => {
+  it('builds four arm64 Node 22 functions with tracing, reserved concurrency and their own log group', () => {
+    const fns = resourcesOf([app.templates.pipeline], 'AWS::Lambda::Function');
+    expect(fns).toHaveLength(4);
+    for (const [, f] of fns) {
+      expect(f).toMatchObject({
+        Architectures: ['arm64'],
+        Runtime: 'nodejs22.x',
+        Handler: 'index.handler',
+        TracingConfig: { Mode: 'Active' },
+        LoggingConfig: { LogGroup: { Ref: expect.stringMatching(/Logs/) } },
+      });
+      expect(f.ReservedConcurrentExecutions).toBeGreaterThan(0);
+      expect((f.Environment as { Variables: Record<string, unknown> }).Variables).toMatchObject({
+        NODE_OPTIONS: '--enable-source-maps',
+        FHIR_BASE_URL: 'https://fhir.example.org/r4',
+        FHIR_AUTH_MODE: 'smart-backend-services',
+        FHIR_CREDENTIALS_SECRET_ARN: expect.anything(),
+      });
+    }
+    const sweepWorker = fns.find(([id]) => id.startsWith('PopulationSweepFunction'));
+    expect(sweepWorker?.[1].ReservedConcurrentExecutions).toBe(10);
+  });
+
+  it('feeds resource-event from the queue with partial batch failures', () => {
+    app.templates.pipeline.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      BatchSize: 10,
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+    });
+  });
+
+  it('sets the environment variable of each binding', () => {
+    const env = (prefix: string) =>
+      (
+        resourcesOf([app.templates.pipeline], 'AWS::Lambda::Function').find(([id]) =>
+          id.startsWith(prefix),
+        )?.[1].Environment as { Variables: Record<string, unknown> }
+      ).Variables;
+    expect(Object.keys(env('ResourceEventFunction'))).toEqual(
+      expect.arrayContaining([
+        'QUEUE_URL',
+        'SAGEMAKER_ENDPOINT_PREFIX',
+        'SAGEMAKER_ENDPOINT_MODE',
+        'MODELS_DIR',
+      ]),
+    );
+    expect(Object.keys(env('NotifyFunction'))).toEqual(
+      expect.arrayContaining([
+        'QUEUE_URL',
+        'EVENT_STATE_TABLE',
+        'REPLAY_CACHE_TABLE',
+        'NOTIFICATION_TOKEN_SECRET_ARN',
+      ]),
+    );
+    expect(env('PopulationSweepFunction')).toMatchObject({
+      EXPORT_BUCKET_PREFIX: 'bulk/',
+      CHECKPOINT_TABLE: expect.anything(),
+    });
+  });
+});
+
+describe('IAM: least privilege', () => {
+  it('grants "*" resources only for the actions AWS offers no resource scope for', () => {
+    const wildcard = identityStatements().filter(({ statement }) =>
+      resourcesOfStatement(statement).some((r) => r === '*'),
+    );
+    const actions = new Set(wildcard.flatMap(({ statement }) => actionsOf(statement)));
+    expect([...actions].filter((a) => !WILDCARD_ALLOWED.has(a))).toEqual([]);
+    expect(actions.has('ecr:GetAuthorizationToken')).toBe(true);
+  });
+
+  it('never grants a service-wide action', () => {
+    for (const { statement } of identityStatements()) {
+      for (const a of actionsOf(statement)) expect(a).not.toMatch(/^[a-z0-9-]+:\*$|^\*$/);
+    }
+  });
+
+  it('scopes sagemaker:InvokeEndpoint to the endpoint ARNs of the configured models', () => {
+    const invoke = identityStatements().filter(({ statement }) =>
+      actionsOf(statement).includes('sagemaker:InvokeEndpoint'),
+    );
+    // resource-event, partner-api and the sweep worker invoke endpoints; notify does not.
+    expect(new Set(invoke.map((i) => i.policy.replace(/ServiceRoleDefaultPolicy.*/, '')))).toEqual(
+      new Set(['ResourceEventFunction', 'PartnerApiFunction', 'PopulationSweepFunction']),
+    );
+    for (const { statement } of invoke) {
+      const arns = resourcesOfStatement(statement).map((r) => JSON.stringify(r));
+      expect(arns).toHaveLength(app.models.length);
+      for (const m of app.models)
+        expect(arns.some((a) => a.includes(`:endpoint/fhir-analytics-${m.id}`))).toBe(true);
+    }
+  });
+
+  it('lets the SageMaker role read only the model repository prefix and write only the capture prefix', () => {
+    const role = identityStatements().filter(({ policy }) => policy.startsWith('EndpointsExecutionRole'));
+    const s3 = role.filter(({ statement }) => actionsOf(statement).some((a) => a.startsWith('s3:')));
+    const objectResources = s3
+      .flatMap(({ statement }) => resourcesOfStatement(statement))
+      .map((r) => JSON.stringify(r));
+    expect(objectResources.filter((r) => r.includes('/'))).toEqual(
+      expect.arrayContaining([
+        expect.stringContaining('/triton/*'),
+        expect.stringContaining('/data-capture/*'),
+      ]),
+    );
+    expect(objectResources.filter((r) => r.includes('"/*"'))).toEqual([]);
+  });
+});
+
+describe('APIs', () => {
+  it('notify: regional REST API, POST /notify, tracing, ERROR logging without data traces, throttled', () => {
+    const p = app.templates.pipeline;
+    p.hasResourceProperties('AWS::ApiGateway::RestApi', { EndpointConfiguration: { Types: ['REGIONAL'] } });
+    p.hasResourceProperties('AWS::ApiGateway::Method', { HttpMethod: 'POST', AuthorizationType: 'NONE' });
+    p.hasResourceProperties('AWS::ApiGateway::Stage', {
+      TracingEnabled: true,
+      MethodSettings: [
+        Match.objectLike({
+          LoggingLevel: 'ERROR',
+          DataTraceEnabled: false,
+          HttpMethod: '*',
+          ResourcePath: '/*',
+        }),
+      ],
+    });
+  });
+
+  it('notify: WAF with the AWS managed rule groups and a rate limit, logging with redaction', () => {
+    const p = app.templates.pipeline;
+    const [[, acl]] = resourcesOf([p], 'AWS::WAFv2::WebACL') as [
+      [string, { Rules: { Name: string }[]; Scope: string }],
+    ];
+    expect(acl.Scope).toBe('REGIONAL');
+    expect(acl.Rules.map((r) => r.Name)).toEqual([...MANAGED_RULE_GROUPS.map((g) => g.name), 'RatePerIp']);
+    p.resourceCountIs('AWS::WAFv2::WebACLAssociation', 1);
+    p.hasResourceProperties('AWS::WAFv2::LoggingConfiguration', {
+      RedactedFields: [{ QueryString: {} }, { SingleHeader: { Name: 'authorization' } }],
+    });
+  });
+
+  it('partner API: one JWT authorizer per allowed issuer, every route authorized', () => {
+    const p = app.templates.pipeline;
+    const auths = resourcesOf([p], 'AWS::ApiGatewayV2::Authorizer');
+    expect(auths.map(([, a]) => (a.JwtConfiguration as { Issuer: string }).Issuer).sort()).toEqual([
+      'https://ehr-a.example.org',
+      'https://ehr-b.example.org/oauth',
+    ]);
+    for (const [, a] of auths) expect(a.AuthorizerType).toBe('JWT');
+    const routes = resourcesOf([p], 'AWS::ApiGatewayV2::Route');
+    expect(routes.map(([, r]) => r.RouteKey).sort()).toEqual(
+      ['ehr-a', 'ehr-b']
+        .flatMap((i) => [
+          `GET /${i}/cds-services`,
+          `POST /${i}/cds-services/{proxy+}`,
+          `GET /${i}/v1/{proxy+}`,
+          `POST /${i}/v1/{proxy+}`,
+        ])
+        .sort(),
+    );
+    for (const [, r] of routes) expect(r.AuthorizationType).toBe('JWT');
+  });
+
+  it('access logs carry request id, route template, status and latency only', () => {
+    const formats = [
+      ...resourcesOf(all, 'AWS::ApiGateway::Stage').map(
+        ([, s]) => (s.AccessLogSetting as { Format: string }).Format,
+      ),
+      ...resourcesOf(all, 'AWS::ApiGatewayV2::Stage').map(
+        ([, s]) => (s.AccessLogSettings as { Format: string }).Format,
+      ),
+    ];
+    expect(formats).toHaveLength(2);
+    for (const f of formats) {
+      expect(Object.keys(JSON.parse(f) as object)).toEqual([
+        'requestId',
+        'route',
+        'status',
+        'latencyMs',
+        'integrationLatencyMs',
+      ]);
+      for (const v of FORBIDDEN_ACCESS_LOG_VARIABLES) expect(f).not.toContain(v);
+    }
+  });
+});
+
+describe('sweeps', () => {
+  it('schedules the state machine with EventBridge Scheduler in the configured time zone', () => {
+    app.templates.pipeline.hasResourceProperties('AWS::Scheduler::Schedule', {
+      ScheduleExpression: 'cron(0 3 * * ? *)',
+      ScheduleExpressionTimezone: 'Europe/Berlin',
+      Target: Match.objectLike({ Arn: { Ref: Match.stringLikeRegexp('^SweepStateMachine') } }),
+    });
+  });
+
+  it('fans the export files out through a Distributed Map to the worker, without logging execution data', () => {
+    const sm = resourcesOf([app.templates.pipeline], 'AWS::StepFunctions::StateMachine')[0]?.[1];
+    const definition = JSON.stringify(sm?.DefinitionString);
+    expect(definition).toContain('\\"ProcessorConfig\\":{\\"Mode\\":\\"DISTRIBUTED\\"');
+    expect(definition).toContain('\\"MaxConcurrency\\":8');
+    expect(definition).toContain('\\"ItemsPath\\":\\"$.export.files\\"');
+    expect(sm?.LoggingConfiguration).toMatchObject({ IncludeExecutionData: false, Level: 'ERROR' });
+    expect(sm?.TracingConfiguration).toEqual({ Enabled: true });
+  });
+});
+
+describe('monitoring', () => {
+  it('alarms on DLQ depth, each function error rate, each endpoint latency and 5xx, all to the topic', () => {
+    const alarms = resourcesOf([app.templates.pipeline], 'AWS::CloudWatch::Alarm');
+    expect(alarms).toHaveLength(1 + 4 + 2 * app.models.length);
+    for (const [, a] of alarms) {
+      expect(a.AlarmActions).toEqual([{ Ref: expect.stringMatching(/^MonitoringAlarms/) }]);
+    }
+    const metricNames = alarms.map(([, a]) => a.MetricName).filter(Boolean);
+    expect(metricNames.filter((m) => m === 'ModelLatency')).toHaveLength(app.models.length);
+    expect(metricNames.filter((m) => m === 'Invocation5XXErrors')).toHaveLength(app.models.length);
+    expect(metricNames).toContain('ApproximateNumberOfMessagesVisible');
+    app.templates.pipeline.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+  });
+});
+
+describe('cdk-nag HIPAA Security', () => {
+  it('finds nothing unacknowledged in the whole app', () => {
+    expect(nagFindings(app.app)).toEqual([]);
+  });
+
+  it('gives every acknowledgement a reason and keeps the list to the expected rules', () => {
+    const acks = acknowledgements(app.app).filter((a) => a.rule.startsWith('HIPAA.'));
+    for (const a of acks) expect(a.reason.length).toBeGreaterThan(40);
+    expect(new Set(acks.map((a) => a.rule))).toEqual(
+      new Set([
+        'HIPAA.Security-LambdaDLQ',
+        'HIPAA.Security-LambdaInsideVPC',
+        'HIPAA.Security-IAMNoInlinePolicy',
+        'HIPAA.Security-S3BucketReplicationEnabled',
+        'HIPAA.Security-S3DefaultEncryptionKMS',
+        'HIPAA.Security-S3BucketLoggingEnabled',
+        'HIPAA.Security-SecretsManagerRotationEnabled',
+        'HIPAA.Security-APIGWCacheEnabledAndEncrypted',
+        'HIPAA.Security-APIGWSSLEnabled',
+        'HIPAA.Security-SageMakerEndpointConfigurationKMSKeyConfigured',
+      ]),
+    );
+    // Never on a whole stack or the app: always on a resource or its owning construct.
+    for (const a of acks) expect(a.path.split('/').length).toBeGreaterThan(1);
+  });
+
+  it('reports a non-compliant resource (the check is live)', async () => {
+    const { Stack, App } = await import('aws-cdk-lib');
+    const { Bucket } = await import('aws-cdk-lib/aws-s3');
+    const scratch = new Stack(new App(), 'Scratch');
+    new Bucket(scratch, 'Plain');
+    const rules = nagFindings(scratch).map((f) => f.rule);
+    expect(rules).toEqual(
+      expect.arrayContaining([
+        'HIPAA.Security-S3DefaultEncryptionKMS',
+        'HIPAA.Security-S3BucketSSLRequestsOnly',
+      ]),
+    );
+  });
+});
