@@ -8,6 +8,8 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { manifestInputProblem } from '../../shared/inference/input-checks.js';
+import { parseManifest, type ModelManifest } from '../../shared/inference/manifest.js';
 import type { Tensor, TensorDataType } from '../../shared/inference/tensor.js';
 
 /** An error as Triton would answer it: `{"error": message}` with this HTTP status. */
@@ -36,7 +38,15 @@ export interface LoadedModel {
   readonly maxBatchSize: number | undefined;
   readonly inputs: readonly TensorMeta[];
   readonly outputs: readonly TensorMeta[];
-  /** Validates like Triton, runs the session, returns the requested (default: all tensor) outputs. */
+  /** `<id>/manifest.json` when there is a valid one: NaN and sequence-length checks. */
+  readonly manifest: ModelManifest | undefined;
+  /** Validates like Triton (and the manifest's checks); throws a TritonError 400. */
+  validate(inputs: readonly Tensor[], outputs: readonly string[] | undefined): void;
+  /** The outputs this server can return (tensor outputs), in graph order. */
+  readonly outputNames: readonly string[];
+  /** One `session.run` over already validated inputs. */
+  execute(inputs: readonly Tensor[], fetches: readonly string[]): Promise<Tensor[]>;
+  /** Validates, runs the session, returns the requested (default: all tensor) outputs. */
   run(
     inputs: readonly Tensor[],
     outputs: readonly string[] | undefined,
@@ -113,6 +123,16 @@ async function readMaxBatchSize(modelDir: string): Promise<number | undefined> {
   }
 }
 
+/** The model's manifest, or undefined when it has none or it does not parse. */
+async function readManifest(modelDir: string): Promise<ModelManifest | undefined> {
+  const file = join(modelDir, 'manifest.json');
+  try {
+    return parseManifest(JSON.parse(await readFile(file, 'utf8')), file);
+  } catch {
+    return undefined;
+  }
+}
+
 function toOrt(t: Tensor): ort.Tensor {
   return new ort.Tensor(KSERVE_TO_ORT[t.datatype], t.data, t.shape);
 }
@@ -137,7 +157,7 @@ function fromOrt(id: string, name: string, value: ort.OnnxValue): Tensor {
 }
 
 function validate(
-  model: LoadedModel,
+  model: Pick<LoadedModel, 'id' | 'inputs' | 'outputs' | 'maxBatchSize' | 'manifest'>,
   inputs: readonly Tensor[],
   outputs: readonly string[] | undefined,
 ): void {
@@ -184,6 +204,8 @@ function validate(
       throw new TritonError(400, `inference request batch-size must be <= ${model.maxBatchSize} for '${id}'`);
     }
   }
+  const problem = model.manifest ? manifestInputProblem(model.manifest, inputs) : undefined;
+  if (problem !== undefined) throw new TritonError(400, problem);
   for (const name of outputs ?? []) {
     const m = model.outputs.find((o) => o.name === name);
     if (!m) throw new TritonError(400, `unexpected inference output '${name}' for model '${id}'`);
@@ -203,31 +225,40 @@ async function load(modelsDir: string, id: string): Promise<LoadedModel | undefi
   } catch (err) {
     throw new TritonError(500, `failed to load model '${id}': ${(err as Error).message}`);
   }
+  const outputNames = session.outputMetadata
+    .map(meta)
+    .filter((o) => o.datatype !== undefined)
+    .map((o) => o.name);
+  const execute = async (inputs: readonly Tensor[], fetches: readonly string[]): Promise<Tensor[]> => {
+    const feeds = Object.fromEntries(inputs.map((t) => [t.name, toOrt(t)]));
+    let result: ort.InferenceSession.ReturnType;
+    try {
+      result = await session.run(feeds, [...fetches]);
+    } catch (err) {
+      throw new TritonError(500, `onnx runtime error: ${(err as Error).message.replace(/\s+/g, ' ').trim()}`);
+    }
+    return fetches.map((name) => {
+      const value = result[name];
+      if (value === undefined) throw new TritonError(500, `model '${id}' produced no output '${name}'`);
+      return fromOrt(id, name, value);
+    });
+  };
   const model: LoadedModel = {
     id,
     version,
     maxBatchSize: await readMaxBatchSize(dir),
     inputs: session.inputMetadata.map(meta),
     outputs: session.outputMetadata.map(meta),
+    manifest: await readManifest(dir),
+    outputNames,
+    validate: (inputs, outputs) => {
+      validate(model, inputs, outputs);
+    },
+    execute,
     run: async (inputs, outputs, onRun) => {
       validate(model, inputs, outputs);
-      const fetches = outputs ?? model.outputs.filter((o) => o.datatype !== undefined).map((o) => o.name);
-      const feeds = Object.fromEntries(inputs.map((t) => [t.name, toOrt(t)]));
       onRun?.();
-      let result: ort.InferenceSession.ReturnType;
-      try {
-        result = await session.run(feeds, fetches);
-      } catch (err) {
-        throw new TritonError(
-          500,
-          `onnx runtime error: ${(err as Error).message.replace(/\s+/g, ' ').trim()}`,
-        );
-      }
-      return fetches.map((name) => {
-        const value = result[name];
-        if (value === undefined) throw new TritonError(500, `model '${id}' produced no output '${name}'`);
-        return fromOrt(id, name, value);
-      });
+      return execute(inputs, outputs ?? outputNames);
     },
     release: () => session.release(),
   };

@@ -11,30 +11,13 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CodecError, decodeRequest, encodeError, encodeResponse } from '../../shared/inference/codec.js';
+import type { Tensor } from '../../shared/inference/tensor.js';
 import { errorFields, silentLogger, type Logger } from '../../shared/log.js';
-import { ModelStore, TritonError } from './models.js';
+import { DynamicBatcher, type DynamicBatchingOptions } from './batcher.js';
+import { MAX_PAYLOAD_BYTES, SageMakerError, STATUS, type SageMakerErrorCode } from './errors.js';
+import { ModelStore, TritonError, type LoadedModel } from './models.js';
 
-/** SageMaker's limit on a request (and response) body. */
-export const MAX_PAYLOAD_BYTES = 6_291_456;
-
-export type SageMakerErrorCode =
-  | 'ValidationError'
-  | 'ModelError'
-  | 'ModelNotReadyException'
-  | 'ThrottlingException'
-  | 'InternalFailure'
-  | 'ServiceUnavailable'
-  | 'InternalDependencyException';
-
-const STATUS: Record<SageMakerErrorCode, number> = {
-  ValidationError: 400,
-  ModelError: 424,
-  ModelNotReadyException: 429,
-  ThrottlingException: 400,
-  InternalFailure: 500,
-  ServiceUnavailable: 503,
-  InternalDependencyException: 530,
-};
+export { MAX_PAYLOAD_BYTES, type SageMakerErrorCode } from './errors.js';
 
 export interface Fault {
   /** Added before every request of the endpoint is handled. */
@@ -54,6 +37,10 @@ export interface EndpointStats {
   attempts: number[];
   /** `session.run` calls for this endpoint's models. */
   sessionRuns: number;
+  /** Requests that shared their `session.run` with at least one other (dynamic batching). */
+  mergedRequests: number;
+  /** Per `session.run`, how many requests it served. */
+  requestsPerRun: number[];
   /** Error answers by code. */
   errors: Record<string, number>;
 }
@@ -71,6 +58,9 @@ export interface EndpointServerOptions {
   logger?: Logger;
   /** Source of randomness for `errorRate` (tests make it deterministic). */
   random?: () => number;
+  /** Dynamic batching of concurrent requests per endpoint and model; false turns it off.
+   * Default on, 2 ms max queue delay, preferred batch = the model's max batch size. */
+  dynamicBatching?: DynamicBatchingOptions | false;
   region?: string;
   accountId?: string;
 }
@@ -86,16 +76,6 @@ export interface EndpointServer {
   stats(endpoint: string): EndpointStats;
   /** Clears the counters of one endpoint, or of all. */
   resetStats(endpoint?: string): void;
-}
-
-class SageMakerError extends Error {
-  constructor(
-    readonly code: SageMakerErrorCode,
-    message: string,
-    readonly extra: Record<string, unknown> = {},
-  ) {
-    super(message);
-  }
 }
 
 const ENDPOINT_NAME = /^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/;
@@ -130,12 +110,36 @@ export async function startEndpointServer(opts: EndpointServerOptions): Promise<
   const statsOf = (endpoint: string): EndpointStats => {
     let s = counters.get(endpoint);
     if (!s) {
-      s = { requests: 0, attempts: [], sessionRuns: 0, errors: {} };
+      s = { requests: 0, attempts: [], sessionRuns: 0, mergedRequests: 0, requestsPerRun: [], errors: {} };
       counters.set(endpoint, s);
     }
     return s;
   };
   const store = new ModelStore(opts.modelsDir);
+  const batchers = new Map<string, { model: LoadedModel; batcher: DynamicBatcher }>();
+  const countRun = (endpoint: string, requests: number): void => {
+    const s = statsOf(endpoint);
+    s.sessionRuns++;
+    s.requestsPerRun.push(requests);
+    if (requests > 1) s.mergedRequests += requests;
+  };
+  /** The batcher of an endpoint's model (a reloaded model gets a new one). */
+  const batcherFor = (endpoint: string, model: LoadedModel): DynamicBatcher => {
+    const key = `${endpoint}\u0000${model.id}`;
+    const known = batchers.get(key);
+    if (known?.model === model) return known.batcher;
+    const batcher = new DynamicBatcher(model, opts.dynamicBatching || {}, (requests) => {
+      countRun(endpoint, requests);
+    });
+    batchers.set(key, { model, batcher });
+    return batcher;
+  };
+  const runModel = (endpoint: string, model: LoadedModel, inputs: Tensor[], outputs: string[] | undefined) =>
+    opts.dynamicBatching === false
+      ? model.run(inputs, outputs, () => {
+          countRun(endpoint, 1);
+        })
+      : batcherFor(endpoint, model).submit(inputs, outputs);
 
   const logGroup = (endpoint: string): string => `/aws/sagemaker/Endpoints/${endpoint}`;
 
@@ -229,10 +233,11 @@ export async function startEndpointServer(opts: EndpointServerOptions): Promise<
     let outputs;
     try {
       const request = decodeRequest(body, req.headers['content-type'] ?? 'application/json');
-      const tensors = await model.run(
+      const tensors = await runModel(
+        endpoint,
+        model,
         request.inputs,
         request.outputs?.map((o) => o.name),
-        () => stats.sessionRuns++,
       );
       const binaryNames = new Set(request.outputs?.filter((o) => o.binary).map((o) => o.name));
       outputs = encodeResponse(tensors, {
@@ -373,6 +378,8 @@ export async function startEndpointServer(opts: EndpointServerOptions): Promise<
         requests: s.requests,
         attempts: [...s.attempts],
         sessionRuns: s.sessionRuns,
+        mergedRequests: s.mergedRequests,
+        requestsPerRun: [...s.requestsPerRun],
         errors: { ...s.errors },
       };
     },

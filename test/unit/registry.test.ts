@@ -34,9 +34,9 @@ const study = (modality: string[], seriesModality: string[] = []): ImagingStudy 
 });
 
 describe('loadRegistry over the fixtures', () => {
-  it('loads tiny-linear and finds it by id', async () => {
+  it('loads the fixtures (tiny-linear, and the batching fixtures tiny-image and tiny-seq) and finds them by id', async () => {
     const registry = await loadRegistry(FIXTURES);
-    expect(registry.all().map((m) => m.id)).toEqual(['tiny-linear']);
+    expect(registry.all().map((m) => m.id)).toEqual(['tiny-image', 'tiny-linear', 'tiny-seq']);
     expect(registry.get('tiny-linear')?.serving.maxBatchSize).toBe(8);
     expect(registry.get('nope')).toBeUndefined();
   });
@@ -113,7 +113,7 @@ describe('bad manifests', () => {
 
   it('refuses duplicate ids', async () => {
     const registry = await loadRegistry(FIXTURES);
-    const m = registry.all()[0];
+    const m = registry.get('tiny-linear');
     if (!m) throw new Error('fixture missing');
     expect(() => createRegistry([m, m])).toThrow(/model id "tiny-linear" appears twice/);
   });
