@@ -262,7 +262,7 @@ const feedback = fc.oneof(
 );
 
 /** `JSON.stringify` gives undefined for undefined, whatever its declared type says. */
-const text = (d: unknown): string => (JSON.stringify(d) as string | undefined) ?? '';
+const text = (d: unknown): string => (d === undefined ? '' : JSON.stringify(d));
 
 /** A body as it may arrive: the document's JSON, some other text, or a truncated document. */
 const asBody = (doc: fc.Arbitrary<unknown>): fc.Arbitrary<string> =>
