@@ -53,6 +53,14 @@ const SCRIPTS = [
     extra: ['local/demo/data/pbc-heldout.json'],
     needs: ['torch', 'numpy', 'onnx'],
   },
+  {
+    // Synthetic CT patches (ct_synth.py, seeded); also writes the demo's 12 DICOM Part 10
+    // files (local/demo/data/dicom/*.dcm, by hand, no pydicom). About 1 min.
+    script: 'cnn_lung.py',
+    models: ['lung-nodule-cnn'],
+    extra: ['local/demo/data/dicom/index.json'],
+    needs: ['torch', 'numpy', 'onnx'],
+  },
 ];
 
 /**
