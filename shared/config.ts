@@ -28,6 +28,25 @@ const ConfigSchema = z.object({
   /** Partner API: per-client token bucket (burst, and tokens per second). */
   PARTNER_RATE_BURST: z.coerce.number().int().positive().default(20),
   PARTNER_RATE_PER_SECOND: z.coerce.number().positive().default(10),
+  /** The resource-event SQS FIFO queue (functions/notify sends to it). */
+  QUEUE_URL: z.url().optional(),
+  /** Override for the SQS endpoint (the local fauxqs queue). */
+  SQS_ENDPOINT_URL: z.url().optional(),
+  /** Override for the DynamoDB endpoint (local dynalite). */
+  DYNAMODB_ENDPOINT_URL: z.url().optional(),
+  /** Notify: per-subscription event-number state (partition key `subscription`). */
+  EVENT_STATE_TABLE: z.string().min(3).default('fhir-analytics-event-state'),
+  /** Notify: largest notification body accepted, in bytes. */
+  NOTIFY_MAX_BODY_BYTES: z.coerce.number().int().positive().default(1_048_576),
+  /** Notify: header carrying the HMAC-SHA256 signature of the body (`sha256=<hex>`). */
+  NOTIFY_SIGNATURE_HEADER: z
+    .string()
+    .regex(/^[A-Za-z0-9-]{1,64}$/)
+    .default('x-signature'),
+  /** Notify: the public notify URL, the `aud` notification JWTs must carry. */
+  NOTIFY_AUDIENCE: z.string().min(1).optional(),
+  /** Notify: JSON array of subscription registrations (id, hmac and/or jwt, resourceTypes). */
+  NOTIFY_SUBSCRIPTIONS: z.string().default('[]'),
 });
 export type Config = z.infer<typeof ConfigSchema>;
 
