@@ -55,6 +55,9 @@ STEP_DAYS = 365.25 / 2  # 182.625
 STEPS = 16
 CARRY = "P2Y"
 CARRY_BINS = 4  # P2Y / P6M
+# Observations older than the window can still be carried into its oldest bins: fetch
+# (steps + carry bins) × step = 10 years back.
+LOOKBACK = "P10Y"
 ONNX_OPSET_SEQ = 14
 CHECK_TOLERANCE = {"auc": 0.005, "brier": 0.005, "accuracy": 0.01}
 GOLDEN_CASES = 32
@@ -433,7 +436,7 @@ def manifest_for(model_id, family, title, metrics, max_batch):
             f["unit"] = unit
         if name == "cholesterol":
             f["molecularWeight"] = 386.65
-        f.update({"aggregate": "latest", "lookback": "P8Y", "required": False, "imputation": {"strategy": "nan"}})
+        f.update({"aggregate": "latest", "lookback": LOOKBACK, "required": False, "imputation": {"strategy": "nan"}})
         if name in ("ascites", "hepatomegaly", "spiders"):
             f["valueMap"] = BOOL_MAP
         if name == "edema":
@@ -887,7 +890,8 @@ Binning (manifest `step` {STEP}, `steps` {STEPS}, `alignment` newest, `carryForw
    cholesterol molar ↔ mass with 386.65 g/mol).
 5. mask = 1 for a bin that holds at least one laboratory/clinical-sign value, else 0.
 6. A feature missing in a masked bin takes its value from the nearest older bin that has it,
-   at most {CARRY_BINS} bins ({CARRY}) older (bins older than the window count as sources);
+   at most {CARRY_BINS} bins ({CARRY}) older (bins older than the window count as sources; the
+   features' `lookback` {LOOKBACK} = ({STEPS} + {CARRY_BINS}) × 6 months fetches them);
    otherwise it is sent as NaN and the graph imputes the median above.
 7. age (years at t_ref, fractional) and sex are written on every masked step.
 8. Unmasked steps: all values 0 (the graph ignores them: it replaces them with 0 after
