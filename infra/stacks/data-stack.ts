@@ -3,7 +3,7 @@
  * artifacts, access logs), the tables (sweep checkpoints, subscription event-number state,
  * replay caches) with PITR and a backup plan, the FHIR credentials secret, and the VPC (if any).
  */
-import { Duration, RemovalPolicy, Stack, Validations, type StackProps } from 'aws-cdk-lib';
+import { CfnOutput, Duration, RemovalPolicy, Stack, Validations, type StackProps } from 'aws-cdk-lib';
 import { BackupPlan, BackupResource, BackupVault } from 'aws-cdk-lib/aws-backup';
 import { AttributeType, BillingMode, Table, TableEncryption } from 'aws-cdk-lib/aws-dynamodb';
 import { Key } from 'aws-cdk-lib/aws-kms';
@@ -78,6 +78,9 @@ export class DataStack extends Stack {
       accessLogsBucket: this.accessLogsBucket,
       logPrefix: 'artifacts/',
     });
+
+    new CfnOutput(this, 'ArtifactBucketName', { value: this.artifactBucket.bucketName });
+    new CfnOutput(this, 'ExportBucketName', { value: this.exportBucket.bucketName });
 
     const table = (tid: string, partitionKey: string, ttl?: string) =>
       new Table(this, tid, {

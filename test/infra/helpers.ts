@@ -1,18 +1,20 @@
 /**
  * Builds the apps the infra tests assert on. The full app enables every feature, with
- * resource-event standing in for the functions that do not exist yet (notify, partner-api,
- * population-sweep): one bundle, reused by all four functions through the asset cache.
+ * resource-event standing in for any of notify, partner-api and population-sweep that does not
+ * exist yet (bundles are shared through the asset cache).
  */
 import { Template } from 'aws-cdk-lib/assertions';
 import type { Stack } from 'aws-cdk-lib';
 import { buildApp, type BuildOptions, type FhirAnalyticsApp } from '../../infra/build-app.js';
 import { mergeConfig, parseConfig, type AppConfig } from '../../infra/config.js';
 import type { ServedModel } from '../../infra/models.js';
+import { functionExists } from '../../infra/paths.js';
 
+const orStandIn = (name: string) => (functionExists(name) ? name : 'resource-event');
 export const STAND_INS: BuildOptions['entries'] = {
-  notify: 'resource-event',
-  partnerApi: 'resource-event',
-  populationSweep: 'resource-event',
+  notify: orStandIn('notify'),
+  partnerApi: orStandIn('partner-api'),
+  populationSweep: orStandIn('population-sweep'),
 };
 
 export const BASE_CONFIG = {
