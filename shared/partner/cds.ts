@@ -76,8 +76,11 @@ interface Inputs {
 
 function prefetchedPatient(value: unknown, patientId: string): Patient | undefined {
   if (value === null) return undefined;
-  const p = value;
-  if (typeof p !== 'object' || p.resourceType !== 'Patient') {
+  if (typeof value !== 'object') {
+    throw badRequest('prefetch.patient must be a Patient resource or null', `prefetch.${PREFETCH_PATIENT}`);
+  }
+  const p: { resourceType?: unknown; id?: unknown } = value;
+  if (p.resourceType !== 'Patient') {
     throw badRequest('prefetch.patient must be a Patient resource or null', `prefetch.${PREFETCH_PATIENT}`);
   }
   if (p.id !== patientId) {
@@ -91,12 +94,8 @@ function prefetchedPatient(value: unknown, patientId: string): Patient | undefin
 
 function prefetchedObservations(value: unknown, patientId: string): Observation[] {
   if (value === null) return [];
-  const b = value;
-  if (
-    typeof b !== 'object' ||
-    b.resourceType !== 'Bundle' ||
-    (b.entry !== undefined && !Array.isArray(b.entry))
-  ) {
+  const b: { resourceType?: unknown; entry?: unknown } = typeof value === 'object' ? value : {};
+  if (b.resourceType !== 'Bundle' || (b.entry !== undefined && !Array.isArray(b.entry))) {
     throw badRequest(
       'prefetch.observations must be a searchset Bundle or null',
       `prefetch.${PREFETCH_OBSERVATIONS}`,
