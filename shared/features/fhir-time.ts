@@ -17,10 +17,12 @@ export interface FhirTime {
 const DATE_TIME =
   /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/;
 
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/** Days in `month` (1-12) of a proleptic Gregorian `year`. */
 function daysInMonth(year: number, month: number): number {
-  const d = new Date(0);
-  d.setUTCFullYear(year, month, 0);
-  return d.getUTCDate();
+  if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
+  return DAYS_IN_MONTH[month - 1] ?? 0;
 }
 
 /** Parses a FHIR date/dateTime/instant; `undefined` when it is not one or names an impossible date. */
@@ -46,10 +48,16 @@ export function parseFhirDateTime(value: unknown): FhirTime | undefined {
     if (oh > 14 || om > 59 || (oh === 14 && om > 0)) return undefined;
     offsetMinutes = sign * (oh * 60 + om);
   }
-  const d = new Date(0);
-  d.setUTCFullYear(year, month - 1, day);
-  d.setUTCHours(hour, minute, second, millis);
-  const ms = d.getTime() - offsetMinutes * 60_000;
+  let local: number;
+  if (year >= 100) local = Date.UTC(year, month - 1, day, hour, minute, second, millis);
+  else {
+    // Date.UTC maps years 0-99 to 1900-1999.
+    const d = new Date(0);
+    d.setUTCFullYear(year, month - 1, day);
+    d.setUTCHours(hour, minute, second, millis);
+    local = d.getTime();
+  }
+  const ms = local - offsetMinutes * 60_000;
   if (!Number.isFinite(ms)) return undefined;
   const hasTime = m[4] !== undefined;
   const validFhir = !hasTime || (m[6] !== undefined && zone !== undefined && Number(m[6]) < 60);

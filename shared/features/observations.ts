@@ -150,27 +150,39 @@ function codings(concept: unknown): readonly { system?: unknown; code?: unknown 
   return Array.isArray(coding) ? (coding as { system?: unknown; code?: unknown }[]) : [];
 }
 
+/** Adds the features `concept`'s codings feed (each feature once per Observation) to `matches`. */
+function addMatches(
+  concept: unknown,
+  carrier: ValueCarrier,
+  inComponent: boolean,
+  byCode: ReadonlyMap<string, CompiledObservationFeature[]>,
+  matches: Match[],
+): void {
+  const coding = (concept as { coding?: unknown } | null | undefined)?.coding;
+  if (!Array.isArray(coding)) return;
+  for (const c of coding as unknown[]) {
+    if (c === null || typeof c !== 'object') continue;
+    const { system, code } = c as { system?: unknown; code?: unknown };
+    const features = byCode.get(codeKey(system, code));
+    if (features === undefined) continue;
+    for (const feature of features) {
+      let seen = false;
+      for (const m of matches) if (m.feature === feature) seen = true;
+      if (!seen) matches.push({ feature, carrier, inComponent });
+    }
+  }
+}
+
 /** The features an Observation feeds: top-level code first, then its components. */
 function findMatches(obs: Observation, byCode: ReadonlyMap<string, CompiledObservationFeature[]>): Match[] {
   const matches: Match[] = [];
-  const seen = new Set<CompiledObservationFeature>();
-  const add = (concept: unknown, carrier: ValueCarrier, inComponent: boolean): void => {
-    for (const c of codings(concept)) {
-      const item: unknown = c;
-      if (item === null || typeof item !== 'object') continue;
-      for (const feature of byCode.get(codeKey(c.system, c.code)) ?? []) {
-        if (seen.has(feature)) continue;
-        seen.add(feature);
-        matches.push({ feature, carrier, inComponent });
-      }
-    }
-  };
-  add(obs.code, obs, false);
+  addMatches(obs.code, obs, false, byCode, matches);
   const components: unknown = obs.component;
   if (Array.isArray(components)) {
-    for (const comp of components as ObservationComponent[]) {
-      const item: unknown = comp;
-      if (item !== null && typeof item === 'object') add(comp.code, comp, true);
+    for (const comp of components as unknown[]) {
+      if (comp !== null && typeof comp === 'object') {
+        addMatches((comp as ObservationComponent).code, comp, true, byCode, matches);
+      }
     }
   }
   return matches;
@@ -178,7 +190,8 @@ function findMatches(obs: Observation, byCode: ReadonlyMap<string, CompiledObser
 
 /**
  * Adds the Observation's usable values to `candidates` (indexed by feature index), and its
- * rejections to `skipped`. `windows` is indexed by feature index too.
+ * rejections to `skipped`. `windows` is indexed by feature index too. (No closures: this runs
+ * once per Observation.)
  */
 export function collect(
   obs: Observation,
@@ -208,46 +221,35 @@ export function collect(
   const time = effectiveTime(obs);
   for (const { feature, carrier, inComponent } of matches) {
     const name = feature.spec.name;
-    const skip = (reason: string): void => {
-      skipped.push({ feature: name, reference: reference ?? 'Observation', reason });
-    };
-    if (reference === undefined) {
-      skip('id:missing');
-      continue;
-    }
-    const usable =
+    let reason: string | undefined;
+    if (reference === undefined) reason = 'id:missing';
+    else if (!(
       typeof status === 'string' &&
-      (USABLE_STATUSES.has(status) || (status === STATUS_PRELIMINARY && feature.spec.acceptPreliminary));
-    if (!usable) {
-      skip(`status:${typeof status === 'string' ? status : 'missing'}`);
-      continue;
+      (USABLE_STATUSES.has(status) || (status === STATUS_PRELIMINARY && feature.spec.acceptPreliminary))
+    )) {
+      reason = `status:${typeof status === 'string' ? status : 'missing'}`;
+    } else if (time === 'invalid' || time === 'missing') reason = `effective:${time}`;
+    else {
+      const window = windows[feature.index] as Window;
+      if (time.ms > window.to) reason = 'effective:future';
+      else if (time.ms < window.from) reason = 'effective:before-lookback';
+      else {
+        const outcome = readValue(carrier, feature.value);
+        if (outcome.ok) {
+          (candidates[feature.index] as Candidate[]).push({
+            value: outcome.value,
+            ms: time.ms,
+            text: time.text,
+            reference,
+          });
+          continue;
+        }
+        // A panel-level dataAbsentReason covers a component that carries no value of its own.
+        const absentAbove = inComponent && obs.dataAbsentReason !== undefined;
+        reason = absentAbove && outcome.reason === 'value:missing' ? 'value:absent' : outcome.reason;
+      }
     }
-    if (time === 'invalid' || time === 'missing') {
-      skip(`effective:${time}`);
-      continue;
-    }
-    const window = windows[feature.index] as Window;
-    if (time.ms > window.to) {
-      skip('effective:future');
-      continue;
-    }
-    if (time.ms < window.from) {
-      skip('effective:before-lookback');
-      continue;
-    }
-    // A panel-level dataAbsentReason covers a component that carries no value of its own.
-    const absentAbove = inComponent && obs.dataAbsentReason !== undefined;
-    const outcome = readValue(carrier, feature.value);
-    if (!outcome.ok) {
-      skip(absentAbove && outcome.reason === 'value:missing' ? 'value:absent' : outcome.reason);
-      continue;
-    }
-    (candidates[feature.index] as Candidate[]).push({
-      value: outcome.value,
-      ms: time.ms,
-      text: time.text,
-      reference,
-    });
+    skipped.push({ feature: name, reference: reference ?? 'Observation', reason });
   }
 }
 
