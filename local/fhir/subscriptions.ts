@@ -1,0 +1,520 @@
+/**
+ * Topic-based Subscriptions (HL7 Subscriptions R5 Backport IG, R4 profile) for the embedded
+ * FHIR server: the sending side of "EHR event triggers". `installSubscriptions(server)` watches
+ * the repository's committed writes and POSTs notification bundles to `rest-hook` endpoints.
+ *
+ * - Topics: a fixed table (`subscription-topics.ts`): `observation-write` and
+ *   `imagingstudy-write` under `http://fhir-analytics.example/SubscriptionTopic/`. A Subscription
+ *   names one in `criteria` and narrows it with `backport-filter-criteria` extensions on
+ *   `_criteria` (`Observation?code=http://loinc.org|2345-7&patient=Patient/1`, ANDed, the
+ *   repository's search semantics, modifiers such as `:not` included, `_tag:not` too).
+ * - Lifecycle: a created (or re-requested, or re-configured) Subscription with status
+ *   `requested` or `active` gets a handshake; delivered → `active`, not → `error` with
+ *   `Subscription.error`. An unusable Subscription (unknown topic, bad filter, no endpoint,
+ *   non-JSON payload) is set to `error` with the reason. `off` stops deliveries; delete forgets it.
+ * - Events: one bundle per event, numbered per subscription from 1, in commit order, delivered
+ *   in order by one worker per subscription, never blocking the write; `focus` is the versioned
+ *   reference `Observation/1/_history/2`; payload `empty | id-only | full-resource`
+ *   (`channel._payload` extension `backport-payload-content`; default `id-only` when
+ *   `channel.payload` is set, else `empty`). Events are stored (bounded) for `$events`, and keep
+ *   being numbered while the subscription is in `error`, so a receiver sees the gap after it
+ *   reactivates it and can replay it.
+ * - Heartbeats every `backport-heartbeat-period` seconds (times `heartbeatScale`) when nothing
+ *   else was sent in the period; `backport-timeout` bounds each attempt (default 10 s).
+ * - Failures: each notification is tried `retry.attempts` times with doubling backoff; then the
+ *   subscription goes to `error` and its queue is dropped (the events stay replayable).
+ * - Signing: `signingSecretFor(subscription)` returning a secret adds
+ *   `X-Signature: sha256=<hex HMAC-SHA256(secret, exact body bytes)>`; `channel.header` lines
+ *   are sent as given.
+ * - Operations: `$status` and `$events` (`subscription-operations.ts`).
+ * - Faults for receiver tests: `deliveryFault` drops, duplicates or reorders event notifications.
+ */
+import { createHmac } from 'node:crypto';
+import type { WithId } from '@medplum/core';
+import type { Bundle, Subscription } from '@medplum/fhirtypes';
+import type { Logger } from '../../shared/log.js';
+import { silentLogger } from '../../shared/log.js';
+import { ensureFhirDefinitions } from './definitions.js';
+import type { ChangeEvent, RunningFhirServer } from './server.js';
+import type {
+  NotificationType,
+  StatusInput,
+  StoredEvent,
+  SubscriptionStatusCode,
+} from './subscription-bundles.js';
+import { notificationBundle } from './subscription-bundles.js';
+import type { SubscriptionRegistry, SubscriptionView } from './subscription-operations.js';
+import { subscriptionOperations } from './subscription-operations.js';
+import type { SubscriptionConfig } from './subscription-topics.js';
+import { SubscriptionConfigError, configKey, matchesTopic, readSubscription } from './subscription-topics.js';
+
+export { TOPICS, TOPIC_BASE, EXT as BACKPORT_EXTENSIONS } from './subscription-topics.js';
+
+export interface DeliveryFault {
+  /** Fraction (0..1) of event notifications silently not sent (counted as delivered). */
+  readonly dropRate?: number;
+  /** Fraction of event notifications sent twice, byte for byte. */
+  readonly duplicateRate?: number;
+  /**
+   * Reorders: a fraction (`true` = 0.5) of event notifications is held back and sent after the
+   * next one of the same subscription (or on flush()).
+   */
+  readonly shuffle?: boolean | number;
+  /** Random source for the rates (default Math.random). */
+  readonly random?: () => number;
+}
+
+export interface SubscriptionsOptions {
+  /** Used for every delivery (default: global fetch). */
+  readonly fetch?: typeof fetch;
+  /** Multiplies heartbeat periods (e.g. 0.01 makes 60 s into 600 ms). Default 1. */
+  readonly heartbeatScale?: number;
+  /** A secret to sign this subscription's notifications with (`X-Signature`), or undefined. */
+  readonly signingSecretFor?: (subscription: Subscription) => string | undefined;
+  /** Clock for timestamps in bundles. */
+  readonly now?: () => Date;
+  readonly logger?: Logger;
+  /** Attempts per notification (default 4) and the backoff between them (default 250 ms doubling, at most 5 s). */
+  readonly retry?: {
+    readonly attempts?: number;
+    readonly baseDelayMs?: number;
+    readonly maxDelayMs?: number;
+  };
+  /** Per-attempt timeout when the Subscription has no `backport-timeout` (default 10 000 ms). */
+  readonly timeoutMs?: number;
+  /** Events kept per subscription for `$events` (default 10 000, oldest dropped first). */
+  readonly maxStoredEvents?: number;
+  readonly deliveryFault?: DeliveryFault;
+}
+
+export interface SubscriptionStats {
+  readonly subscriptions: number;
+  readonly active: number;
+  readonly events: number;
+  readonly queued: number;
+  readonly handshakes: number;
+  readonly heartbeats: number;
+  /** Notifications a receiver answered 2xx (duplicates included). */
+  readonly delivered: number;
+  readonly failedAttempts: number;
+  readonly retries: number;
+  readonly dropped: number;
+  readonly duplicated: number;
+  readonly reordered: number;
+}
+
+export interface InstalledSubscriptions {
+  close(): Promise<void>;
+  /** Resolves once every queued notification (retries included) and status write is done. */
+  flush(): Promise<void>;
+  stats(): SubscriptionStats;
+  /** Changes the delivery fault from now on; undefined clears it. */
+  setDeliveryFault(fault: DeliveryFault | undefined): void;
+}
+
+type JobType = Extract<NotificationType, 'handshake' | 'heartbeat' | 'event-notification'>;
+interface Job {
+  readonly type: JobType;
+  readonly generation: number;
+  readonly event?: StoredEvent;
+}
+
+interface State {
+  readonly id: string;
+  resource: WithId<Subscription>;
+  key: string;
+  /** The status of the last stored version we saw (ours or a client's). */
+  seenStatus: string | undefined;
+  /** The status the server acts on. */
+  status: SubscriptionStatusCode;
+  error?: string;
+  config?: SubscriptionConfig;
+  eventCount: number;
+  readonly events: StoredEvent[];
+  queue: Job[];
+  running?: Promise<void>;
+  heldBack?: Job;
+  heartbeat?: NodeJS.Timeout;
+  lastSentAt: number;
+  /** Bumped on each re-handshake or stop: older jobs are dropped. */
+  generation: number;
+}
+
+function criteriaOf(subscription: Subscription): string {
+  const criteria = (subscription.criteria as string | undefined) ?? '';
+  return criteria;
+}
+
+const RECORDING: ReadonlySet<SubscriptionStatusCode> = new Set(['requested', 'active', 'error']);
+
+export function installSubscriptions(
+  server: RunningFhirServer,
+  opts: SubscriptionsOptions = {},
+): InstalledSubscriptions {
+  ensureFhirDefinitions();
+  const { repo } = server;
+  const fetchImpl = opts.fetch ?? globalThis.fetch;
+  const now = opts.now ?? ((): Date => new Date());
+  const log = opts.logger ?? silentLogger;
+  const scale = opts.heartbeatScale ?? 1;
+  const attempts = Math.max(1, opts.retry?.attempts ?? 4);
+  const baseDelay = opts.retry?.baseDelayMs ?? 250;
+  const maxDelay = opts.retry?.maxDelayMs ?? 5000;
+  const maxStored = opts.maxStoredEvents ?? 10_000;
+  let fault = opts.deliveryFault;
+  const states = new Map<string, State>();
+  const pending = new Set<Promise<unknown>>();
+  const stopping = new AbortController();
+  let closed = false;
+  const counters = {
+    handshakes: 0,
+    heartbeats: 0,
+    delivered: 0,
+    failedAttempts: 0,
+    retries: 0,
+    dropped: 0,
+    duplicated: 0,
+    reordered: 0,
+  };
+
+  const track = (p: Promise<unknown>): void => {
+    const tracked = p.catch((err: unknown) => {
+      log.warn('subscription task failed', { error: (err as Error).name });
+    });
+    pending.add(tracked);
+    void tracked.finally(() => pending.delete(tracked));
+  };
+
+  const sleep = (ms: number): Promise<void> =>
+    new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        stopping.signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      stopping.signal.addEventListener('abort', done, { once: true });
+    });
+
+  const statusInput = (
+    state: State,
+    type: NotificationType,
+    eventsSinceStart = state.eventCount,
+  ): StatusInput => ({
+    subscriptionId: state.id,
+    topic: state.config?.topic.url ?? criteriaOf(state.resource),
+    status: state.status,
+    type,
+    eventsSinceStart,
+    ...(state.error ? { error: state.error } : {}),
+  });
+
+  /** Writes `status` (and `error`) onto the stored Subscription, unless it already says so. */
+  const writeStatus = (state: State, status: NonNullable<Subscription['status']>, error?: string): void => {
+    state.status = status;
+    state.error = error;
+    track(
+      repo.withTransaction(async () => {
+        let current: WithId<Subscription>;
+        try {
+          current = await repo.readResource<Subscription>('Subscription', state.id);
+        } catch {
+          return; // deleted meanwhile
+        }
+        if (states.get(state.id) !== state) return;
+        if (current.status === status && current.error === error) return;
+        const next: Subscription = { ...current, status };
+        if (error) next.error = error;
+        else delete next.error;
+        state.seenStatus = status;
+        await repo.updateResource(next);
+      }),
+    );
+  };
+
+  const stopHeartbeat = (state: State): void => {
+    if (state.heartbeat) clearInterval(state.heartbeat);
+    state.heartbeat = undefined;
+  };
+
+  const halt = (state: State): void => {
+    stopHeartbeat(state);
+    state.queue = [];
+    state.heldBack = undefined;
+    state.generation++;
+  };
+
+  const markError = (state: State, message: string): void => {
+    log.warn('subscription error', { subscription: `Subscription/${state.id}` });
+    halt(state);
+    writeStatus(state, 'error', message);
+  };
+
+  const startHeartbeat = (state: State): void => {
+    stopHeartbeat(state);
+    const seconds = state.config?.heartbeatPeriod;
+    if (!seconds || closed) return;
+    const periodMs = Math.max(10, seconds * 1000 * scale);
+    state.heartbeat = setInterval(() => {
+      if (state.status !== 'active' || Date.now() - state.lastSentAt < periodMs * 0.9) return;
+      if (state.queue.some((j) => j.type === 'heartbeat')) return;
+      enqueue(state, { type: 'heartbeat', generation: state.generation });
+    }, periodMs);
+    state.heartbeat.unref();
+  };
+
+  const random = (): number => (fault?.random ?? Math.random)();
+
+  /** POSTs one bundle with retries; false (and the subscription in `error`) when all attempts fail. */
+  const deliver = async (state: State, job: Job, body: string, retry = true): Promise<boolean> => {
+    const config = state.config;
+    if (!config) return false;
+    const headers: Record<string, string> = {};
+    for (const [name, value] of config.headers) headers[name] = value;
+    headers['Content-Type'] = config.contentType;
+    const secret = opts.signingSecretFor?.(state.resource);
+    if (secret) headers['X-Signature'] = `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+    const timeoutMs = config.timeout !== undefined ? config.timeout * 1000 : (opts.timeoutMs ?? 10_000);
+    let reason = '';
+    const tries = retry ? attempts : 1;
+    for (let attempt = 1; attempt <= tries; attempt++) {
+      if (closed || job.generation !== state.generation) return false;
+      try {
+        const res = await fetchImpl(config.endpoint, {
+          method: 'POST',
+          headers,
+          body,
+          signal: AbortSignal.any([stopping.signal, AbortSignal.timeout(timeoutMs)]),
+        });
+        await res.arrayBuffer().catch(() => undefined);
+        if (res.ok) {
+          counters.delivered++;
+          state.lastSentAt = Date.now();
+          return true;
+        }
+        reason = `HTTP ${res.status}`;
+      } catch (err) {
+        reason = (err as Error).name;
+      }
+      counters.failedAttempts++;
+      log.debug('notification attempt failed', { subscription: `Subscription/${state.id}`, attempt, reason });
+      if (attempt < tries) {
+        counters.retries++;
+        await sleep(Math.min(maxDelay, baseDelay * 2 ** (attempt - 1)));
+      }
+    }
+    if (retry && !closed && job.generation === state.generation) {
+      markError(
+        state,
+        `Delivery of ${job.type} to ${config.endpoint} failed after ${tries} attempts (${reason})`,
+      );
+    }
+    return false;
+  };
+
+  const bodyOf = (state: State, job: Job): string => {
+    const content = state.config?.content ?? 'empty';
+    const events = job.event ? [job.event] : [];
+    const input = statusInput(state, job.type, job.event?.number);
+    const bundle: Bundle = notificationBundle(server.baseUrl, input, events, content, now().toISOString());
+    return JSON.stringify(bundle);
+  };
+
+  const processJob = async (state: State, job: Job): Promise<void> => {
+    if (closed || job.generation !== state.generation) return;
+    if (job.type !== 'handshake' && state.status !== 'active') return;
+    if (job.type === 'event-notification') {
+      if (fault?.dropRate && random() < fault.dropRate) {
+        counters.dropped++;
+        return;
+      }
+      const shuffle = fault?.shuffle === true ? 0.5 : fault?.shuffle || 0;
+      if (shuffle && !state.heldBack && random() < shuffle) {
+        state.heldBack = job;
+        counters.reordered++;
+        return;
+      }
+    }
+    const body = bodyOf(state, job);
+    const ok = await deliver(state, job, body);
+    if (!ok) return;
+    if (job.type === 'handshake') {
+      counters.handshakes++;
+      writeStatus(state, 'active');
+      startHeartbeat(state);
+    } else if (job.type === 'heartbeat') {
+      counters.heartbeats++;
+    } else {
+      if (fault?.duplicateRate && random() < fault.duplicateRate) {
+        counters.duplicated++;
+        await deliver(state, job, body, false);
+      }
+      await releaseHeldBack(state, job);
+    }
+  };
+
+  const releaseHeldBack = async (state: State, after?: Job): Promise<void> => {
+    const held = state.heldBack;
+    if (!held || held === after) return;
+    state.heldBack = undefined;
+    if (held.generation === state.generation && state.status === 'active')
+      await deliver(state, held, bodyOf(state, held));
+  };
+
+  /** Drains the queue; a held-back notification waits for the next event or for flush(). */
+  const run = async (state: State, release: boolean): Promise<void> => {
+    for (let job = state.queue.shift(); job; job = state.queue.shift()) await processJob(state, job);
+    if (release) await releaseHeldBack(state);
+  };
+
+  const kick = (state: State, release = false): void => {
+    if (state.running || closed) return;
+    const running = run(state, release).finally(() => {
+      state.running = undefined;
+      if (state.queue.length > 0) kick(state);
+    });
+    state.running = running;
+    track(running);
+  };
+
+  function enqueue(state: State, job: Job): void {
+    state.queue.push(job);
+    kick(state);
+  }
+
+  const onSubscription = (event: ChangeEvent): void => {
+    const resource = event.resource as WithId<Subscription>;
+    const existing = states.get(resource.id);
+    if (event.type === 'delete') {
+      if (existing) halt(existing);
+      states.delete(resource.id);
+      return;
+    }
+    const key = configKey(resource);
+    if (existing && existing.key === key && existing.seenStatus === resource.status) {
+      existing.resource = resource;
+      return;
+    }
+    const state: State = existing ?? {
+      id: resource.id,
+      resource,
+      key,
+      seenStatus: undefined,
+      status: 'requested',
+      eventCount: 0,
+      events: [],
+      queue: [],
+      lastSentAt: 0,
+      generation: 0,
+    };
+    states.set(state.id, state);
+    Object.assign(state, { resource, key, seenStatus: resource.status });
+    // Typed as required, but stored resources only passed basic validation.
+    const status = resource.status as SubscriptionStatusCode | undefined;
+    if (status !== 'requested' && status !== 'active') {
+      // off, or error set by a client (or no status at all): stop sending.
+      halt(state);
+      state.status = status ?? 'off';
+      state.error = resource.error;
+      return;
+    }
+    try {
+      state.config = readSubscription(resource);
+    } catch (err) {
+      if (!(err instanceof SubscriptionConfigError)) throw err;
+      state.config = undefined;
+      halt(state);
+      writeStatus(state, 'error', err.message);
+      return;
+    }
+    halt(state);
+    state.status = 'requested';
+    state.error = undefined;
+    enqueue(state, { type: 'handshake', generation: state.generation });
+  };
+
+  const onChange = (event: ChangeEvent): void => {
+    if (closed) return;
+    if (event.resource.resourceType === 'Subscription') {
+      onSubscription(event);
+      return;
+    }
+    for (const state of states.values()) {
+      if (!state.config || !RECORDING.has(state.status)) continue;
+      if (!matchesTopic(state.config, event.type, event.resource)) continue;
+      const { resourceType, id, meta } = event.resource;
+      const stored: StoredEvent = {
+        number: ++state.eventCount,
+        timestamp: now().toISOString(),
+        interaction: event.type,
+        focus: `${resourceType}/${id}${meta?.versionId ? `/_history/${meta.versionId}` : ''}`,
+        resource: structuredClone(event.resource),
+      };
+      state.events.push(stored);
+      if (state.events.length > maxStored) state.events.splice(0, state.events.length - maxStored);
+      if (state.status !== 'error') {
+        enqueue(state, { type: 'event-notification', generation: state.generation, event: stored });
+      }
+    }
+  };
+
+  const registry: SubscriptionRegistry = {
+    get closed() {
+      return closed;
+    },
+    now,
+    ids: () => [...states.keys()],
+    get: (id): SubscriptionView | undefined => {
+      const state = states.get(id);
+      if (!state) return undefined;
+      return {
+        status: (type) => statusInput(state, type),
+        content: state.config?.content ?? 'empty',
+        events: state.events,
+      };
+    },
+  };
+
+  const unsubscribe = server.onChange(onChange);
+  server.use(subscriptionOperations(registry));
+  track(
+    repo.searchResources<Subscription>({ resourceType: 'Subscription' }).then((existing) => {
+      for (const resource of existing) {
+        if (!states.has(resource.id)) onSubscription({ type: 'create', resource });
+      }
+    }),
+  );
+
+  const flush = async (): Promise<void> => {
+    for (;;) {
+      for (const state of states.values()) if (state.heldBack) kick(state, true);
+      if (pending.size === 0) return;
+      await Promise.allSettled([...pending]);
+    }
+  };
+
+  return {
+    flush,
+    stats: () => {
+      const all = [...states.values()];
+      return {
+        subscriptions: all.length,
+        active: all.filter((s) => s.status === 'active').length,
+        events: all.reduce((n, s) => n + s.eventCount, 0),
+        queued: all.reduce((n, s) => n + s.queue.length + (s.heldBack ? 1 : 0), 0),
+        ...counters,
+      };
+    },
+    setDeliveryFault: (next) => {
+      fault = next;
+    },
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      unsubscribe();
+      stopping.abort();
+      for (const state of states.values()) stopHeartbeat(state);
+      await flush();
+    },
+  };
+}
