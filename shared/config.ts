@@ -14,6 +14,16 @@ const ConfigSchema = z.object({
   SAGEMAKER_ENDPOINT_PREFIX: z.string().default(''),
   AWS_REGION: z.string().default('us-east-1'),
   MODELS_DIR: z.string().default('models'),
+  /** DICOMweb base URLs image models may fetch from (comma-separated); empty turns image models off. */
+  DICOMWEB_ALLOWED_BASE_URLS: z
+    .string()
+    .default('')
+    .transform((v) =>
+      v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    ),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   /** Overall budget for one FHIR or inference call, in ms. */
   CALL_TIMEOUT_MS: z.coerce.number().int().positive().default(30_000),

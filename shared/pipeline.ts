@@ -3,7 +3,7 @@
  * Every client is a port passed in, so the same code runs against the embedded stack, against
  * AWS, and in unit tests with fakes.
  */
-import type { Bundle, Observation, Patient, Resource } from '@medplum/fhirtypes';
+import type { Bundle, ImagingStudy, Observation, Patient, Resource } from '@medplum/fhirtypes';
 import type { FhirGateway } from './fhir/gateway.js';
 import type { ModelManifest } from './inference/manifest.js';
 import type { Logger } from './log.js';
@@ -17,8 +17,10 @@ export interface PipelinePorts {
     predict(manifest: ModelManifest, rows: readonly FeatureRow[]): Promise<Prediction[]>;
   };
   readonly models: { all(): readonly ModelManifest[]; matching(resource: Resource): ModelManifest[] };
-  /** The compiled extractor of a model (compiled once per cold start by the caller). */
+  /** The compiled extractor of a tabular or sequence model (compiled once per cold start by the caller). */
   readonly extractor: (manifest: ModelManifest) => ExtractorLike;
+  /** The compiled extractor of an image model; absent when imaging is not configured. */
+  readonly imageExtractor?: (manifest: ModelManifest) => ImageExtractorLike;
   readonly buildReport: (args: {
     manifest: ModelManifest;
     patient: string;
@@ -34,6 +36,33 @@ export interface PipelinePorts {
 
 export interface ExtractorLike {
   extract(patient: Patient | undefined, observations: readonly Observation[], asOf: Date): ExtractResult;
+}
+
+export interface ImageExtractorLike {
+  extract(
+    study: ImagingStudy,
+    asOf: Date,
+  ): Promise<
+    | ExtractResult
+    | {
+        readonly status: 'failed';
+        readonly reason: string;
+        readonly retryable: boolean;
+        readonly skipped: readonly unknown[];
+      }
+  >;
+}
+
+/** An input that could not be read for a reason other than missing data (bad DICOM, network). */
+export class InputUnavailableError extends Error {
+  override name = 'InputUnavailableError';
+  readonly reason: string;
+  readonly retryable: boolean;
+  constructor(reason: string, retryable: boolean) {
+    super(`input unavailable: ${reason}`);
+    this.reason = reason;
+    this.retryable = retryable;
+  }
 }
 
 export interface ModelOutcome {
@@ -92,7 +121,45 @@ export async function processResourceEvent(
   if (models.length === 0) return { focus: event.focus, ignored: 'no-matching-model', outcomes: [] };
   const patientRef = patientOf(focus);
   if (!patientRef) return { focus: event.focus, ignored: 'no-patient', outcomes: [] };
-  return { focus: event.focus, outcomes: await runModelsForPatient(ports, patientRef, models) };
+  const imageModels = models.filter((m) => m.input.kind === 'image');
+  const otherModels = models.filter((m) => m.input.kind !== 'image');
+  const outcomes: ModelOutcome[] = [];
+  if (otherModels.length) outcomes.push(...(await runModelsForPatient(ports, patientRef, otherModels)));
+  if (imageModels.length && focus.resourceType === 'ImagingStudy') {
+    outcomes.push(...(await runImageModels(ports, patientRef, focus, imageModels)));
+  }
+  return { focus: event.focus, outcomes };
+}
+
+/** Runs image models on one ImagingStudy (the DICOM instances are fetched over DICOMweb). */
+export async function runImageModels(
+  ports: PipelinePorts,
+  patientRef: string,
+  study: ImagingStudy,
+  models: readonly ModelManifest[],
+): Promise<ModelOutcome[]> {
+  const asOf = (ports.clock ?? (() => new Date()))();
+  const outcomes: ModelOutcome[] = [];
+  for (const manifest of models) {
+    if (!ports.imageExtractor) {
+      outcomes.push({ model: manifest.id, outcome: 'skipped', reason: 'imaging-not-configured' });
+      continue;
+    }
+    const started = Date.now();
+    const extracted = await ports.imageExtractor(manifest).extract(study, asOf);
+    if (extracted.status === 'failed') throw new InputUnavailableError(extracted.reason, extracted.retryable);
+    if (extracted.status === 'insufficient-data') {
+      outcomes.push({ model: manifest.id, outcome: 'insufficient-data', missing: extracted.missing });
+      ports.logger.info('insufficient data', {
+        model: manifest.id,
+        patient: patientRef,
+        missing: extracted.missing,
+      });
+      continue;
+    }
+    outcomes.push(await predictAndWrite(ports, manifest, patientRef, extracted.row, asOf, started));
+  }
+  return outcomes;
 }
 
 /** Fetches a patient's inputs once, then runs each model on them. */
@@ -108,7 +175,11 @@ export async function runModelsForPatient(
     ports.fhir.read<Patient>('Patient', patientId),
     codes.length === 0
       ? Promise.resolve([])
-      : ports.fhir.searchAll<Observation>('Observation', { subject: patientRef, code: codes.join(',') }),
+      : ports.fhir.searchAll<Observation>('Observation', {
+          subject: patientRef,
+          code: codes.join(','),
+          _count: '1000',
+        }),
   ]);
   if (!patient) return models.map((m) => ({ model: m.id, outcome: 'skipped', reason: 'patient-gone' }));
   const inputs = observations.filter((o) => !ports.isOwnWrite(o));
@@ -127,32 +198,44 @@ export async function runModelsForPatient(
       });
       continue;
     }
-    const [prediction] = await ports.inference.predict(manifest, [extracted.row]);
-    if (!prediction) throw new Error(`inference returned no prediction for ${manifest.id}`);
-    const { bundle, idempotencyKey } = ports.buildReport({
-      manifest,
-      patient: patientRef,
-      row: extracted.row,
-      prediction,
-      issued: asOf,
-    });
-    const response = await ports.fhir.transaction(bundle);
-    const written = reportEntry(bundle, response);
-    outcomes.push({
-      model: manifest.id,
-      outcome: written.created ? 'written' : 'unchanged',
-      ...(written.reference ? { report: written.reference } : {}),
-    });
-    ports.logger.info(written.created ? 'report written' : 'report unchanged', {
-      model: manifest.id,
-      patient: patientRef,
-      report: written.reference,
-      key: idempotencyKey.slice(0, 16),
-      inputs: extracted.row.inputs.length,
-      ms: Date.now() - started,
-    });
+    outcomes.push(await predictAndWrite(ports, manifest, patientRef, extracted.row, asOf, started));
   }
   return outcomes;
+}
+
+/** One inference call and one transaction for one model and patient. */
+async function predictAndWrite(
+  ports: PipelinePorts,
+  manifest: ModelManifest,
+  patientRef: string,
+  row: FeatureRow,
+  asOf: Date,
+  started: number,
+): Promise<ModelOutcome> {
+  const [prediction] = await ports.inference.predict(manifest, [row]);
+  if (!prediction) throw new Error(`inference returned no prediction for ${manifest.id}`);
+  const { bundle, idempotencyKey } = ports.buildReport({
+    manifest,
+    patient: patientRef,
+    row,
+    prediction,
+    issued: asOf,
+  });
+  const response = await ports.fhir.transaction(bundle);
+  const written = reportEntry(bundle, response);
+  ports.logger.info(written.created ? 'report written' : 'report unchanged', {
+    model: manifest.id,
+    patient: patientRef,
+    report: written.reference,
+    key: idempotencyKey.slice(0, 16),
+    inputs: row.inputs.length,
+    ms: Date.now() - started,
+  });
+  return {
+    model: manifest.id,
+    outcome: written.created ? 'written' : 'unchanged',
+    ...(written.reference ? { report: written.reference } : {}),
+  };
 }
 
 /** Finds the DiagnosticReport's entry in a transaction response: created (201) or matched (200). */

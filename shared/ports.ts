@@ -5,36 +5,52 @@
 import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import type { Config } from './config.js';
 import { createFhirGateway } from './fhir/gateway.js';
-import { compileTabular } from './features/index.js';
+import {
+  compileExtractor as compileObservationExtractor,
+  compileImageExtractor,
+  UnitConverterCache,
+} from './features/index.js';
 import { createInvoker } from './inference/invoker.js';
 import type { ModelManifest } from './inference/manifest.js';
 import { createRegistry, loadRegistry } from './inference/registry.js';
 import type { Logger } from './log.js';
-import type { ExtractorLike, PipelinePorts } from './pipeline.js';
+import type { ExtractorLike, ImageExtractorLike, PipelinePorts } from './pipeline.js';
 import { buildReportTransaction, isWrittenByFhirAnalytics } from './reports/index.js';
 
-/** Input kinds the event pipeline can extract today; models of other kinds are left out, with a log line. */
-const SUPPORTED_INPUTS: ReadonlySet<ModelManifest['input']['kind']> = new Set(['tabular']);
-
-/** Compiles a model's feature spec once. */
-export function compileExtractor(manifest: ModelManifest): ExtractorLike {
-  if (manifest.input.kind !== 'tabular') {
-    throw new Error(
-      `model ${manifest.id}: ${manifest.input.kind} inputs are not supported by this pipeline yet`,
-    );
-  }
-  return compileTabular(manifest.input);
-}
+/** Compiles a tabular or sequence model's extractor (image models use compileImageExtractor). */
+export { compileObservationExtractor as compileExtractor };
 
 export async function createPipelinePorts(config: Config, logger: Logger): Promise<PipelinePorts> {
   const loaded = await loadRegistry(config.MODELS_DIR);
-  const usable = loaded.all().filter((m) => SUPPORTED_INPUTS.has(m.input.kind));
-  for (const m of loaded.all().filter((x) => !SUPPORTED_INPUTS.has(x.input.kind))) {
-    logger.warn('model not served by the event pipeline', { model: m.id, input: m.input.kind });
+  const imaging = config.DICOMWEB_ALLOWED_BASE_URLS.length > 0;
+  const usable = loaded.all().filter((m) => m.input.kind !== 'image' || imaging);
+  for (const m of loaded.all().filter((x) => !usable.includes(x))) {
+    logger.warn('image model off: no DICOMweb allow-list configured', { model: m.id });
   }
   const registry = createRegistry(usable);
   // Compile every extractor now, once per cold start, so a bad manifest fails at start.
-  const extractors = new Map<string, ExtractorLike>(usable.map((m) => [m.id, compileExtractor(m)]));
+  const units = new UnitConverterCache();
+  const extractors = new Map<string, ExtractorLike>();
+  const imageExtractors = new Map<string, ImageExtractorLike>();
+  for (const m of usable) {
+    if (m.input.kind === 'image') {
+      imageExtractors.set(
+        m.id,
+        compileImageExtractor(m.input, {
+          fetch: globalThis.fetch,
+          allowList: config.DICOMWEB_ALLOWED_BASE_URLS,
+          timeoutMs: config.CALL_TIMEOUT_MS,
+        }),
+      );
+    } else {
+      extractors.set(m.id, compileObservationExtractor(m, { units }));
+    }
+  }
+  const lookup = <T>(map: Map<string, T>, m: ModelManifest): T => {
+    const found = map.get(m.id);
+    if (!found) throw new Error(`model ${m.id} has no compiled extractor of this kind`);
+    return found;
+  };
   const client = new SageMakerRuntimeClient({
     region: config.AWS_REGION,
     ...(config.SAGEMAKER_ENDPOINT_URL
@@ -61,7 +77,8 @@ export async function createPipelinePorts(config: Config, logger: Logger): Promi
       logger,
     }),
     models: registry,
-    extractor: (manifest) => extractors.get(manifest.id) ?? compileExtractor(manifest),
+    extractor: (manifest) => lookup(extractors, manifest),
+    imageExtractor: (manifest) => lookup(imageExtractors, manifest),
     buildReport: buildReportTransaction,
     isOwnWrite: isWrittenByFhirAnalytics,
     logger,

@@ -419,6 +419,9 @@ def nested(x):
 # ---------------------------------------------------------------- manifest and card
 
 
+REQUIRED_LABS = ("bilirubin", "albumin", "protime")
+
+
 def manifest_for(model_id, family, title, metrics, max_batch):
     feats = [
         {"name": "age", "source": "patient.age", "required": True, "imputation": {"strategy": "none"}},
@@ -436,7 +439,10 @@ def manifest_for(model_id, family, title, metrics, max_batch):
             f["unit"] = unit
         if name == "cholesterol":
             f["molecularWeight"] = 386.65
-        f.update({"aggregate": "latest", "lookback": LOOKBACK, "required": False, "imputation": {"strategy": "nan"}})
+        # Bilirubin, albumin and prothrombin time (the Mayo score's labs) must have been measured at
+        # least once: without them a "PBC risk" would rest on age, sex and imputed medians alone.
+        required = name in REQUIRED_LABS
+        f.update({"aggregate": "latest", "lookback": LOOKBACK, "required": required, "imputation": {"strategy": "nan"}})
         if name in ("ascites", "hepatomegaly", "spiders"):
             f["valueMap"] = BOOL_MAP
         if name == "edema":
@@ -463,7 +469,8 @@ def manifest_for(model_id, family, title, metrics, max_batch):
             "values and clinical signs (Mayo Clinic PBC trial data, 1974-1986). Not for clinical use."
         ),
         "notForClinicalUse": True,
-        "triggers": [{"resourceType": "Observation", "codes": [LAB_CODES[n] for n, *_ in FEATURES[2:9]]}],
+        # Liver labs only: total cholesterol is drawn for many other reasons and must not start a PBC model.
+        "triggers": [{"resourceType": "Observation", "codes": [LAB_CODES[n] for n, *_ in FEATURES[2:8]]}],
         "input": {
             "kind": "sequence",
             "tensor": "x",
