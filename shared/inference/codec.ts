@@ -119,8 +119,13 @@ function splitBody(body: Uint8Array, contentType: string): { header: unknown; bi
 }
 
 function frame(header: unknown, chunks: readonly Uint8Array[]): EncodedBody {
-  const json = new TextEncoder().encode(JSON.stringify(header));
-  if (chunks.length === 0) return { body: json, contentType: JSON_CONTENT_TYPE };
+  const text = JSON.stringify(header);
+  if (chunks.length === 0) return { body: new TextEncoder().encode(text), contentType: JSON_CONTENT_TYPE };
+  // The header is padded with spaces (valid JSON whitespace) to a multiple of 8 bytes, so that
+  // tensors start aligned and the decoder can view them in place.
+  const raw = new TextEncoder().encode(text);
+  const json = new Uint8Array(Math.ceil(raw.length / 8) * 8).fill(0x20);
+  json.set(raw, 0);
   const total = chunks.reduce((n, c) => n + c.length, json.length);
   const body = new Uint8Array(total);
   body.set(json, 0);
@@ -171,9 +176,26 @@ function toBytes(data: TensorData): Uint8Array {
 }
 
 function fromBytes(datatype: TensorDataType, bytes: Uint8Array): TensorData {
-  // A copy into a fresh buffer: aligned, owned (Buffer#slice would be a view into a pool).
+  const size = bytesPerElement(datatype);
+  const n = bytes.length / size;
+  // Aligned (the encoder pads the JSON header to 8 bytes): a view, no copy. The body is owned
+  // by this decode (a request or response body), so sharing its memory is safe.
+  if (LITTLE_ENDIAN && bytes.byteOffset % size === 0) {
+    switch (datatype) {
+      case 'FP32':
+        return new Float32Array(bytes.buffer, bytes.byteOffset, n);
+      case 'FP64':
+        return new Float64Array(bytes.buffer, bytes.byteOffset, n);
+      case 'INT32':
+        return new Int32Array(bytes.buffer, bytes.byteOffset, n);
+      case 'INT64':
+        return new BigInt64Array(bytes.buffer, bytes.byteOffset, n);
+      case 'BOOL':
+        return new Uint8Array(bytes.buffer, bytes.byteOffset, n);
+    }
+  }
+  // Misaligned: a copy into a fresh, aligned buffer.
   const copy = new Uint8Array(bytes);
-  const n = bytes.length / bytesPerElement(datatype);
   if (LITTLE_ENDIAN || datatype === 'BOOL') {
     switch (datatype) {
       case 'FP32':

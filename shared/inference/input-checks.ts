@@ -9,6 +9,15 @@
 import type { ModelManifest } from './manifest.js';
 import type { Tensor } from './tensor.js';
 
+/** Index of the first NaN, or -1 (a plain loop: this runs over whole image batches). */
+function firstNaN(data: Float32Array | Float64Array): number {
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i] as number;
+    if (v !== v) return i; // NaN is the only value not equal to itself
+  }
+  return -1;
+}
+
 /** Whether the model's graph takes NaN as "missing" (some feature has NaN imputation). */
 export function acceptsNaN(manifest: ModelManifest): boolean {
   const input = manifest.input;
@@ -22,7 +31,7 @@ export function manifestInputProblem(manifest: ModelManifest, inputs: readonly T
   if (!acceptsNaN(manifest)) {
     for (const t of inputs) {
       if (!(t.data instanceof Float32Array || t.data instanceof Float64Array)) continue;
-      const i = t.data.findIndex((v) => Number.isNaN(v));
+      const i = firstNaN(t.data);
       if (i >= 0) {
         const width = t.shape.slice(1).reduce((a, b) => a * b, 1);
         const row = width > 0 ? Math.floor(i / width) : 0;

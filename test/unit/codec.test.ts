@@ -266,3 +266,24 @@ describe('malformed bodies', () => {
     );
   });
 });
+
+describe('zero-copy binary decode', () => {
+  it('pads the JSON header to 8 bytes and decodes aligned tensors as views of the body', () => {
+    const inputs: Tensor[] = [
+      { name: 'x', datatype: 'FP32', shape: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6]) },
+      { name: 'i', datatype: 'INT64', shape: [2], data: BigInt64Array.from([7n, -8n]) },
+    ];
+    const { body, contentType } = encodeRequest(inputs, ['y'], { binary: true });
+    const ct = parseContentType(contentType);
+    expect(ct.binary && ct.headerSize % 8).toBe(0);
+    const decoded = decodeRequest(body, contentType);
+    expect(decoded.inputs).toEqual(inputs);
+    expect(decoded.inputs[0]?.data.buffer).toBe(body.buffer); // a view, not a copy
+    // A body at an odd offset (e.g. a pooled Buffer) is copied into aligned memory instead.
+    const shifted = new Uint8Array(body.length + 1);
+    shifted.set(body, 1);
+    const fromShifted = decodeRequest(shifted.subarray(1), contentType);
+    expect(fromShifted.inputs).toEqual(inputs);
+    expect(fromShifted.inputs[0]?.data.buffer).not.toBe(shifted.buffer);
+  });
+});
