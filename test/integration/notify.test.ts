@@ -238,7 +238,7 @@ describe('notify over HTTP, SQS FIFO and DynamoDB', () => {
             status: 'final',
             code: { text: 'x' },
             subject: { reference: 'Patient/p-2' },
-          },
+          } satisfies Observation,
         },
       ]),
     );
