@@ -461,3 +461,25 @@ describe('batching', () => {
     expect(sm.commandCalls(InvokeEndpointCommand)).toHaveLength(2);
   });
 });
+
+describe('endpoint addressing', () => {
+  it('per-model (default): prefix + model id, no TargetModel', async () => {
+    sm.on(InvokeEndpointCommand).callsFake(sumEndpoint);
+    await createInvoker({ client: client(), endpointPrefix: 'fa-' }).predict(tiny, [row(1, 1, 1, 1)]);
+    expect(sent(0).input.EndpointName).toBe('fa-tiny-linear');
+    expect(sent(0).input.TargetModel).toBeUndefined();
+  });
+
+  it('multi-model: one endpoint, TargetModel = serving.tritonModelName; a missing endpoint name is refused', async () => {
+    sm.on(InvokeEndpointCommand).callsFake(sumEndpoint);
+    await createInvoker({
+      client: client(),
+      endpointMode: 'multi-model',
+      multiModelEndpointName: 'fhir-analytics',
+    }).predict(tiny, [row(1, 1, 1, 1)]);
+    expect(sent(0).input).toMatchObject({ EndpointName: 'fhir-analytics', TargetModel: 'tiny-linear' });
+    expect(() => createInvoker({ client: client(), endpointMode: 'multi-model' })).toThrow(
+      /multi-model needs multiModelEndpointName/,
+    );
+  });
+});
