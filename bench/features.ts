@@ -295,10 +295,18 @@ export async function benchFeatures(opts: { observations?: number } = {}): Promi
 
   // Generate as NDJSON bytes (one line per Observation), then parse once for the in-memory figures.
   const rnd = prng(20240615);
-  const lines: string[] = [];
-  for (let i = 0; i < n; i++) lines.push(JSON.stringify(generateObservation(i, rnd)));
-  const ndjson = Buffer.from(lines.join('\n') + '\n', 'utf8');
-  lines.length = 0;
+  // In chunks: a million lines are more than one string may hold.
+  const chunks: Buffer[] = [];
+  let lines: string[] = [];
+  for (let i = 0; i < n; i++) {
+    lines.push(JSON.stringify(generateObservation(i, rnd)));
+    if (lines.length === 10_000 || i === n - 1) {
+      chunks.push(Buffer.from(lines.join('\n') + '\n', 'utf8'));
+      lines = [];
+    }
+  }
+  const ndjson = Buffer.concat(chunks);
+  chunks.length = 0;
 
   gc();
   const heapBefore = process.memoryUsage().heapUsed;
