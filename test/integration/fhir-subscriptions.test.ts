@@ -39,6 +39,8 @@ interface Received {
 class Receiver {
   readonly received: Received[] = [];
   readonly statusFor = new Map<string, number>();
+  /** Answers at a held path wait until the hold is released. */
+  readonly holds = new Map<string, Promise<void>>();
   private waiters: (() => void)[] = [];
   private server: Server | undefined;
   url = '';
@@ -51,8 +53,10 @@ class Receiver {
         const body = Buffer.concat(chunks).toString('utf8');
         const path = req.url ?? '/';
         this.received.push({ path, headers: req.headers, body, bundle: JSON.parse(body) as Bundle });
-        res.writeHead(this.statusFor.get(path) ?? 200).end();
         for (const wake of this.waiters.splice(0)) wake();
+        void (this.holds.get(path) ?? Promise.resolve()).then(() => {
+          res.writeHead(this.statusFor.get(path) ?? 200).end();
+        });
       });
     });
     await new Promise<void>((resolve) => this.server?.listen(0, '127.0.0.1', resolve));
@@ -266,6 +270,22 @@ describe('Subscription lifecycle', () => {
     );
   });
 
+  it('never makes a write wait for a delivery', async () => {
+    await subscribe({ path: '/slow', filters: ['Observation?patient=Patient/slow'] });
+    let release = (): void => undefined;
+    receiver.holds.set('/slow', new Promise<void>((resolve) => (release = resolve)));
+    await write(observation('slow'));
+    await write(observation('slow'));
+    // Both writes answered while the receiver still holds the first notification.
+    await receiver.waitFor('/slow', (r) => typeOf(r) === 'event-notification');
+    expect(numbersAt('/slow')).toEqual([1]);
+    expect(subs.stats().queued).toBe(1);
+    release();
+    receiver.holds.delete('/slow');
+    await subs.flush();
+    expect(numbersAt('/slow')).toEqual([1, 2]);
+  });
+
   it('raises events for writes inside transaction bundles', async () => {
     await subscribe({ path: '/tx', filters: ['Observation?patient=Patient/tx'] });
     const { status } = await request('POST', '', {
@@ -361,6 +381,27 @@ describe('Subscription lifecycle', () => {
     const wrongType = await subscribe({ path: '/bad', filters: ['Patient?name=x'] });
     expect(wrongType.status).toBe('error');
     expect(receiver.at('/bad')).toHaveLength(0);
+  });
+
+  it('handshakes again when a client changes the channel or filters, not for other edits', async () => {
+    const sub = await subscribe({ path: '/reconf', filters: ['Observation?patient=Patient/reconf'] });
+    await write(observation('reconf'));
+    await subs.flush();
+    await write({ ...sub, reason: 'renamed' }); // not channel or criteria: nothing new
+    await subs.flush();
+    expect(receiver.at('/reconf').map(typeOf)).toEqual(['handshake', 'event-notification']);
+
+    const current = (await request<Subscription & { id: string }>('GET', `Subscription/${sub.id}`)).body;
+    await write({ ...current, channel: { ...current.channel, endpoint: `${receiver.url}/reconf-2` } });
+    await subs.flush();
+    expect(receiver.at('/reconf-2').map(typeOf)).toEqual(['handshake']);
+    expect(
+      param(must(receiver.at('/reconf-2')[0]).bundle, 'events-since-subscription-start')?.valueString,
+    ).toBe('1');
+    await write(observation('reconf'));
+    await subs.flush();
+    expect(numbersAt('/reconf-2')).toEqual([2]);
+    expect(receiver.at('/reconf')).toHaveLength(2);
   });
 
   it('stops sending when a Subscription is set off', async () => {
