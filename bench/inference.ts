@@ -10,7 +10,7 @@
  * - codec: KServe JSON vs the binary extension, encode (client) + decode (server) of the
  *   request at batch 1024.
  * - http vs in-process: one InvokeEndpoint call through the SDK (binary codec, keep-alive
- *   agent) vs `session.run` on the same tensors in this process, at batch min(1024, the model's
+ *   agent) vs `session.run` on the same tensors in this process (measured in alternation), at batch min(1024, the model's
  *   max batch size); for models whose max is below 1024, also `predict` of 1024 rows (split by
  *   the invoker) vs one in-process `session.run` of 1024 rows.
  * - python: the same batch with scikit-learn / PyTorch in Debian's python3 (bench/python_peer.py
@@ -63,6 +63,33 @@ async function measure(fn: () => unknown, minMs: number, maxReps = 200): Promise
   }
   samples.sort((a, b) => a - b);
   return samples[Math.floor(samples.length / 2)] ?? Number.NaN;
+}
+
+/**
+ * Medians of two alternatives measured in alternation (a, b, a, b, …), so that load drifting on
+ * a shared machine weighs on both alike: the fair way to take their ratio.
+ */
+async function measurePair(
+  a: () => unknown,
+  b: () => unknown,
+  minMs: number,
+  maxReps = 100,
+): Promise<[number, number]> {
+  await a();
+  await b();
+  const sa: number[] = [];
+  const sb: number[] = [];
+  const start = performance.now();
+  while (sa.length < 5 || (performance.now() - start < 2 * minMs && sa.length < maxReps)) {
+    let t0 = performance.now();
+    await a();
+    sa.push(performance.now() - t0);
+    t0 = performance.now();
+    await b();
+    sb.push(performance.now() - t0);
+  }
+  const median = (xs: number[]): number => xs.sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? Number.NaN;
+  return [median(sa), median(sb)];
 }
 
 /** A seeded generator (mulberry32), so every run sends the same rows. */
@@ -156,8 +183,11 @@ async function benchModel(
   const inputsB = buildInputs(m, rows.slice(0, b));
   const feedsOf = (ts: Tensor[]) => Object.fromEntries(ts.map((t) => [t.name, toOrt(t)]));
   const feedsB = feedsOf(inputsB);
-  const inProcessMs = await measure(() => session.run(feedsB), opts.minMs);
-  const httpMs = await measure(() => binary.invokeTensors(m, inputsB), opts.minMs);
+  const [inProcessMs, httpMs] = await measurePair(
+    () => session.run(feedsB),
+    () => binary.invokeTensors(m, inputsB),
+    opts.minMs,
+  );
   const http: Record<string, unknown> = {
     batch: b,
     inProcessMs: round(inProcessMs),
@@ -167,8 +197,13 @@ async function benchModel(
   let inProcess1024Ms = inProcessMs;
   if (b < BATCH) {
     const feeds1024 = feedsOf(inputs1024);
-    inProcess1024Ms = await measure(() => session.run(feeds1024), opts.minMs);
-    const predict1024 = await measure(() => binary.predict(m, rows.slice(0, BATCH)), opts.minMs);
+    const rows1024 = rows.slice(0, BATCH);
+    const [inProc, predict1024] = await measurePair(
+      () => session.run(feeds1024),
+      () => binary.predict(m, rows1024),
+      opts.minMs,
+    );
+    inProcess1024Ms = inProc;
     http.at1024 = {
       note: `predict of 1024 rows split into ${Math.ceil(BATCH / b)} calls of ${b} (4 in flight) vs one in-process session.run of 1024 rows`,
       inProcessMs: round(inProcess1024Ms),
