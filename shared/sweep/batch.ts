@@ -1,0 +1,229 @@
+/**
+ * One batch of patients through features → inference → write-back: the rows of every patient
+ * in the batch are collected per model and sent in one `predict` call (the invoker splits them
+ * under the endpoint's max batch size), then the reports are written as one transaction per
+ * report, several in flight at once.
+ *
+ * Why not one big Bundle: a report's transaction has conditional creates and `urn:uuid:`
+ * references between its entries, so it cannot be an entry of a `batch` (entries of a batch
+ * are independent: no reference resolution across them), and servers such as Medplum refuse
+ * transactions of more than 8 entries with conditional creates. Concurrent transactions keep
+ * each report atomic and idempotent (a re-run finds each report: 200, not 201).
+ */
+import type { Bundle, Observation, Patient, Resource } from '@medplum/fhirtypes';
+import type { FhirGateway } from '../fhir/gateway.js';
+import type { ModelManifest } from '../inference/manifest.js';
+import type { Logger } from '../log.js';
+import type { PipelinePorts } from '../pipeline.js';
+import type { FeatureRow } from '../types.js';
+import { createReportWriter, type ReportWriter } from './write-back.js';
+import {
+  addFailed,
+  addScore,
+  countOutcome,
+  emptyCounts,
+  histogramFor,
+  patientOutcome,
+  type PatientOutcome,
+  type Tally,
+} from './tally.js';
+
+/** What a sweep needs of the pipeline's ports (the same builders, clients injected). */
+export interface SweepPorts {
+  readonly fhir: FhirGateway;
+  readonly inference: PipelinePorts['inference'];
+  readonly extractor: PipelinePorts['extractor'];
+  readonly buildReport: PipelinePorts['buildReport'];
+  readonly isOwnWrite: PipelinePorts['isOwnWrite'];
+  readonly logger: Logger;
+  readonly clock?: () => Date;
+  /** Report transactions in flight at once. Default 8. */
+  readonly writeConcurrency?: number;
+  /** The write-back (one per process: it remembers the model Devices). Default: a new one per batch. */
+  readonly writer?: ReportWriter;
+}
+
+export interface PatientInputs {
+  /** The patient id (no `Patient/`). */
+  readonly id: string;
+  readonly patient: Patient | undefined;
+  readonly observations: readonly Observation[];
+}
+
+/** Parses one patient's staged resources into its inputs; own writes and other types are left out. */
+export function toInputs(
+  id: string,
+  resources: readonly Resource[],
+  isOwnWrite: (r: Resource) => boolean,
+): PatientInputs {
+  let patient: Patient | undefined;
+  const observations: Observation[] = [];
+  for (const r of resources) {
+    if (r.resourceType === 'Patient') patient = r;
+    else if (r.resourceType === 'Observation' && !isOwnWrite(r)) observations.push(r);
+  }
+  return { id, patient, observations };
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight. */
+export async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T, i: number) => Promise<R>,
+): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i] as T, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  return out;
+}
+
+/** Processes one batch; adds every patient's outcome to `tally`. Never throws for one patient's failure. */
+export async function processBatch(
+  ports: SweepPorts,
+  models: readonly ModelManifest[],
+  batch: readonly PatientInputs[],
+  tally: Tally,
+): Promise<void> {
+  const asOf = (ports.clock ?? (() => new Date()))();
+  const t0 = Date.now();
+  let predictMs = 0;
+  const outcomes = batch.map(() => [] as PatientOutcome[]);
+  const writes: { patient: number; model: ModelManifest; row: FeatureRow; score: number; bundle: Bundle }[] =
+    [];
+
+  for (const manifest of models) {
+    const counts = (tally.perModel[manifest.id] ??= emptyCounts());
+    const extractor = ports.extractor(manifest);
+    const rows: { patient: number; row: FeatureRow }[] = [];
+    batch.forEach((p, i) => {
+      if (!p.patient) {
+        outcomes[i]?.push('insufficient-data');
+        countOutcome(counts, 'insufficient-data');
+        return;
+      }
+      const extracted = extractor.extract(p.patient, p.observations, asOf);
+      if (extracted.status === 'ok') rows.push({ patient: i, row: extracted.row });
+      else {
+        outcomes[i]?.push('insufficient-data');
+        countOutcome(counts, 'insufficient-data');
+      }
+    });
+    if (rows.length === 0) continue;
+    let predictions;
+    const tp = Date.now();
+    try {
+      predictions = await ports.inference.predict(
+        manifest,
+        rows.map((r) => r.row),
+      );
+    } catch (err) {
+      ports.logger.error('sweep inference failed', {
+        model: manifest.id,
+        rows: rows.length,
+        error: (err as Error).name,
+      });
+      for (const r of rows) {
+        outcomes[r.patient]?.push('failed');
+        countOutcome(counts, 'failed');
+      }
+      continue;
+    }
+    predictMs += Date.now() - tp;
+    rows.forEach((r, k) => {
+      const prediction = predictions[k];
+      const patientId = batch[r.patient]?.id ?? '';
+      try {
+        if (!prediction) throw new Error('no prediction');
+        const { bundle } = ports.buildReport({
+          manifest,
+          patient: `Patient/${patientId}`,
+          row: r.row,
+          prediction,
+          issued: asOf,
+        });
+        writes.push({ patient: r.patient, model: manifest, row: r.row, score: prediction.score, bundle });
+      } catch (err) {
+        ports.logger.warn('sweep report not built', {
+          model: manifest.id,
+          patient: `Patient/${patientId}`,
+          error: (err as Error).name,
+        });
+        outcomes[r.patient]?.push('failed');
+        countOutcome(counts, 'failed');
+      }
+    });
+  }
+
+  const tw = Date.now();
+  const writer = ports.writer ?? createReportWriter(ports.fhir, { concurrency: ports.writeConcurrency ?? 8 });
+  const results = await writer.write(writes);
+  writes.forEach((w, k) => {
+    const counts = (tally.perModel[w.model.id] ??= emptyCounts());
+    const result = results[k];
+    if (result?.ok) {
+      const outcome: PatientOutcome = result.created ? 'written' : 'unchanged';
+      outcomes[w.patient]?.push(outcome);
+      countOutcome(counts, outcome);
+      addScore((tally.histograms[w.model.id] ??= histogramFor(w.model)), w.score);
+      return;
+    }
+    ports.logger.warn('sweep write-back failed', {
+      model: w.model.id,
+      patient: `Patient/${batch[w.patient]?.id ?? ''}`,
+      error: result?.error.name ?? 'Error',
+    });
+    outcomes[w.patient]?.push('failed');
+    countOutcome(counts, 'failed');
+  });
+
+  ports.logger.debug('sweep batch', {
+    patients: batch.length,
+    reports: writes.length,
+    predictMs,
+    writeMs: Date.now() - tw,
+    ms: Date.now() - t0,
+  });
+  batch.forEach((p, i) => {
+    const outcome = patientOutcome(outcomes[i] ?? []);
+    tally.patients++;
+    countOutcome(tally.outcomes, outcome);
+    if (outcome === 'failed') addFailed(tally, `Patient/${p.id}`);
+  });
+}
+
+/** Every `system|code` the models read from Observations: one search serves them all. */
+export function observationCodes(models: readonly ModelManifest[]): string[] {
+  const codes = new Set<string>();
+  for (const m of models) {
+    if (m.input.kind === 'image') continue;
+    for (const f of m.input.features)
+      if (f.source === 'observation') for (const c of f.codes) codes.add(`${c.system}|${c.code}`);
+  }
+  return [...codes];
+}
+
+/** A patient's full inputs from the server (incremental runs: the export held only what changed). */
+export async function fetchInputs(
+  fhir: FhirGateway,
+  id: string,
+  codes: readonly string[],
+  isOwnWrite: (r: Resource) => boolean,
+): Promise<PatientInputs> {
+  const [patient, observations] = await Promise.all([
+    fhir.read<Patient>('Patient', id),
+    codes.length === 0
+      ? Promise.resolve([] as Observation[])
+      : fhir.searchAll<Observation>('Observation', {
+          subject: `Patient/${id}`,
+          code: codes.join(','),
+          _count: '1000',
+        }),
+  ]);
+  return { id, patient, observations: observations.filter((o) => !isOwnWrite(o)) };
+}

@@ -1,0 +1,54 @@
+/**
+ * The sweep definition: which models, over which cohort, since when. What EventBridge
+ * Scheduler sends the coordinator, what `fhir-analytics sweep` builds from its flags.
+ */
+import { z } from 'zod';
+import { SweepInputError } from './errors.js';
+
+const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+
+export const CohortSchema = z.union([
+  /** Every patient the server holds (`Patient/$export`). */
+  z.object({ kind: z.literal('all') }),
+  /** The members of a Group (`Group/[id]/$export`, `Group.member.entity`). */
+  z.object({ kind: z.literal('group'), group: z.string().regex(FHIR_ID) }),
+  /**
+   * A FHIR search for Patients (`Patient?address-state=MA`): runs as paged search, since
+   * `$export` has no patient filter of that kind.
+   */
+  z.object({ kind: z.literal('search'), query: z.string().min(1).max(2000) }),
+]);
+export type Cohort = z.infer<typeof CohortSchema>;
+
+export const SweepDefinitionSchema = z.object({
+  /** Names the sweep across runs: incremental runs take `_since` from this name's last success. */
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,64}$/)
+    .default('default'),
+  /** Model ids (manifest `id`); tabular and sequence models. Empty: every such model. */
+  models: z.array(z.string().regex(/^[a-z0-9-]{1,64}$/)).default([]),
+  cohort: CohortSchema.default({ kind: 'all' }),
+  /**
+   * `full`: every patient; `incremental`: `_since` = the last successful sweep's transactionTime
+   * (a full sweep when there is none); an ISO instant: exactly that `_since`.
+   */
+  since: z
+    .union([z.literal('full'), z.literal('incremental'), z.iso.datetime({ offset: true })])
+    .default('incremental'),
+  /** Patients per inference call and write-back batch, and per checkpoint. */
+  batchSize: z.number().int().min(1).max(5000).default(500),
+  /** Resource types exported besides Patient and the models' own (Observation, ImagingStudy). */
+  extraTypes: z.array(z.string().regex(/^[A-Z][A-Za-z]{1,63}$/)).default([]),
+});
+export type SweepDefinition = z.infer<typeof SweepDefinitionSchema>;
+export type SweepDefinitionInput = z.input<typeof SweepDefinitionSchema>;
+
+export function parseSweepDefinition(input: unknown): SweepDefinition {
+  const parsed = SweepDefinitionSchema.safeParse(input);
+  if (!parsed.success) {
+    const detail = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    throw new SweepInputError(`invalid sweep definition: ${detail}`);
+  }
+  return parsed.data;
+}

@@ -1,0 +1,347 @@
+/**
+ * The population sweep, in three entry points that infra wires into a Step Functions state
+ * machine (and that `runSweep` chains in-process):
+ *
+ * 1. `startSweep` (coordinator): parse the definition, pick `_since`, export (or search) the
+ *    cohort, stage it in S3 by patient partition, and return the items. A sweep id already
+ *    staged is resumed without exporting again.
+ * 2. `processItem` (worker, one Distributed Map item): stream the item's staged parts from S3,
+ *    group by patient in bounded memory (external sort), run batches (features → one predict
+ *    per model per batch → concurrent report transactions), and checkpoint after each batch.
+ *    A crashed worker started again with the same item resumes after its last checkpoint.
+ * 3. `finishSweep` (coordinator): merge the item checkpoints into the summary, record the
+ *    sweep's transactionTime as the next incremental `_since` when no patient failed.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Resource } from '@medplum/fhirtypes';
+import type { ModelManifest } from '../inference/manifest.js';
+import {
+  mapLimit,
+  fetchInputs,
+  observationCodes,
+  processBatch,
+  toInputs,
+  type PatientInputs,
+  type SweepPorts,
+} from './batch.js';
+import type { BulkClient } from './bulk-client.js';
+import type { CheckpointStore, ItemCheckpoint, SweepRecord } from './checkpoint.js';
+import { parseSweepDefinition, type SweepDefinition } from './definition.js';
+import { ExportUnsupportedError, SweepError, SweepInputError } from './errors.js';
+import { ExternalSorter, groupByKey } from './external-sort.js';
+import { stageExport, stageSearch, type StagedExport, type StageOptions } from './stage.js';
+import { getJson, getObjectStream, lines, putObject, type StagingStore } from './staging.js';
+import { buildSummary, renderSummaryHtml, type SweepSummary } from './summary.js';
+import { emptyTally, mergeTally } from './tally.js';
+
+/**
+ * One Distributed Map item: a partition of the staged export (every resource of the
+ * partition's patients, in one or more S3 objects of keyed NDJSON). `items.json` next to the
+ * staged export is the array of these, readable by the map's ItemReader:
+ * `{ "sweepId": "nightly-…", "partition": 3, "keys": ["sweeps/<id>/attempt-1/p0003/000004.kndjson", …],
+ *    "mode": "full" | "incremental", "lines": 81234 }`.
+ */
+export interface SweepItem {
+  readonly sweepId: string;
+  readonly partition: number;
+  readonly keys: readonly string[];
+  readonly mode: 'full' | 'incremental';
+  readonly lines: number;
+}
+
+export interface SweepProgress {
+  readonly phase: 'export' | 'stage' | 'process';
+  readonly done: number;
+  readonly total: number;
+}
+
+export interface SweepContext {
+  readonly ports: SweepPorts;
+  readonly models: { all(): readonly ModelManifest[] };
+  readonly bulk: BulkClient;
+  readonly store: StagingStore;
+  readonly checkpoints: CheckpointStore;
+  /** Where sorted runs spill. */
+  readonly tmpDir: string;
+  /** S3 key prefix. Default `sweeps`. */
+  readonly prefix?: string;
+  /** Staging knobs (partition size, part size, export attempts, poll bounds live in the bulk client). */
+  readonly stage?: Pick<
+    StageOptions,
+    'resourcesPerPartition' | 'maxPartitions' | 'partBytes' | 'maxExportAttempts'
+  >;
+  /** Bytes of keyed lines held before a sorted run spills. Default 16 MiB. */
+  readonly runBytes?: number;
+  /** Incremental runs: patients whose inputs are read at once. Default 8. */
+  readonly fetchConcurrency?: number;
+  readonly onProgress?: (event: SweepProgress) => void;
+  /** Called after each checkpoint is stored (logs; tests). */
+  readonly onCheckpoint?: (checkpoint: ItemCheckpoint) => void;
+}
+
+export interface StartResult {
+  readonly sweepId: string;
+  readonly items: SweepItem[];
+  /** S3 key of `items.json` (the Distributed Map's ItemReader input). */
+  readonly itemsKey: string;
+  /** True when the sweep was already staged (a resumed run: no export). */
+  readonly resumed: boolean;
+  readonly mode: 'full' | 'incremental';
+}
+
+const prefixOf = (ctx: SweepContext, sweepId: string): string => `${ctx.prefix ?? 'sweeps'}/${sweepId}`;
+
+/** The definition's models: known ids, Observation-driven (image models need DICOMweb, not a sweep). */
+export function selectModels(all: readonly ModelManifest[], definition: SweepDefinition): ModelManifest[] {
+  const usable = all.filter((m) => m.input.kind !== 'image');
+  if (definition.models.length === 0) return usable;
+  return definition.models.map((id) => {
+    const m = all.find((x) => x.id === id);
+    if (!m) throw new SweepInputError(`unknown model "${id}"`);
+    if (m.input.kind === 'image')
+      throw new SweepInputError(`model "${id}" reads images: not available in sweeps`);
+    return m;
+  });
+}
+
+function itemsOf(sweepId: string, staged: StagedExport): SweepItem[] {
+  const mode = staged.since ? 'incremental' : 'full';
+  return staged.partitions
+    .filter((p) => p.lines > 0)
+    .map((p) => ({ sweepId, partition: p.partition, keys: p.keys, mode, lines: p.lines }));
+}
+
+export async function startSweep(
+  ctx: SweepContext,
+  input: unknown,
+  opts: { sweepId?: string } = {},
+): Promise<StartResult> {
+  const definition = parseSweepDefinition(input);
+  const models = selectModels(ctx.models.all(), definition);
+  const sweepId =
+    opts.sweepId ??
+    `${definition.name}-${new Date().toISOString().replace(/[-:.]/g, '')}-${randomUUID().slice(0, 8)}`;
+  if (!/^[A-Za-z0-9_.-]{1,128}$/.test(sweepId)) throw new SweepInputError('invalid sweep id');
+  const prefix = prefixOf(ctx, sweepId);
+  const itemsKey = `${prefix}/items.json`;
+  const log = ctx.ports.logger.child({ sweep: sweepId });
+
+  const existing = await ctx.checkpoints.getSweep(sweepId);
+  if (existing?.stagedKey) {
+    const staged = await getJson<StagedExport>(ctx.store, existing.stagedKey);
+    if (staged) {
+      log.info('sweep resumed from staged export', { partitions: staged.partitions.length });
+      return {
+        sweepId,
+        items: itemsOf(sweepId, staged),
+        itemsKey,
+        resumed: true,
+        mode: staged.since ? 'incremental' : 'full',
+      };
+    }
+  }
+
+  const since =
+    definition.since === 'full'
+      ? undefined
+      : definition.since === 'incremental'
+        ? (await ctx.checkpoints.getLatest(definition.name))?.transactionTime
+        : definition.since;
+  const record: SweepRecord = {
+    sweepId,
+    definition,
+    status: 'exporting',
+    startedAt: existing?.startedAt ?? new Date().toISOString(),
+    ...(since ? { since } : {}),
+  };
+  await ctx.checkpoints.putSweep(record);
+
+  const isOwnWrite = (r: Resource): boolean => ctx.ports.isOwnWrite(r);
+  const stageOpts: StageOptions = {
+    store: ctx.store,
+    prefix,
+    isOwnWrite,
+    logger: log,
+    ...ctx.stage,
+    onProgress: (e) => ctx.onProgress?.(e),
+  };
+  const types = [
+    'Patient',
+    'Observation',
+    ...definition.extraTypes.filter((t) => t !== 'Patient' && t !== 'Observation'),
+  ];
+  const search = (): Promise<StagedExport> =>
+    stageSearch({
+      ...stageOpts,
+      fhir: ctx.ports.fhir,
+      cohort: definition.cohort,
+      codes: observationCodes(models),
+      ...(since ? { since } : {}),
+    });
+  let staged: StagedExport;
+  if (definition.cohort.kind === 'search') staged = await search();
+  else {
+    try {
+      staged = await stageExport(
+        ctx.bulk,
+        {
+          level: definition.cohort.kind === 'group' ? 'group' : 'patient',
+          ...(definition.cohort.kind === 'group' ? { group: definition.cohort.group } : {}),
+          types,
+          ...(since ? { since } : {}),
+        },
+        stageOpts,
+      );
+    } catch (err) {
+      if (!(err instanceof ExportUnsupportedError)) {
+        await ctx.checkpoints.putSweep({ ...record, status: 'failed' });
+        throw err;
+      }
+      log.warn('no $export on the server; paged search instead', { status: err.status });
+      staged = await search();
+    }
+  }
+  const stagedKey = `${prefix}/staged.json`;
+  const items = itemsOf(sweepId, staged);
+  await putObject(ctx.store, stagedKey, JSON.stringify(staged));
+  await putObject(ctx.store, itemsKey, JSON.stringify(items));
+  await ctx.checkpoints.putSweep({
+    ...record,
+    status: 'staged',
+    stagedKey,
+    transactionTime: staged.transactionTime,
+  });
+  log.info('sweep staged', {
+    source: staged.source,
+    items: items.length,
+    lines: staged.partitions.reduce((n, p) => n + p.lines, 0),
+    malformed: staged.counts.malformedLines,
+    exportErrors: staged.exportErrors.length,
+  });
+  return { sweepId, items, itemsKey, resumed: false, mode: staged.since ? 'incremental' : 'full' };
+}
+
+/** Worker: one item, batch by batch, a checkpoint after each. Idempotent; resumes after a crash. */
+export async function processItem(ctx: SweepContext, item: SweepItem): Promise<ItemCheckpoint> {
+  const record = await ctx.checkpoints.getSweep(item.sweepId);
+  if (!record) throw new SweepInputError(`no sweep ${item.sweepId}`);
+  const definition = record.definition;
+  const models = selectModels(ctx.models.all(), definition);
+  const codes = observationCodes(models);
+  const previous = await ctx.checkpoints.getItem(item.sweepId, item.partition);
+  if (previous?.done) return previous;
+  const tally = previous?.tally ?? emptyTally();
+  let last = previous?.lastPatient;
+  let batches = previous?.batches ?? 0;
+  const log = ctx.ports.logger.child({ sweep: item.sweepId, partition: item.partition });
+  const isOwnWrite = (r: Resource): boolean => ctx.ports.isOwnWrite(r);
+
+  const sorter = new ExternalSorter({
+    tmpDir: ctx.tmpDir,
+    ...(ctx.runBytes ? { runBytes: ctx.runBytes } : {}),
+  });
+  try {
+    for (const key of item.keys) {
+      for await (const line of lines(await getObjectStream(ctx.store, key))) await sorter.add(line);
+    }
+    let pending: { id: string; resources: Resource[] }[] = [];
+    const flush = async (): Promise<void> => {
+      if (pending.length === 0) return;
+      const batch = pending;
+      pending = [];
+      const inputs: PatientInputs[] =
+        item.mode === 'incremental'
+          ? await mapLimit(batch, ctx.fetchConcurrency ?? 8, (p) =>
+              fetchInputs(ctx.ports.fhir, p.id, codes, isOwnWrite),
+            )
+          : batch.map((p) => toInputs(p.id, p.resources, isOwnWrite));
+      await processBatch(ctx.ports, models, inputs, tally);
+      last = batch[batch.length - 1]?.id ?? last;
+      batches++;
+      const checkpoint: ItemCheckpoint = {
+        sweepId: item.sweepId,
+        partition: item.partition,
+        ...(last === undefined ? {} : { lastPatient: last }),
+        done: false,
+        tally,
+        batches,
+        updatedAt: new Date().toISOString(),
+      };
+      await ctx.checkpoints.putItem(checkpoint);
+      log.info('sweep checkpoint', { batches, patients: tally.patients, failed: tally.outcomes.failed });
+      ctx.onCheckpoint?.(checkpoint);
+      ctx.onProgress?.({ phase: 'process', done: batch.length, total: item.lines });
+    };
+    for await (const group of groupByKey(sorter.sorted())) {
+      if (last !== undefined && group.key <= last) continue;
+      pending.push({
+        id: group.key,
+        resources: item.mode === 'incremental' ? [] : group.lines.map((l) => JSON.parse(l) as Resource),
+      });
+      if (pending.length >= definition.batchSize) await flush();
+    }
+    await flush();
+  } finally {
+    await sorter.dispose();
+  }
+  const done: ItemCheckpoint = {
+    sweepId: item.sweepId,
+    partition: item.partition,
+    ...(last === undefined ? {} : { lastPatient: last }),
+    done: true,
+    tally,
+    batches,
+    updatedAt: new Date().toISOString(),
+  };
+  await ctx.checkpoints.putItem(done);
+  return done;
+}
+
+/** Coordinator, after every item: the summary (also written to S3 as JSON and HTML). */
+export async function finishSweep(
+  ctx: SweepContext,
+  sweepId: string,
+  expectedItems?: readonly SweepItem[],
+): Promise<SweepSummary> {
+  const record = await ctx.checkpoints.getSweep(sweepId);
+  if (!record?.stagedKey) throw new SweepInputError(`sweep ${sweepId} was never staged`);
+  const staged = await getJson<StagedExport>(ctx.store, record.stagedKey);
+  if (!staged) throw new SweepError(`staged export of ${sweepId} is missing`);
+  const checkpoints = await ctx.checkpoints.listItems(sweepId);
+  const expected = expectedItems ?? itemsOf(sweepId, staged);
+  const unfinished = expected.filter((i) => !checkpoints.some((c) => c.partition === i.partition && c.done));
+  if (unfinished.length > 0) {
+    throw new SweepError(`sweep ${sweepId}: items not done: ${unfinished.map((i) => i.partition).join(',')}`);
+  }
+  const tally = checkpoints.reduce((t, c) => mergeTally(t, c.tally), emptyTally());
+  const latest = await ctx.checkpoints.getLatest(record.definition.name);
+  const incremental = staged.since !== undefined;
+  const population = incremental ? Math.max(latest?.population ?? 0, tally.patients) : tally.patients;
+  const finishedAt = new Date().toISOString();
+  const summary = buildSummary({ record, staged, tally, finishedAt, population, items: expected.length });
+  if (tally.outcomes.failed === 0) {
+    await ctx.checkpoints.putLatest(record.definition.name, {
+      sweepId,
+      transactionTime: staged.transactionTime,
+      finishedAt,
+      population,
+    });
+  }
+  await ctx.checkpoints.putSweep({ ...record, status: 'done', finishedAt });
+  const prefix = prefixOf(ctx, sweepId);
+  await putObject(ctx.store, `${prefix}/summary.json`, JSON.stringify(summary, null, 2));
+  await putObject(ctx.store, `${prefix}/summary.html`, renderSummaryHtml(summary));
+  return summary;
+}
+
+/** Start, every item (a few at once), finish: the whole sweep in one process. */
+export async function runSweep(
+  ctx: SweepContext,
+  input: unknown,
+  opts: { sweepId?: string; itemConcurrency?: number } = {},
+): Promise<SweepSummary & { resumed: boolean }> {
+  const started = await startSweep(ctx, input, opts);
+  await mapLimit(started.items, opts.itemConcurrency ?? 2, (item) => processItem(ctx, item));
+  const summary = await finishSweep(ctx, started.sweepId, started.items);
+  return { ...summary, resumed: started.resumed };
+}

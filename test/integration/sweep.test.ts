@@ -1,0 +1,309 @@
+/**
+ * Population sweeps against the embedded stack: the FHIR server with `$export`, the
+ * SageMaker-runtime endpoint server, dynalite (checkpoints) and fauxqs S3 (staging).
+ */
+import { spawn } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
+import type { DiagnosticReport, Group, Observation } from '@medplum/fhirtypes';
+import { startFauxqs, type FauxqsServer } from 'fauxqs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTables, startLocalDynamo, type LocalDynamo } from '../../local/dynamo.js';
+import { installBulkExport, type BulkExport } from '../../local/fhir/export.js';
+import { GLUCOSE_CODE, loadSyntheticCohort } from '../../local/fhir/export-cohort.js';
+import { startFhirServer, type RunningFhirServer } from '../../local/fhir/server.js';
+import { startEndpointServer, type EndpointServer } from '../../local/sagemaker/server.js';
+import { MODELS_DIR, ROOT } from '../../local/stack.js';
+import { silentLogger } from '../../shared/log.js';
+import { sweepTableDefinition } from '../../shared/sweep/checkpoint.js';
+import { createSweepContext } from '../../shared/sweep/context.js';
+import type { SweepDefinitionInput } from '../../shared/sweep/definition.js';
+import { ExportExpiredError } from '../../shared/sweep/errors.js';
+import { renderSummaryHtml } from '../../shared/sweep/summary.js';
+import { runSweep, type SweepContext } from '../../shared/sweep/sweep.js';
+
+const PATIENTS = 60;
+/** Every 20th synthetic patient has no glucose: insufficient data. */
+const ELIGIBLE = PATIENTS - PATIENTS / 20;
+const BUCKET = 'sweep-test';
+const CREDENTIALS = { accessKeyId: 'x', secretAccessKey: 'x' };
+
+let fhir: RunningFhirServer;
+let bulk: BulkExport;
+let sagemaker: EndpointServer;
+let dynamo: LocalDynamo;
+let fauxqs: FauxqsServer;
+let s3: S3Client;
+let ids: string[];
+
+beforeAll(async () => {
+  fhir = await startFhirServer({ port: 0 });
+  bulk = installBulkExport(fhir, { retryAfterSeconds: 0, chunkSize: 200 });
+  sagemaker = await startEndpointServer({ modelsDir: MODELS_DIR, port: 0 });
+  dynamo = await startLocalDynamo({ port: 0, createTables: false });
+  await createTables(dynamo.client, [sweepTableDefinition()]);
+  fauxqs = await startFauxqs({ port: 0, logger: false, host: '127.0.0.1' });
+  s3 = new S3Client({
+    endpoint: fauxqs.address,
+    forcePathStyle: true,
+    region: 'us-east-1',
+    credentials: CREDENTIALS,
+  });
+  await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
+  ids = await loadSyntheticCohort(fhir.repo, { patients: PATIENTS, seed: 7 });
+});
+
+afterAll(async () => {
+  await bulk.close();
+  await fhir.close();
+  await sagemaker.close();
+  await dynamo.close();
+  await fauxqs.stop();
+});
+
+function context(extra: Parameters<typeof createSweepContext>[0]['extra'] = {}): Promise<SweepContext> {
+  return createSweepContext({
+    fhirBaseUrl: fhir.baseUrl,
+    sagemaker: new SageMakerRuntimeClient({
+      endpoint: sagemaker.url,
+      region: 'us-east-1',
+      credentials: CREDENTIALS,
+    }),
+    s3,
+    bucket: BUCKET,
+    dynamo: dynamo.client,
+    modelsDir: MODELS_DIR,
+    tmpDir: tmpdir(),
+    logger: silentLogger,
+    extra: { stage: { maxExportAttempts: 2 }, ...extra },
+  });
+}
+
+const definition = (over: Partial<SweepDefinitionInput> = {}): SweepDefinitionInput => ({
+  name: 'test',
+  models: ['diabetes-gbm'],
+  since: 'full',
+  batchSize: 16,
+  ...over,
+});
+
+async function reportsBySubject(): Promise<Map<string, number>> {
+  const reports = await fhir.repo.searchResources<DiagnosticReport>({ resourceType: 'DiagnosticReport' });
+  const counts = new Map<string, number>();
+  for (const r of reports) {
+    const s = r.subject?.reference ?? '';
+    counts.set(s, (counts.get(s) ?? 0) + 1);
+  }
+  return counts;
+}
+
+describe('population sweep over $export (embedded stack)', () => {
+  it('scores every eligible patient once; the summary has counts and a histogram; a re-run writes nothing', async () => {
+    // Act
+    const ctx = await context();
+    const first = await runSweep(ctx, definition());
+    const second = await runSweep(ctx, definition());
+
+    // Assess
+    expect(first.source).toBe('export');
+    expect(first.patients).toMatchObject({
+      processed: PATIENTS,
+      written: ELIGIBLE,
+      insufficientData: PATIENTS - ELIGIBLE,
+      failed: 0,
+    });
+    expect(first.histograms['diabetes-gbm']?.n).toBe(ELIGIBLE);
+    expect(first.histograms['diabetes-gbm']?.bins.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
+    expect(second.patients).toMatchObject({
+      processed: PATIENTS,
+      written: 0,
+      unchanged: ELIGIBLE,
+      failed: 0,
+    });
+    const counts = await reportsBySubject();
+    expect(counts.size).toBe(ELIGIBLE);
+    expect([...counts.values()].every((n) => n === 1)).toBe(true);
+    const html = renderSummaryHtml(first);
+    expect(html).toContain('<svg');
+    expect(html).not.toMatch(/<(script|link|img)\b/);
+  });
+
+  it('incremental: only the patient whose Observation changed is scored again', async () => {
+    // Prepare: a baseline under this name, then one glucose value changes.
+    const ctx = await context();
+    const baseline = await runSweep(ctx, definition({ name: 'incremental', since: 'incremental' }));
+    expect(baseline.mode).toBe('full');
+    const target = ids[3] ?? '';
+    const [glucose] = await fhir.repo.searchResources<Observation>({
+      resourceType: 'Observation',
+      filters: [
+        { code: 'subject', operator: 'eq', value: `Patient/${target}` },
+        { code: 'code', operator: 'eq', value: `http://loinc.org|${GLUCOSE_CODE}` },
+      ],
+    });
+    if (!glucose) throw new Error('fixture has no glucose');
+    await new Promise((r) => setTimeout(r, 5)); // lastUpdated must move past the baseline's transactionTime
+    await fhir.repo.updateResource({ ...glucose, valueQuantity: { ...glucose.valueQuantity, value: 250 } });
+
+    // Act
+    const next = await runSweep(ctx, definition({ name: 'incremental', since: 'incremental' }));
+
+    // Assess
+    expect(next.mode).toBe('incremental');
+    expect(next.since).toBe(baseline.transactionTime);
+    expect(next.patients).toMatchObject({ processed: 1, written: 1, skippedUnchanged: PATIENTS - 1 });
+    const counts = await reportsBySubject();
+    expect(counts.get(`Patient/${target}`)).toBe(2); // the old inputs' report and the new one
+    expect([...counts.entries()].filter(([, n]) => n > 1)).toHaveLength(1);
+  });
+
+  it('counts malformed NDJSON lines and goes on', async () => {
+    bulk.setFaults({ malformedLines: 3 });
+    const summary = await runSweep(await context(), definition());
+    expect(summary.export.malformedLines).toBe(3);
+    expect(summary.patients).toMatchObject({ processed: PATIENTS, failed: 0 });
+  });
+
+  it("reports the manifest's error entries", async () => {
+    bulk.setFaults({ errorEntries: 1 });
+    const summary = await runSweep(await context(), definition());
+    expect(summary.export.errors).toEqual([{ type: 'OperationOutcome', codes: { processing: 1 }, count: 1 }]);
+    expect(summary.patients.processed).toBe(PATIENTS);
+  });
+
+  it('honours 429 with Retry-After while polling', async () => {
+    bulk.setFaults({ throttlePolls: 2, throttleRetryAfterSeconds: 1 });
+    const summary = await runSweep(await context(), definition());
+    expect(summary.export.throttled).toBe(2);
+    expect(summary.export.waitedMs).toBeGreaterThanOrEqual(2000);
+    expect(summary.patients.processed).toBe(PATIENTS);
+  });
+
+  it('kicks the export off again when its download URLs expired, and fails clearly when they keep expiring', async () => {
+    bulk.setFaults({ expiredJobs: 1 });
+    const kicks = bulk.kickOffs();
+    const summary = await runSweep(await context(), definition());
+    expect(summary.export.attempts).toBe(2);
+    expect(bulk.kickOffs() - kicks).toBe(2);
+    expect(summary.patients.processed).toBe(PATIENTS);
+
+    bulk.setFaults({ expiredJobs: 2 });
+    await expect(runSweep(await context(), definition())).rejects.toBeInstanceOf(ExportExpiredError);
+  });
+
+  it('falls back to paged search on a server without $export', async () => {
+    bulk.setFaults({ unsupported: true });
+    try {
+      const summary = await runSweep(await context(), definition());
+      expect(summary.source).toBe('search');
+      expect(summary.patients).toMatchObject({
+        processed: PATIENTS,
+        unchanged: ELIGIBLE,
+        written: 0,
+        failed: 0,
+      });
+    } finally {
+      bulk.setFaults({ unsupported: false });
+    }
+  });
+
+  it('exports a Group: its members only', async () => {
+    const group = await fhir.repo.createResource<Group>({
+      resourceType: 'Group',
+      type: 'person',
+      actual: true,
+      member: ids.slice(0, 10).map((id) => ({ entity: { reference: `Patient/${id}` } })),
+    });
+    const summary = await runSweep(
+      await context(),
+      definition({ cohort: { kind: 'group', group: group.id } }),
+    );
+    expect(summary.patients.processed).toBe(10);
+  });
+
+  it('resumes after kill -9: no duplicate report, no patient skipped, no second export', async () => {
+    // Prepare: a fresh cohort in its own Group, and a slow model so the sweep is caught mid-way.
+    const crashIds = await loadSyntheticCohort(fhir.repo, { patients: 100, seed: 11, offset: 5000 });
+    const group = await fhir.repo.createResource<Group>({
+      resourceType: 'Group',
+      type: 'person',
+      actual: true,
+      member: crashIds.map((id) => ({ entity: { reference: `Patient/${id}` } })),
+    });
+    sagemaker.setFault('diabetes-gbm', { latencyMs: 250 });
+    const args = [
+      '--import',
+      'tsx',
+      path.join(ROOT, 'local', 'sweep-cli.ts'),
+      '--fhir',
+      fhir.baseUrl,
+      '--group',
+      group.id,
+      '--models',
+      'diabetes-gbm',
+      '--since',
+      'full',
+      '--batch-size',
+      '10',
+      '--sweep-id',
+      'crash-test',
+      '--sagemaker-endpoint',
+      sagemaker.url,
+      '--dynamodb-endpoint',
+      dynamo.endpoint,
+      '--s3-endpoint',
+      fauxqs.address,
+      '--bucket',
+      BUCKET,
+      '--out',
+      path.join(tmpdir(), 'sweep-crash-test'),
+      '--log-level',
+      'info',
+      '--quiet',
+    ];
+    const kicks = bulk.kickOffs();
+
+    // Act 1: kill -9 right after the first checkpoint.
+    const killed = await new Promise<{ signal: string | null; checkpoints: number }>((resolve, reject) => {
+      const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+      let checkpoints = 0;
+      let buffer = '';
+      child.stderr.on('data', (chunk: Buffer) => {
+        buffer += chunk.toString('utf8');
+        const lines = buffer.split('\n');
+        buffer = lines.pop() ?? '';
+        for (const line of lines) {
+          if (line.includes('"sweep checkpoint"') && ++checkpoints === 1) child.kill('SIGKILL');
+        }
+      });
+      child.on('error', reject);
+      child.on('exit', (_code, signal: string | null) => {
+        resolve({ signal, checkpoints });
+      });
+    });
+    sagemaker.setFault('diabetes-gbm', undefined);
+    const between = await reportsBySubject();
+    const writtenBefore = crashIds.filter((id) => between.has(`Patient/${id}`)).length;
+
+    // Act 2: the same command again.
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const child = spawn(process.execPath, args, { cwd: ROOT, stdio: 'ignore' });
+      child.on('error', reject);
+      child.on('exit', resolve);
+    });
+
+    // Assess
+    expect(killed.signal).toBe('SIGKILL');
+    expect(killed.checkpoints).toBeGreaterThanOrEqual(1);
+    expect(writtenBefore).toBeGreaterThan(0);
+    expect(writtenBefore).toBeLessThan(95);
+    expect(code).toBe(0);
+    expect(bulk.kickOffs() - kicks).toBe(1); // the resumed run streamed the staged export from S3
+    const after = await reportsBySubject();
+    const eligible = crashIds.filter((_, i) => i % 20 !== 19 - (5000 % 20));
+    for (const id of crashIds) expect(after.get(`Patient/${id}`) ?? 0).toBeLessThanOrEqual(1);
+    expect(crashIds.filter((id) => after.get(`Patient/${id}`) === 1)).toHaveLength(eligible.length);
+  });
+});
