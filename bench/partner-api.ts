@@ -88,7 +88,7 @@ export async function benchPartnerApi(opts: PartnerApiBenchOptions = {}): Promis
   const connections = opts.connections ?? 16;
   const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
 
-  const stack = await startStack({ fhirPort: 0, sagemakerPort: 0, queuePort: 0 });
+  const stack = await startStack({ anyPorts: true });
   const issuer = await startJwksIssuer({ port: 0 });
   let gatewayUrl = '';
   const gateway = await startFunctionsGateway({

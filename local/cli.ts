@@ -8,7 +8,13 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { runDemo } from './demo/run.js';
-import { DEFAULT_PORTS, MODELS_DIR, startStack, type StackOptions } from './stack.js';
+import { DEFAULT_PORTS, MODELS_DIR, startStack, type RunningStack, type StackOptions } from './stack.js';
+import { createFhirGateway } from '../shared/fhir/gateway.js';
+import { loadRegistry } from '../shared/inference/registry.js';
+import { createLogger, type LogLevel } from '../shared/log.js';
+import { DEMO_CLIENT } from './jwks-issuer.js';
+import { registerSubscriptions, startEventConsumer } from './live.js';
+import { partnerApiHowTo } from './partner.js';
 import { invokeFunction } from './invoke.js';
 import { listModels } from './models.js';
 
@@ -24,7 +30,12 @@ options:
   --fhir URL          use this FHIR server instead of the embedded one (demo, invoke)
   --fhir-port N       embedded FHIR server port (default ${DEFAULT_PORTS.fhir}, env FHIR_PORT)
   --sagemaker-port N  SageMaker-runtime endpoint server port (default ${DEFAULT_PORTS.sagemaker}, env SAGEMAKER_PORT)
+  --dicomweb-port N   DICOMweb server port (default ${DEFAULT_PORTS.dicomweb}, env DICOMWEB_PORT)
+  --functions-port N  functions gateway port: notify, partner API (default ${DEFAULT_PORTS.functions}, env FUNCTIONS_PORT)
   --queue-port N      SQS (fauxqs) port (default ${DEFAULT_PORTS.queue}, env QUEUE_PORT)
+  --issuer-port N     local OAuth2/JWKS issuer port (default ${DEFAULT_PORTS.issuer}, env ISSUER_PORT)
+  --dynamo-port N     DynamoDB (dynalite) port (default ${DEFAULT_PORTS.dynamo}, env DYNAMO_PORT)
+  --any-ports         pick free ports for every server (port 0)
   --serve             demo: keep the servers up after the summary
   --log-level L       pipeline logs on stderr: debug|info|warn|error (default warn)
   --event F           invoke: the event JSON file
@@ -58,6 +69,11 @@ export async function main(argv: readonly string[]): Promise<number> {
       'fhir-port': { type: 'string' },
       'sagemaker-port': { type: 'string' },
       'queue-port': { type: 'string' },
+      'dicomweb-port': { type: 'string' },
+      'functions-port': { type: 'string' },
+      'issuer-port': { type: 'string' },
+      'dynamo-port': { type: 'string' },
+      'any-ports': { type: 'boolean', default: false },
       serve: { type: 'boolean', default: false },
       'log-level': { type: 'string' },
       event: { type: 'string' },
@@ -69,11 +85,18 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(USAGE);
     return command || values.help ? 0 : 2;
   }
+  const any = values['any-ports'];
+  const pick = (flag: string | undefined, env: string | undefined, fallback: number): number =>
+    any && flag === undefined ? 0 : port(flag, env, fallback);
   const stackOptions: StackOptions = {
     ...(values.fhir ? { fhirBaseUrl: values.fhir } : {}),
-    fhirPort: port(values['fhir-port'], process.env.FHIR_PORT, DEFAULT_PORTS.fhir),
-    sagemakerPort: port(values['sagemaker-port'], process.env.SAGEMAKER_PORT, DEFAULT_PORTS.sagemaker),
-    queuePort: port(values['queue-port'], process.env.QUEUE_PORT, DEFAULT_PORTS.queue),
+    fhirPort: pick(values['fhir-port'], process.env.FHIR_PORT, DEFAULT_PORTS.fhir),
+    sagemakerPort: pick(values['sagemaker-port'], process.env.SAGEMAKER_PORT, DEFAULT_PORTS.sagemaker),
+    dicomwebPort: pick(values['dicomweb-port'], process.env.DICOMWEB_PORT, DEFAULT_PORTS.dicomweb),
+    functionsPort: pick(values['functions-port'], process.env.FUNCTIONS_PORT, DEFAULT_PORTS.functions),
+    queuePort: pick(values['queue-port'], process.env.QUEUE_PORT, DEFAULT_PORTS.queue),
+    issuerPort: pick(values['issuer-port'], process.env.ISSUER_PORT, DEFAULT_PORTS.issuer),
+    dynamoPort: pick(values['dynamo-port'], process.env.DYNAMO_PORT, DEFAULT_PORTS.dynamo),
   };
   const logLevel = values['log-level'] ?? 'warn';
   if (!['debug', 'info', 'warn', 'error'].includes(logLevel))
@@ -81,16 +104,42 @@ export async function main(argv: readonly string[]): Promise<number> {
 
   switch (command) {
     case 'serve': {
-      const stack = await startStack(stackOptions);
+      const logger = createLogger({
+        level: logLevel as LogLevel,
+        sink: (line) => process.stderr.write(line + '\n'),
+      });
+      const stack = await startStack({ ...stackOptions, logger });
+      const fhir = createFhirGateway({ baseUrl: stack.fhir.baseUrl });
+      const statuses = stack.subscriptions
+        ? await registerSubscriptions(stack, fhir, (await loadRegistry(stack.modelsDir)).all())
+        : [];
+      const consumer = startEventConsumer(stack, logger);
       process.stdout.write(
-        `fhir-analytics stack running\n  FHIR server        ${stack.fhir.baseUrl}\n  SageMaker runtime  ${stack.sagemaker.url}\n  SQS (FIFO)         ${stack.queues.endpoint}  queue ${stack.queues.queueUrl}\nPress Ctrl-C to stop.\n`,
+        [
+          'fhir-analytics stack running',
+          `  FHIR server        ${stack.fhir.baseUrl}`,
+          `  subscriptions      ${statuses.join(', ') || 'none (external FHIR server)'}`,
+          `  SageMaker runtime  ${stack.sagemaker.url}`,
+          `  DICOMweb           ${stack.dicomweb.url}`,
+          `  functions          ${stack.gateway.url}  (/notify, /cds-services, /v1)`,
+          `  SQS (FIFO)         ${stack.queues.endpoint}`,
+          `  DynamoDB           ${stack.dynamo.endpoint}`,
+          `  OAuth2 issuer      ${stack.issuer.url}`,
+          '',
+          await howToCallPartnerApi(stack),
+          '',
+          'Write an Observation to the FHIR server and its reports appear. Press Ctrl-C to stop.',
+          '',
+        ].join('\n'),
       );
       await untilSignal();
+      await consumer.stop();
       await stack.close();
       return 0;
     }
     case 'demo': {
       const { summary, stack } = await runDemo({ ...stackOptions, logLevel: logLevel as never });
+      process.stdout.write('\n' + (await howToCallPartnerApi(stack)) + '\n');
       if (values.serve) {
         process.stdout.write('Servers stay up (--serve). Press Ctrl-C to stop.\n');
         await untilSignal();
@@ -113,6 +162,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     default:
       throw new UsageError(`unknown command: ${command}`);
   }
+}
+
+async function howToCallPartnerApi(stack: RunningStack): Promise<string> {
+  return partnerApiHowTo(
+    { gateway: stack.gateway.url, tokenUrl: stack.issuer.tokenUrl },
+    await stack.issuer.accessToken(DEMO_CLIENT),
+  );
 }
 
 function untilSignal(): Promise<void> {

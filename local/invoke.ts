@@ -17,7 +17,7 @@ export async function invokeFunction(
   opts: StackOptions & { logLevel?: LogLevel },
 ): Promise<unknown> {
   if (name !== 'resource-event') throw new Error(`unknown function: ${name} (known: resource-event)`);
-  const stack = await startStack({ ...opts, queuePort: 0 });
+  const stack = await startStack({ ...opts, anyPorts: true });
   try {
     const logger = createLogger({
       level: opts.logLevel ?? 'info',

@@ -35,7 +35,7 @@ export interface LocalQueueOptions {
 }
 
 export async function startLocalQueues(opts: LocalQueueOptions = {}): Promise<LocalQueues> {
-  const server: FauxqsServer = await startFauxqs({ port: opts.port ?? 0, logger: false, host: '127.0.0.1' });
+  const server: FauxqsServer = await startFauxqs({ port: opts.port ?? 0, logger: false, host: 'localhost' });
   const name = opts.queueName ?? 'resource-events';
   const dlq = server.createQueue(`${name}-dlq.fifo`, { attributes: { FifoQueue: 'true' } });
   const queue = server.createQueue(`${name}.fifo`, {

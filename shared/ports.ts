@@ -3,6 +3,7 @@
  * SageMaker invoker, the model registry and the compiled feature extractors.
  */
 import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
+import type { Endpoint } from '@medplum/fhirtypes';
 import type { Config } from './config.js';
 import { createFhirGateway } from './fhir/gateway.js';
 import {
@@ -21,6 +22,14 @@ import { buildReportTransaction, isWrittenByFhirAnalytics } from './reports/inde
 export { compileObservationExtractor as compileExtractor };
 
 export async function createPipelinePorts(config: Config, logger: Logger): Promise<PipelinePorts> {
+  const fhir = createFhirGateway({
+    baseUrl: config.FHIR_BASE_URL,
+    timeoutMs: config.CALL_TIMEOUT_MS,
+    ...(config.FHIR_BEARER_TOKEN ? { bearerToken: config.FHIR_BEARER_TOKEN } : {}),
+    onRetry: (operation, status, attempt) => {
+      logger.warn('fhir retry', { operation, status: status ?? null, attempt });
+    },
+  });
   const loaded = await loadRegistry(config.MODELS_DIR);
   const imaging = config.DICOMWEB_ALLOWED_BASE_URLS.length > 0;
   const usable = loaded.all().filter((m) => m.input.kind !== 'image' || imaging);
@@ -40,6 +49,11 @@ export async function createPipelinePorts(config: Config, logger: Logger): Promi
           fetch: globalThis.fetch,
           allowList: config.DICOMWEB_ALLOWED_BASE_URLS,
           timeoutMs: config.CALL_TIMEOUT_MS,
+          // ImagingStudy.endpoint names an Endpoint on the same FHIR server.
+          resolveEndpoint: async (reference) => {
+            const match = /^Endpoint\/([A-Za-z0-9\-.]{1,64})$/.exec(reference);
+            return match?.[1] ? fhir.read<Endpoint>('Endpoint', match[1]) : undefined;
+          },
         }),
       );
     } else {
@@ -62,14 +76,7 @@ export async function createPipelinePorts(config: Config, logger: Logger): Promi
       : {}),
   });
   return {
-    fhir: createFhirGateway({
-      baseUrl: config.FHIR_BASE_URL,
-      timeoutMs: config.CALL_TIMEOUT_MS,
-      ...(config.FHIR_BEARER_TOKEN ? { bearerToken: config.FHIR_BEARER_TOKEN } : {}),
-      onRetry: (operation, status, attempt) => {
-        logger.warn('fhir retry', { operation, status: status ?? null, attempt });
-      },
-    }),
+    fhir,
     inference: createInvoker({
       client,
       endpointName: (m: ModelManifest) => `${config.SAGEMAKER_ENDPOINT_PREFIX}${m.id}`,

@@ -6,7 +6,7 @@
  * Deterministic: the same rows give the same resources (dates are relative to the day).
  */
 import { readFileSync } from 'node:fs';
-import type { BundleEntry, Observation, Patient } from '@medplum/fhirtypes';
+import type { BundleEntry, ImagingStudy, Observation, Patient } from '@medplum/fhirtypes';
 
 export const DEMO_SYSTEM = 'urn:fhir-analytics:demo';
 const LOINC = 'http://loinc.org';
@@ -105,8 +105,10 @@ export interface DemoPatient {
   readonly key: string;
   /** The Patient, created conditionally on its identifier. */
   readonly patient: BundleEntry<Patient>;
-  /** Its Observations, each created conditionally; `subject` points at the patient's `fullUrl`. */
+  /** Its history, each created conditionally; `subject` points at the patient's `fullUrl`. */
   readonly observations: readonly BundleEntry<Observation>[];
+  /** The new result(s) that arrive once the subscriptions are active (an Observation or an ImagingStudy). */
+  readonly trigger: readonly BundleEntry<Observation | ImagingStudy>[];
   /** Why this patient should not get a report, when the demo made its data incomplete on purpose. */
   readonly expectedGap?: string;
 }
@@ -188,10 +190,17 @@ function buildPatient(row: HeldOutRow, index: number, now: number): DemoPatient 
     });
   });
 
+  // The newest result is the one that arrives after the subscriptions are active.
+  const newest = entries.reduce<BundleEntry<Observation> | undefined>(
+    (best, e) =>
+      !best || (e.resource?.effectiveDateTime ?? '') > (best.resource?.effectiveDateTime ?? '') ? e : best,
+    undefined,
+  );
   return {
     key,
     patient: patientEntry,
-    observations: entries,
+    observations: entries.filter((e) => e !== newest),
+    trigger: newest ? [newest] : [],
     ...(gap ? { expectedGap: gap } : {}),
   };
 }

@@ -1,51 +1,50 @@
 /**
- * `fhir-analytics demo` (what `npm start` runs): start the stack (or use a running FHIR
- * server), load the demo cohort, send one resource event per patient through the SQS FIFO
- * queue, let the local poller invoke the real resource-event handler, and print a summary.
+ * `fhir-analytics demo` (what `npm start` runs). On the embedded stack it runs the real path:
+ * the FHIR server's Subscriptions → notify → SQS FIFO → resource-event → FHIR server.
+ *
+ * 1. Load the demo cohorts' history (held-out patients of the diabetes, PBC and lung models).
+ * 2. Register the Subscriptions and wait for their handshakes.
+ * 3. Write each patient's new result (an Observation or an ImagingStudy): the FHIR server
+ *    notifies, notify queues, the local event source mapping runs resource-event.
+ * 4. Wait until the queue is drained and print a summary.
+ * Against another FHIR server (`--fhir`) there are no Subscriptions: the demo sends the
+ * events to the queue itself, as an EHR integration engine would.
  */
 import * as path from 'node:path';
-import { createResourceEventHandler } from '../../functions/resource-event/handler.js';
-import { loadConfig } from '../../shared/config.js';
-import type { ResourceEventMessage } from '../../shared/events/resource-event.js';
 import { createFhirGateway } from '../../shared/fhir/gateway.js';
+import { loadRegistry } from '../../shared/inference/registry.js';
+import type { ResourceEventMessage } from '../../shared/events/resource-event.js';
 import { createLogger, type LogLevel } from '../../shared/log.js';
-import { createPipelinePorts } from '../../shared/ports.js';
-import { queueDepth, sendMessages, startPoller } from '../queue.js';
-import { ROOT, startStack, type RunningStack, type StackOptions } from '../stack.js';
-import { buildDemoCohort, DEMO_SYSTEM, loadHeldOutRows } from './cohort.js';
+import { registerSubscriptions, startEventConsumer } from '../live.js';
 import { createProgress } from '../progress.js';
-import { loadDemoPatient } from './load.js';
+import { queueDepth, sendMessages } from '../queue.js';
+import { ROOT, startStack, type RunningStack, type StackOptions } from '../stack.js';
+import { buildDemoCohort, DEMO_SYSTEM, loadHeldOutRows, type DemoPatient } from './cohort.js';
+import { buildImagingCohort, demoEndpoint, DEMO_ENDPOINT_ID, loadDicomIndex } from './imaging-cohort.js';
+import { loadHistory, loadTrigger } from './load.js';
+import { buildPbcCohort, loadPbcPatients } from './pbc-cohort.js';
+import { printSummary, summarise, type DemoSummary, type Tally } from './summary.js';
+
+export type { DemoSummary } from './summary.js';
 
 export interface DemoOptions extends StackOptions {
-  /** Keep the servers up after the summary. */
-  serve?: boolean;
   /** Log level of the pipeline's own JSON logs (stderr). Default `warn`. */
   logLevel?: LogLevel;
   /** Where progress and the summary go. Default stdout. */
   out?: NodeJS.WritableStream;
-  /** Stop waiting for the queue to drain after this many ms. Default 120,000. */
+  /** Stop waiting for the queue to drain after this many ms. Default 180,000. */
   drainTimeoutMs?: number;
 }
 
-export interface DemoSummary {
-  patients: number;
-  events: number;
-  written: number;
-  unchanged: number;
-  insufficientData: number;
-  ignored: number;
-  failedRecords: number;
-  deadLettered: number;
-  reportsOnServer: number;
-  /** Per event, from the handler receiving it to its report being written. */
-  latencyMs: { p50: number; p95: number };
-  /** Per event, from being sent to the queue to being processed (queueing included). */
-  endToEndMs: { p50: number; p95: number };
-  durationMs: number;
-  fhirBaseUrl: string;
-}
+const DATA = path.join(ROOT, 'local', 'demo', 'data');
 
-const HELD_OUT = path.join(ROOT, 'local', 'demo', 'data', 'diabetes-heldout.json');
+function demoCohorts(today: Date): DemoPatient[] {
+  return [
+    ...buildDemoCohort(loadHeldOutRows(path.join(DATA, 'diabetes-heldout.json')), today),
+    ...buildPbcCohort(loadPbcPatients(path.join(DATA, 'pbc-heldout.json')), today),
+    ...buildImagingCohort(loadDicomIndex(path.join(DATA, 'dicom', 'index.json'))),
+  ];
+}
 
 export async function runDemo(
   opts: DemoOptions = {},
@@ -55,132 +54,147 @@ export async function runDemo(
     out.write(line + '\n');
   };
   const started = Date.now();
-  const stack = await startStack(opts);
+  const tally: Tally = {
+    processed: 0,
+    ignored: 0,
+    failed: 0,
+    perModel: new Map(),
+    latencies: [],
+    endToEnd: [],
+  };
+  const sentAt = new Map<string, number>();
+  const level = opts.logLevel ?? 'warn';
+  const rank = { debug: 0, info: 1, warn: 2, error: 3 } as const;
+  let progress = createProgress(out, 'process events', 0);
+  // The functions' logs (references, counts, timings; never patient data) feed the summary.
+  const logger = createLogger({
+    level: 'info',
+    sink: (line, lineLevel) => {
+      const e = JSON.parse(line) as Record<string, unknown>;
+      const model = typeof e.model === 'string' ? e.model : undefined;
+      const count = (key: 'written' | 'unchanged' | 'insufficient'): void => {
+        if (!model) return;
+        const m = tally.perModel.get(model) ?? { written: 0, unchanged: 0, insufficient: 0 };
+        m[key]++;
+        tally.perModel.set(model, m);
+      };
+      if (e.msg === 'report written') count('written');
+      else if (e.msg === 'report unchanged') count('unchanged');
+      else if (e.msg === 'insufficient data') count('insufficient');
+      else if (e.msg === 'event processed') {
+        tally.processed++;
+        if (e.ignored) tally.ignored++;
+        if (typeof e.ms === 'number') tally.latencies.push(e.ms);
+        const t = sentAt.get(String(e.focus));
+        if (t !== undefined) tally.endToEnd.push(Date.now() - t);
+        progress.tick();
+      } else if (e.msg === 'record failed') tally.failed++;
+      if (rank[lineLevel] >= rank[level]) process.stderr.write(line + '\n');
+    },
+  });
+
+  const stack = await startStack({ ...opts, logger });
   const fhirBaseUrl = stack.fhir.baseUrl;
-  say(`fhir-analytics demo`);
-  say(`  FHIR server        ${fhirBaseUrl}`);
+  const viaSubscriptions = stack.subscriptions !== undefined;
+  say('fhir-analytics demo');
+  say(
+    `  FHIR server        ${fhirBaseUrl}${viaSubscriptions ? ' (topic-based Subscriptions → notify)' : ''}`,
+  );
   say(`  SageMaker runtime  ${stack.sagemaker.url}`);
+  say(`  DICOMweb           ${stack.dicomweb.url}`);
+  say(`  functions          ${stack.gateway.url}  (/notify, /cds-services, /v1)`);
   say(`  SQS (FIFO)         ${stack.queues.endpoint}`);
 
-  // 1. Load the cohort, one transaction per patient, every entry a conditional create.
+  // 1. History: patients and what was already on file, plus the DICOMweb Endpoint.
   const fhir = createFhirGateway({ baseUrl: fhirBaseUrl });
-  const cohort = buildDemoCohort(loadHeldOutRows(HELD_OUT), new Date());
-  const load = createProgress(out, 'load cohort', cohort.length);
-  const events: ResourceEventMessage[] = [];
+  await fhir.transaction({
+    resourceType: 'Bundle',
+    type: 'transaction',
+    entry: [
+      {
+        resource: demoEndpoint(stack.dicomweb.url),
+        request: { method: 'PUT', url: `Endpoint/${DEMO_ENDPOINT_ID}` },
+      },
+    ],
+  });
+  const cohort = demoCohorts(new Date());
+  const load = createProgress(out, 'load history', cohort.length);
+  const patients: string[] = [];
   for (const p of cohort) {
-    const focus = await loadDemoPatient(fhir, p);
-    if (focus) events.push(focus);
+    patients.push(await loadHistory(fhir, p));
     load.tick();
   }
   load.done();
 
-  // 2. The real handler, with the pipeline's logs parsed for the summary (they carry no patient data).
-  const config = loadConfig({
-    FHIR_BASE_URL: fhirBaseUrl,
-    SAGEMAKER_ENDPOINT_URL: stack.sagemaker.url,
-    MODELS_DIR: stack.modelsDir,
-  });
-  const tally = { written: 0, unchanged: 0, insufficient: 0, ignored: 0, processed: 0, failed: 0 };
-  const sentAt = new Map<string, number>();
-  const latencies: number[] = [];
-  const endToEnd: number[] = [];
-  const level = opts.logLevel ?? 'warn';
-  const logger = createLogger({
-    level: 'info',
-    sink: (line, lineLevel) => {
-      const entry = JSON.parse(line) as Record<string, unknown>;
-      if (entry.msg === 'event processed') {
-        tally.processed++;
-        tally.written += Number(entry.written ?? 0);
-        tally.unchanged += Number(entry.unchanged ?? 0);
-        tally.insufficient += Number(entry.insufficient ?? 0);
-        if (entry.ignored) tally.ignored++;
-        const t = sentAt.get(String(entry.focus));
-        if (t !== undefined) endToEnd.push(Date.now() - t);
-        if (typeof entry.ms === 'number') latencies.push(entry.ms);
-        progress.tick();
-      } else if (entry.msg === 'record failed') {
-        tally.failed++;
-      }
-      if (rank(lineLevel) >= rank(level)) process.stderr.write(line + '\n');
-    },
-  });
-  const handler = createResourceEventHandler(logger, () => createPipelinePorts(config, logger));
+  // 2. Subscriptions and the event source mapping.
+  const models = (await loadRegistry(stack.modelsDir)).all();
+  if (viaSubscriptions) {
+    const statuses = await registerSubscriptions(stack, fhir, models);
+    say(`  subscriptions      ${statuses.join(', ')}`);
+  }
+  const consumer = startEventConsumer(stack, logger);
 
-  // 3. One event per patient through the FIFO queue (group = patient, dedup = focus + version).
-  const progress = createProgress(out, 'process events', events.length);
-  const poller = startPoller({
-    client: stack.queues.client,
-    queueUrl: stack.queues.queueUrl,
-    queueArn: stack.queues.queueArn,
-    handler: (event, context) => handler(event as never, context),
-    concurrency: 2,
-  });
-  for (const e of events) sentAt.set(e.focus, Date.now());
-  await sendMessages(
-    stack.queues.client,
-    stack.queues.queueUrl,
-    events.map((e) => ({
-      body: JSON.stringify(e),
-      groupId: e.patient ?? e.focus,
-      deduplicationId: `${e.focus}/_history/${e.versionId ?? '0'}`.replace(/[^A-Za-z0-9_/.-]/g, '-'),
-    })),
-  );
-  const deadline = Date.now() + (opts.drainTimeoutMs ?? 120_000);
-  while (Date.now() < deadline && (await queueDepth(stack.queues.client, stack.queues.queueUrl)) > 0) {
+  // 3. The new results.
+  progress = createProgress(out, 'process events', cohort.length);
+  const direct: ResourceEventMessage[] = [];
+  const write = createProgress(out, 'new results', cohort.length);
+  for (const [i, p] of cohort.entries()) {
+    const patient = patients[i] ?? '';
+    const refs = await loadTrigger(fhir, p, patient);
+    for (const ref of refs) {
+      const [type, id, , versionId] = ref.split('/');
+      const focus = `${type}/${id}`;
+      sentAt.set(focus, Date.now());
+      if (!viaSubscriptions) {
+        direct.push({
+          v: 1,
+          focus,
+          ...(versionId ? { versionId } : {}),
+          action: 'create',
+          patient,
+          timestamp: new Date().toISOString(),
+        });
+      }
+    }
+    write.tick();
+  }
+  write.done();
+  if (direct.length) {
+    await sendMessages(
+      stack.queues.client,
+      stack.queues.queueUrl,
+      direct.map((e) => ({
+        body: JSON.stringify(e),
+        groupId: e.patient ?? e.focus,
+        deduplicationId: `${e.focus}-${e.versionId ?? '0'}`.replace(/[^A-Za-z0-9_.-]/g, '-'),
+      })),
+    );
+  }
+
+  // 4. Wait for the notifications to be delivered and the queue to drain.
+  const deadline = Date.now() + (opts.drainTimeoutMs ?? 180_000);
+  await stack.subscriptions?.flush();
+  while (Date.now() < deadline) {
+    if (
+      tally.processed + tally.failed >= cohort.length &&
+      (await queueDepth(stack.queues.client, stack.queues.queueUrl)) === 0
+    )
+      break;
     await new Promise((r) => setTimeout(r, 100));
   }
-  await poller.stop();
+  await consumer.stop();
   progress.done();
   const deadLettered = await queueDepth(stack.queues.client, stack.queues.dlqUrl);
   const reports = await fhir.searchAll('DiagnosticReport', { _count: '1000' }, { maxResources: 1_000_000 });
-
-  const summary: DemoSummary = {
+  const summary = summarise({
+    tally,
     patients: cohort.length,
-    events: events.length,
-    written: tally.written,
-    unchanged: tally.unchanged,
-    insufficientData: tally.insufficient,
-    ignored: tally.ignored,
-    failedRecords: tally.failed,
     deadLettered,
     reportsOnServer: reports.length,
-    latencyMs: { p50: percentile(latencies, 0.5), p95: percentile(latencies, 0.95) },
-    endToEndMs: { p50: percentile(endToEnd, 0.5), p95: percentile(endToEnd, 0.95) },
     durationMs: Date.now() - started,
     fhirBaseUrl,
-  };
-  printSummary(say, summary);
+    viaSubscriptions,
+  });
+  printSummary(say, summary, DEMO_SYSTEM);
   return { summary, stack };
-}
-
-function rank(level: LogLevel): number {
-  return { debug: 0, info: 1, warn: 2, error: 3 }[level];
-}
-
-function percentile(values: readonly number[], p: number): number {
-  if (values.length === 0) return 0;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? 0;
-}
-
-function printSummary(say: (line: string) => void, s: DemoSummary): void {
-  say('');
-  say('summary');
-  say(`  patients loaded          ${s.patients}`);
-  say(`  events sent              ${s.events}`);
-  say(`  reports written          ${s.written}`);
-  say(`  reports already present  ${s.unchanged}`);
-  say(`  insufficient data        ${s.insufficientData}`);
-  say(`  events ignored           ${s.ignored}`);
-  say(`  failed deliveries        ${s.failedRecords}  (dead-lettered: ${s.deadLettered})`);
-  say(`  DiagnosticReports stored ${s.reportsOnServer}`);
-  say(`  per-event latency        p50 ${s.latencyMs.p50} ms, p95 ${s.latencyMs.p95} ms (handler)`);
-  say(
-    `  queue to report          p50 ${s.endToEndMs.p50} ms, p95 ${s.endToEndMs.p95} ms (all events sent at once)`,
-  );
-  say(`  duration                 ${(s.durationMs / 1000).toFixed(1)} s`);
-  say('');
-  say(`Look at the reports:  curl -s '${s.fhirBaseUrl}/DiagnosticReport?_count=5' | head -c 2000`);
-  say(`Demo patients carry the identifier system ${DEMO_SYSTEM}.`);
 }

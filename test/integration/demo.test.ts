@@ -18,9 +18,7 @@ async function demo(
   out.on('data', (c: Buffer) => chunks.push(c));
   const { summary, stack } = await runDemo({
     ...opts,
-    fhirPort: 0,
-    sagemakerPort: 0,
-    queuePort: 0,
+    anyPorts: true,
     out,
     logLevel: 'error',
   });
@@ -32,17 +30,25 @@ describe('npm start (the demo) end to end', () => {
   it('writes one report per eligible patient, with its Observation and Provenance, and a second run adds none', async () => {
     const first = await demo();
     const s = first.summary;
-    expect(s.patients).toBe(89);
-    expect(s.events).toBe(89);
-    // The cohort leaves 15 patients without a usable required input on purpose (see cohort.ts).
-    expect(s.insufficientData).toBe(15);
-    expect(s.written).toBe(74);
+    // 89 diabetes, 63 PBC and 12 imaging patients, one new result each, delivered by Subscriptions.
+    expect(s.viaSubscriptions).toBe(true);
+    expect(s.patients).toBe(164);
+    expect(s.events).toBe(164);
+    // The diabetes cohort leaves 15 patients without a usable required input on purpose (see cohort.ts).
+    expect(s.perModel).toEqual({
+      'diabetes-gbm': { written: 74, unchanged: 0, insufficient: 15 },
+      'lung-nodule-cnn': { written: 12, unchanged: 0, insufficient: 0 },
+      'pbc-attention': { written: 63, unchanged: 0, insufficient: 0 },
+      'pbc-gru': { written: 63, unchanged: 0, insufficient: 0 },
+    });
     expect(s.failedRecords).toBe(0);
     expect(s.deadLettered).toBe(0);
-    expect(first.output).toContain('reports written          74');
+    expect(first.output).toContain('reports written          212');
 
     const fhir = createFhirGateway({ baseUrl: first.stack.fhir.baseUrl });
-    const reports = await fhir.searchAll<DiagnosticReport>('DiagnosticReport', { _count: '500' });
+    const all = await fhir.searchAll<DiagnosticReport>('DiagnosticReport', { _count: '1000' });
+    expect(all).toHaveLength(212);
+    const reports = all.filter((r) => r.code.coding?.[0]?.code === 'diabetes-progression-report');
     expect(reports).toHaveLength(74);
     expect(new Set(reports.map((r) => r.subject?.reference)).size).toBe(74);
     for (const r of reports) {
@@ -55,21 +61,21 @@ describe('npm start (the demo) end to end', () => {
       _count: '500',
     });
     expect(scores).toHaveLength(74);
-    const provenance = await fhir.searchAll<Provenance>('Provenance', { _count: '500' });
-    expect(provenance).toHaveLength(74);
-    // Each Provenance names the versioned inputs: 8 Observations and the Patient.
+    const provenance = await fhir.searchAll<Provenance>('Provenance', { _count: '1000' });
+    expect(provenance).toHaveLength(212);
+    // Each Provenance names versioned inputs: Observations (or the ImagingStudy) with their versions.
     for (const p of provenance) {
       const entities = (p.entity ?? []).map((e) => e.what.reference ?? '');
-      expect(
-        entities.filter((e) => /^Observation\/[^/]+\/_history\/\d+$/.test(e)).length,
-      ).toBeGreaterThanOrEqual(7);
+      expect(entities.some((e) => /^(Observation|ImagingStudy)\/[^/]+\/_history\/\d+$/.test(e))).toBe(true);
     }
 
+    // Against the same server (no Subscriptions there: the demo sends the events itself).
     const second = await demo({ fhirBaseUrl: first.stack.fhir.baseUrl });
+    expect(second.summary.viaSubscriptions).toBe(false);
     expect(second.summary.written).toBe(0);
-    expect(second.summary.unchanged).toBe(74);
-    expect(second.summary.reportsOnServer).toBe(74);
-    const after = await fhir.searchAll<Provenance>('Provenance', { _count: '500' });
-    expect(after).toHaveLength(74);
+    expect(second.summary.unchanged).toBe(212);
+    expect(second.summary.reportsOnServer).toBe(212);
+    const after = await fhir.searchAll<Provenance>('Provenance', { _count: '1000' });
+    expect(after).toHaveLength(212);
   });
 });

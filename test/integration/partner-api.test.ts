@@ -35,7 +35,7 @@ const logLines: Record<string, unknown>[] = [];
 const MODEL = 'diabetes-gbm';
 
 beforeAll(async () => {
-  stack = await startStack({ fhirPort: 0, sagemakerPort: 0, queuePort: 0 });
+  stack = await startStack({ anyPorts: true });
   issuer = await startJwksIssuer({ port: 0 });
   rogue = await startJwksIssuer({ port: 0 });
   const logger = createLogger({

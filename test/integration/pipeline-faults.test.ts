@@ -24,9 +24,7 @@ let logLines: Record<string, unknown>[];
 
 beforeEach(async () => {
   stack = await startStack({
-    fhirPort: 0,
-    sagemakerPort: 0,
-    queuePort: 0,
+    anyPorts: true,
     visibilityTimeoutSeconds: 1,
     maxReceiveCount: 3,
   });
