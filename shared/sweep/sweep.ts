@@ -70,7 +70,7 @@ export interface SweepContext {
     StageOptions,
     'resourcesPerPartition' | 'maxPartitions' | 'partBytes' | 'maxExportAttempts'
   >;
-  /** Bytes of keyed lines held before a sorted run spills. Default 16 MiB. */
+  /** Bytes of keyed lines held before a sorted run spills. Default 8 MiB. */
   readonly runBytes?: number;
   /** Incremental runs: patients whose inputs are read at once. Default 8. */
   readonly fetchConcurrency?: number;
@@ -341,7 +341,7 @@ export async function runSweep(
   opts: { sweepId?: string; itemConcurrency?: number } = {},
 ): Promise<SweepSummary & { resumed: boolean }> {
   const started = await startSweep(ctx, input, opts);
-  await mapLimit(started.items, opts.itemConcurrency ?? 2, (item) => processItem(ctx, item));
+  await mapLimit(started.items, opts.itemConcurrency ?? 1, (item) => processItem(ctx, item));
   const summary = await finishSweep(ctx, started.sweepId, started.items);
   return { ...summary, resumed: started.resumed };
 }

@@ -1,0 +1,240 @@
+/**
+ * Population-sweep benchmark, all figures in one run:
+ * - N synthetic patients (default 100,000; diabetes-gbm inputs resampled from the held-out
+ *   rows with seeded noise) loaded straight into the embedded FHIR server's repository;
+ * - the ceiling: the same `$export` read alone (kick-off, poll, download, parse every line);
+ * - the sweep: patients per second, and its share of the ceiling (target ≥ 25%);
+ * - peak RSS of the sweep process at N/10 (a Group of the first N/10 patients) and at N
+ *   (target: ≤ 1.2×); each sweep runs in a child process (the servers stay in this one), and
+ *   reports `process.resourceUsage().maxRSS`;
+ * - a second run with nothing changed (incremental `_since`), against the first (target ≤ 10%).
+ *
+ * `npx tsx bench/sweep.ts [patients]`, or `benchSweep({ patients })` from the bench runner.
+ */
+import { spawn } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import type { Group } from '@medplum/fhirtypes';
+import { startFauxqs } from 'fauxqs';
+import { createTables, startLocalDynamo } from '../local/dynamo.js';
+import { installBulkExport } from '../local/fhir/export.js';
+import { loadSyntheticCohort } from '../local/fhir/export-cohort.js';
+import { startFhirServer } from '../local/fhir/server.js';
+import { startEndpointServer } from '../local/sagemaker/server.js';
+import { MODELS_DIR, ROOT } from '../local/stack.js';
+import { createBulkClient } from '../shared/sweep/bulk-client.js';
+import { sweepTableDefinition } from '../shared/sweep/checkpoint.js';
+import { lines } from '../shared/sweep/staging.js';
+import { machineInfo } from './machine.js';
+
+interface ChildResult {
+  readonly ms: number;
+  readonly maxRssMb: number;
+  readonly patients: number;
+  readonly written: number;
+  readonly unchanged: number;
+  readonly mode: string;
+  readonly [key: string]: unknown;
+}
+
+/** Runs one sweep (or the read-only ceiling) in a child process; its last stdout line is JSON. */
+function child(args: Record<string, string>): Promise<ChildResult> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(
+      process.execPath,
+      ['--import', 'tsx', path.join(ROOT, 'bench', 'sweep.ts'), '--child', JSON.stringify(args)],
+      {
+        cwd: ROOT,
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
+    let out = '';
+    p.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
+    p.on('error', reject);
+    p.on('exit', (code) => {
+      const last = out.trim().split('\n').pop() ?? '';
+      if (code !== 0) reject(new Error(`bench child exited ${code}: ${last}`));
+      else resolve(JSON.parse(last) as ChildResult);
+    });
+  });
+}
+
+async function childMain(args: Record<string, string>): Promise<void> {
+  const started = Date.now();
+  const base = args.fhir ?? '';
+  if (args.mode === 'ceiling') {
+    // The export read alone: kick-off, poll, download and parse every line (no staging, no scoring).
+    const bulk = createBulkClient({ baseUrl: base, minPollMs: 50 });
+    const status = await bulk.kickOff({ level: 'patient', types: ['Patient', 'Observation'] });
+    const manifest = await bulk.waitForManifest(status);
+    let resources = 0;
+    let patients = 0;
+    for (const o of manifest.output) {
+      for await (const line of lines(await bulk.download(o.url, false))) {
+        const r = JSON.parse(line) as { resourceType: string };
+        resources++;
+        if (r.resourceType === 'Patient') patients++;
+      }
+    }
+    await bulk.cancel(status);
+    const ms = Date.now() - started;
+    process.stdout.write(
+      JSON.stringify({
+        ms,
+        maxRssMb: process.resourceUsage().maxRSS / 1024,
+        patients,
+        resources,
+        written: 0,
+        unchanged: 0,
+        mode: 'ceiling',
+      }) + '\n',
+    );
+    return;
+  }
+  const { sweepCommand } = await import('../local/sweep-cli.js');
+  const out = path.join(tmpdir(), `bench-sweep-${process.pid}`);
+  const code = await sweepCommand([
+    '--fhir',
+    base,
+    '--models',
+    'diabetes-gbm',
+    '--since',
+    args.since ?? 'full',
+    '--name',
+    args.name ?? 'bench',
+    ...(args.group ? ['--group', args.group] : []),
+    '--batch-size',
+    args.batchSize ?? '1000',
+    '--sagemaker-endpoint',
+    args.sagemaker ?? '',
+    '--dynamodb-endpoint',
+    args.dynamodb ?? '',
+    '--s3-endpoint',
+    args.s3 ?? '',
+    '--bucket',
+    'bench',
+    '--out',
+    out,
+    '--quiet',
+    '--log-level',
+    'error',
+  ]);
+  if (code !== 0) throw new Error(`sweep exited ${code}`);
+  const { readFile } = await import('node:fs/promises');
+  const summary = JSON.parse(await readFile(path.join(out, 'summary.json'), 'utf8')) as {
+    mode: string;
+    patients: { processed: number; written: number; unchanged: number; skippedUnchanged: number };
+  };
+  process.stdout.write(
+    JSON.stringify({
+      ms: Date.now() - started,
+      maxRssMb: process.resourceUsage().maxRSS / 1024,
+      patients: summary.patients.processed,
+      written: summary.patients.written,
+      unchanged: summary.patients.unchanged,
+      skipped: summary.patients.skippedUnchanged,
+      mode: summary.mode,
+    }) + '\n',
+  );
+}
+
+const round = (n: number, d = 2): number => Number(n.toFixed(d));
+
+export async function benchSweep(opts: { patients?: number } = {}): Promise<Record<string, unknown>> {
+  const patients = opts.patients ?? 100_000;
+  const small = Math.max(1, Math.round(patients / 10));
+  const fhir = await startFhirServer({ port: 0 });
+  const bulk = installBulkExport(fhir, { retryAfterSeconds: 1, chunkSize: 50_000 });
+  const sagemaker = await startEndpointServer({ modelsDir: MODELS_DIR, port: 0 });
+  const dynamo = await startLocalDynamo({ port: 0, createTables: false });
+  await createTables(dynamo.client, [sweepTableDefinition()]);
+  const fauxqs = await startFauxqs({ port: 0, logger: false, host: '127.0.0.1' });
+  const s3 = new S3Client({
+    endpoint: fauxqs.address,
+    forcePathStyle: true,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'x', secretAccessKey: 'x' },
+  });
+  await s3.send(new CreateBucketCommand({ Bucket: 'bench' }));
+  try {
+    const loadStarted = Date.now();
+    const ids = await loadSyntheticCohort(fhir.repo, { patients, seed: 2024 });
+    const loadMs = Date.now() - loadStarted;
+    const group = await fhir.repo.createResource<Group>({
+      resourceType: 'Group',
+      type: 'person',
+      actual: true,
+      member: ids.slice(0, small).map((id) => ({ entity: { reference: `Patient/${id}` } })),
+    });
+    const common = {
+      fhir: fhir.baseUrl,
+      sagemaker: sagemaker.url,
+      dynamodb: dynamo.endpoint,
+      s3: fauxqs.address,
+    };
+
+    const ceiling = await child({ ...common, mode: 'ceiling' });
+    const smallRun = await child({ ...common, name: 'bench-small', group: group.id, since: 'full' });
+    const first = await child({ ...common, name: 'bench', since: 'incremental' });
+    const rerun = await child({ ...common, name: 'bench', since: 'incremental' });
+
+    const ceilingRate = patients / (ceiling.ms / 1000);
+    const sweepRate = first.patients / (first.ms / 1000);
+    return {
+      machine: machineInfo(),
+      patients,
+      resources: ceiling.resources,
+      loadMs,
+      ceiling: { ms: ceiling.ms, patientsPerSecond: round(ceilingRate, 0) },
+      sweep: {
+        ms: first.ms,
+        patientsPerSecond: round(sweepRate, 0),
+        written: first.written,
+        shareOfCeiling: round(sweepRate / ceilingRate),
+        target: '≥ 0.25',
+      },
+      peakRssMb: {
+        [`at${small}`]: round(smallRun.maxRssMb, 0),
+        [`at${patients}`]: round(first.maxRssMb, 0),
+        ratio: round(first.maxRssMb / smallRun.maxRssMb),
+        target: '≤ 1.2',
+      },
+      unchangedRerun: {
+        ms: rerun.ms,
+        mode: rerun.mode,
+        processed: rerun.patients,
+        skipped: rerun.skipped,
+        ratioToFirst: round(rerun.ms / first.ms, 3),
+        target: '≤ 0.10',
+      },
+      exportKickOffs: bulk.kickOffs(),
+    };
+  } finally {
+    await bulk.close();
+    await fhir.close();
+    await sagemaker.close();
+    await dynamo.close();
+    await fauxqs.stop();
+  }
+}
+
+const invokedDirectly =
+  process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
+if (invokedDirectly) {
+  const i = process.argv.indexOf('--child');
+  const run =
+    i >= 0
+      ? childMain(JSON.parse(process.argv[i + 1] ?? '{}') as Record<string, string>)
+      : benchSweep({ patients: Number(process.argv[2] ?? 100_000) }).then((r) => {
+          process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+        });
+  run.then(
+    () => process.exit(0),
+    (err: unknown) => {
+      process.stderr.write(`${String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}
