@@ -7,6 +7,7 @@
  *   inference  per-row vs batched, JSON vs binary, HTTP path vs in-process session.run, Python peers
  *   features   compiled extractor vs fhirpath.js, NDJSON vs JSON.parse ceiling
  *   bundles    Lambda bundle sizes and cold init vs an empty bundle
+ *   partner    CDS Hooks patient-view latency and load vs the bare InvokeEndpoint call
  */
 import { machineInfo } from './machine.js';
 
@@ -17,6 +18,7 @@ const BENCHES: Record<string, () => Promise<Bench>> = {
   inference: async () => (await import('./inference.js')).benchInference as Bench,
   features: async () => (await import('./features.js')).benchFeatures as Bench,
   bundles: async () => (await import('./bundles.js')).benchBundles as Bench,
+  partner: async () => (await import('./partner-api.js')).benchPartnerApi as Bench,
 };
 
 async function main(names: string[]): Promise<void> {
