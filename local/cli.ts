@@ -15,6 +15,7 @@ import { createLogger, type LogLevel } from '../shared/log.js';
 import { DEMO_CLIENT } from './jwks-issuer.js';
 import { registerSubscriptions, startEventConsumer } from './live.js';
 import { partnerApiHowTo } from './partner.js';
+import { sweepCommand } from './sweep-cli.js';
 import { invokeFunction } from './invoke.js';
 import { listModels } from './models.js';
 
@@ -24,6 +25,7 @@ commands:
   serve                         start the embedded stack and keep it running
   demo                          start the stack, load the demo cohort, process it, print a summary
   invoke <function> --event F   run one function's handler on one event file
+  sweep --fhir URL [options]    a population-risk sweep against any FHIR server (sweep --help)
   models                        list the models with their held-out metrics
 
 options:
@@ -61,6 +63,8 @@ class UsageError extends Error {
 
 export async function main(argv: readonly string[]): Promise<number> {
   quietSdkNotice();
+  // `sweep` has its own flags (local/sweep-cli.ts).
+  if (argv[0] === 'sweep') return sweepCommand(argv.slice(1));
   const { values, positionals } = parseArgs({
     args: [...argv],
     allowPositionals: true,

@@ -1,7 +1,7 @@
 /**
  * The embedded stack: every piece a real server on loopback, on the default ports of
  * ARCHITECTURE.md unless told otherwise (port 0 picks a free one, for tests): the FHIR server
- * (with topic-based Subscriptions), the SageMaker-runtime endpoint server, DICOMweb, SQS
+ * (with topic-based Subscriptions and Bulk `$export`), the SageMaker-runtime endpoint server, DICOMweb, SQS
  * (fauxqs), DynamoDB (dynalite), a JWKS issuer, and the functions gateway that serves the
  * notify and partner-api functions as API Gateway would.
  */
@@ -15,6 +15,7 @@ import { startDicomWebServer, type RunningDicomWebServer } from './dicomweb/serv
 import { createTables, startLocalDynamo, TABLE_NAMES, type LocalDynamo } from './dynamo.js';
 import { startFhirServer, type RunningFhirServer } from './fhir/server.js';
 import { installSubscriptions } from './fhir/subscriptions.js';
+import { installBulkExport } from './fhir/export.js';
 import { startFunctionsGateway, type RunningGateway } from './gateway.js';
 import { startJwksIssuer, type RunningJwksIssuer } from './jwks-issuer.js';
 import { createLocalPartnerHandler, partnerApiRoutes } from './partner.js';
@@ -106,6 +107,7 @@ export async function startStack(opts: StackOptions = {}): Promise<RunningStack>
         logger,
       });
       started.push(subscriptions);
+      started.push(installBulkExport(server));
       fhir = { baseUrl: server.baseUrl, server };
     }
     const sagemaker = await startEndpointServer({
