@@ -14,11 +14,11 @@ import { machineInfo } from './machine.js';
 type Bench = () => Promise<Record<string, unknown>>;
 
 const BENCHES: Record<string, () => Promise<Bench>> = {
-  fhir: async () => (await import('./fhir-transactions.js')).benchFhirTransactions as Bench,
-  inference: async () => (await import('./inference.js')).benchInference as Bench,
-  features: async () => (await import('./features.js')).benchFeatures as Bench,
-  bundles: async () => (await import('./bundles.js')).benchBundles as Bench,
-  partner: async () => (await import('./partner-api.js')).benchPartnerApi as Bench,
+  fhir: async () => (await import('./fhir-transactions.js')).benchFhirTransactions,
+  inference: async () => (await import('./inference.js')).benchInference,
+  features: async () => (await import('./features.js')).benchFeatures,
+  bundles: async () => (await import('./bundles.js')).benchBundles,
+  partner: async () => (await import('./partner-api.js')).benchPartnerApi,
 };
 
 async function main(names: string[]): Promise<void> {
