@@ -44,10 +44,26 @@ export interface CompiledPatientFeature {
 
 export type CompiledFeature = CompiledObservationFeature | CompiledPatientFeature;
 
+/** One `(system, code)` a manifest names, and the observation features it feeds. */
+export interface CodeEntry {
+  readonly system: string;
+  readonly features: readonly CompiledObservationFeature[];
+}
+
+/**
+ * Code value → the systems (with their features) that code is named with. Looked up with the
+ * coding's own `code` string, so matching allocates nothing per coding.
+ */
+export type CodeIndex = ReadonlyMap<string, readonly CodeEntry[]>;
+
 export interface CompiledFeatures {
   readonly features: readonly CompiledFeature[];
   /** `system|code` → the observation features it feeds. */
   readonly byCode: ReadonlyMap<string, CompiledObservationFeature[]>;
+  /** The same, keyed by code then system: what the hot path reads. */
+  readonly index: CodeIndex;
+  /** Every code value the features name (for a text prefilter on NDJSON lines). */
+  readonly codeValues: readonly string[];
 }
 
 /** The value a feature ended with, before imputation. */
@@ -55,12 +71,6 @@ export interface FeatureResult {
   readonly value: number | undefined;
   readonly used: readonly Candidate[];
   readonly inputs: readonly VersionedReference[];
-}
-
-interface Match {
-  readonly feature: CompiledObservationFeature;
-  readonly carrier: ValueCarrier;
-  readonly inComponent: boolean;
 }
 
 /** The window of effective times a feature accepts, epoch ms, both ends included. */
@@ -90,6 +100,7 @@ function compileObservationFeature(
       molecularWeight: spec.molecularWeight,
       valueMap: spec.valueMap ? new Map(Object.entries(spec.valueMap)) : undefined,
       units,
+      converters: new Map(),
     },
   };
 }
@@ -110,6 +121,7 @@ export function compileFeatures(
     return { kind: spec.source, index, spec, valueMap: new Map(Object.entries(spec.valueMap ?? {})) };
   });
   const byCode = new Map<string, CompiledObservationFeature[]>();
+  const index = new Map<string, { system: string; features: CompiledObservationFeature[] }[]>();
   for (const f of features) {
     if (f.kind !== 'observation') continue;
     for (const c of f.spec.codes) {
@@ -117,9 +129,17 @@ export function compileFeatures(
       const list = byCode.get(key) ?? [];
       if (!list.includes(f)) list.push(f);
       byCode.set(key, list);
+      const entries = index.get(c.code) ?? [];
+      let entry = entries.find((e) => e.system === c.system);
+      if (entry === undefined) {
+        entry = { system: c.system, features: [] };
+        entries.push(entry);
+      }
+      if (!entry.features.includes(f)) entry.features.push(f);
+      index.set(c.code, entries);
     }
   }
-  return { features, byCode };
+  return { features, byCode, index, codeValues: [...index.keys()] };
 }
 
 export function versionedReference(obs: Observation): string | undefined {
@@ -133,7 +153,6 @@ export function versionedReference(obs: Observation): string | undefined {
 
 /** The Observation's clinically relevant time, `'invalid'` when one is given but unreadable. */
 export function effectiveTime(obs: Observation): FhirTime | 'invalid' | 'missing' {
-  const parseOrInvalid = (s: unknown): FhirTime | 'invalid' => parseFhirDateTime(s) ?? 'invalid';
   if (obs.effectiveDateTime !== undefined) return parseOrInvalid(obs.effectiveDateTime);
   if (obs.effectivePeriod !== undefined) {
     const p = obs.effectivePeriod as { end?: unknown; start?: unknown } | null;
@@ -150,42 +169,77 @@ function codings(concept: unknown): readonly { system?: unknown; code?: unknown 
   return Array.isArray(coding) ? (coding as { system?: unknown; code?: unknown }[]) : [];
 }
 
-/** Adds the features `concept`'s codings feed (each feature once per Observation) to `matches`. */
-function addMatches(
-  concept: unknown,
-  carrier: ValueCarrier,
-  inComponent: boolean,
-  byCode: ReadonlyMap<string, CompiledObservationFeature[]>,
-  matches: Match[],
-): void {
-  const coding = (concept as { coding?: unknown } | null | undefined)?.coding;
+function parseOrInvalid(s: unknown): FhirTime | 'invalid' {
+  return parseFhirDateTime(s) ?? 'invalid';
+}
+
+/** The features one coding feeds, by `(system, code)` as strings (`String()` of anything else). */
+function lookup(
+  index: CodeIndex,
+  system: unknown,
+  code: unknown,
+): readonly CompiledObservationFeature[] | undefined {
+  const entries = index.get(typeof code === 'string' ? code : String(code));
+  if (entries === undefined) return undefined;
+  const s = typeof system === 'string' ? system : String(system);
+  for (const e of entries) if (e.system === s) return e.features;
+  return undefined;
+}
+
+/*
+ * The matches of the Observation being collected, in scratch arrays reused across calls (the
+ * extractors are synchronous, so one set suffices): no per-Observation allocation for the
+ * Observations that feed nothing, which are most of a patient's record.
+ */
+const matchFeatures: CompiledObservationFeature[] = [];
+const matchCarriers: ValueCarrier[] = [];
+const matchInComponent: boolean[] = [];
+let matchCount = 0;
+
+/** Adds the features `concept`'s codings feed (each feature once per Observation) to the matches. */
+function addMatches(concept: unknown, carrier: ValueCarrier, inComponent: boolean, index: CodeIndex): void {
+  if (concept === null || typeof concept !== 'object') return;
+  const coding: unknown = (concept as { coding?: unknown }).coding;
   if (!Array.isArray(coding)) return;
-  for (const c of coding as unknown[]) {
+  for (let i = 0; i < coding.length; i++) {
+    const c: unknown = coding[i];
     if (c === null || typeof c !== 'object') continue;
-    const { system, code } = c as { system?: unknown; code?: unknown };
-    const features = byCode.get(codeKey(system, code));
+    const features = lookup(index, (c as { system?: unknown }).system, (c as { code?: unknown }).code);
     if (features === undefined) continue;
     for (const feature of features) {
       let seen = false;
-      for (const m of matches) if (m.feature === feature) seen = true;
-      if (!seen) matches.push({ feature, carrier, inComponent });
+      for (let k = 0; k < matchCount; k++) if (matchFeatures[k] === feature) seen = true;
+      if (seen) continue;
+      matchFeatures[matchCount] = feature;
+      matchCarriers[matchCount] = carrier;
+      matchInComponent[matchCount] = inComponent;
+      matchCount++;
     }
   }
 }
 
-/** The features an Observation feeds: top-level code first, then its components. */
-function findMatches(obs: Observation, byCode: ReadonlyMap<string, CompiledObservationFeature[]>): Match[] {
-  const matches: Match[] = [];
-  addMatches(obs.code, obs, false, byCode, matches);
+/** Finds the features an Observation feeds (top-level code first, then its components); returns how many. */
+function findMatches(obs: Observation, index: CodeIndex): number {
+  matchCount = 0;
+  addMatches(obs.code, obs, false, index);
   const components: unknown = obs.component;
   if (Array.isArray(components)) {
-    for (const comp of components as unknown[]) {
+    for (let i = 0; i < components.length; i++) {
+      const comp: unknown = components[i];
       if (comp !== null && typeof comp === 'object') {
-        addMatches((comp as ObservationComponent).code, comp, true, byCode, matches);
+        addMatches((comp as ObservationComponent).code, comp, true, index);
       }
     }
   }
-  return matches;
+  return matchCount;
+}
+
+const EMPTY_CARRIER: ValueCarrier = {};
+
+/** Clears the scratch slots so they hold no resource after a call. */
+function releaseMatches(count: number): void {
+  for (let k = 0; k < count; k++) matchCarriers[k] = EMPTY_CARRIER;
+  matchCount = 0;
 }
 
 /**
@@ -195,7 +249,7 @@ function findMatches(obs: Observation, byCode: ReadonlyMap<string, CompiledObser
  */
 export function collect(
   obs: Observation,
-  byCode: ReadonlyMap<string, CompiledObservationFeature[]>,
+  index: CodeIndex,
   windows: readonly Window[],
   candidates: Candidate[][],
   skipped: SkippedInput[],
@@ -205,8 +259,8 @@ export function collect(
     skipped.push({ feature: '*', reference: 'Observation', reason: 'resource:malformed' });
     return;
   }
-  const matches = findMatches(obs, byCode);
-  if (matches.length === 0) {
+  const count = findMatches(obs, index);
+  if (count === 0) {
     if (codings(obs.code).length === 0) {
       skipped.push({
         feature: '*',
@@ -219,84 +273,134 @@ export function collect(
   const reference = versionedReference(obs);
   const status: unknown = obs.status;
   const time = effectiveTime(obs);
-  for (const { feature, carrier, inComponent } of matches) {
-    const name = feature.spec.name;
-    let reason: string | undefined;
-    if (reference === undefined) reason = 'id:missing';
-    else if (!(
-      typeof status === 'string' &&
-      (USABLE_STATUSES.has(status) || (status === STATUS_PRELIMINARY && feature.spec.acceptPreliminary))
-    )) {
-      reason = `status:${typeof status === 'string' ? status : 'missing'}`;
-    } else if (time === 'invalid' || time === 'missing') reason = `effective:${time}`;
-    else {
-      const window = windows[feature.index] as Window;
-      if (time.ms > window.to) reason = 'effective:future';
-      else if (time.ms < window.from) reason = 'effective:before-lookback';
-      else {
-        const outcome = readValue(carrier, feature.value);
-        if (outcome.ok) {
-          (candidates[feature.index] as Candidate[]).push({
-            value: outcome.value,
-            ms: time.ms,
-            text: time.text,
-            reference,
-          });
-          continue;
-        }
-        // A panel-level dataAbsentReason covers a component that carries no value of its own.
-        const absentAbove = inComponent && obs.dataAbsentReason !== undefined;
-        reason = absentAbove && outcome.reason === 'value:missing' ? 'value:absent' : outcome.reason;
-      }
+  try {
+    for (let k = 0; k < count; k++) {
+      collectMatch(obs, k, reference, status, time, windows, candidates, skipped);
     }
-    skipped.push({ feature: name, reference: reference ?? 'Observation', reason });
+  } finally {
+    releaseMatches(count);
   }
+}
+
+/** The `k`-th match of `obs`: a candidate, or a skip with its reason. */
+function collectMatch(
+  obs: Observation,
+  k: number,
+  reference: string | undefined,
+  status: unknown,
+  time: FhirTime | 'invalid' | 'missing',
+  windows: readonly Window[],
+  candidates: Candidate[][],
+  skipped: SkippedInput[],
+): void {
+  const feature = matchFeatures[k] as CompiledObservationFeature;
+  const carrier = matchCarriers[k] as ValueCarrier;
+  const inComponent = matchInComponent[k] === true;
+  const name = feature.spec.name;
+  let reason: string | undefined;
+  if (reference === undefined) reason = 'id:missing';
+  else if (!(
+    typeof status === 'string' &&
+    (USABLE_STATUSES.has(status) || (status === STATUS_PRELIMINARY && feature.spec.acceptPreliminary))
+  )) {
+    reason = `status:${typeof status === 'string' ? status : 'missing'}`;
+  } else if (time === 'invalid' || time === 'missing') reason = `effective:${time}`;
+  else {
+    const window = windows[feature.index] as Window;
+    if (time.ms > window.to) reason = 'effective:future';
+    else if (time.ms < window.from) reason = 'effective:before-lookback';
+    else {
+      const outcome = readValue(carrier, feature.value);
+      if (outcome.ok) {
+        (candidates[feature.index] as Candidate[]).push({
+          value: outcome.value,
+          ms: time.ms,
+          text: time.text,
+          reference,
+        });
+        return;
+      }
+      // A panel-level dataAbsentReason covers a component that carries no value of its own.
+      const absentAbove = inComponent && obs.dataAbsentReason !== undefined;
+      reason = absentAbove && outcome.reason === 'value:missing' ? 'value:absent' : outcome.reason;
+    }
+  }
+  skipped.push({ feature: name, reference: reference ?? 'Observation', reason });
 }
 
 /** Collects every Observation of a list; a malformed one is skipped, never thrown. */
 export function collectAll(
   observations: readonly Observation[],
-  byCode: ReadonlyMap<string, CompiledObservationFeature[]>,
+  index: CodeIndex,
   windows: readonly Window[],
   candidates: Candidate[][],
   skipped: SkippedInput[],
 ): void {
   const list: readonly Observation[] = Array.isArray(observations) ? observations : [];
-  for (const obs of list) {
+  for (let i = 0; i < list.length; i++) {
     try {
-      collect(obs, byCode, windows, candidates, skipped);
+      collect(list[i] as Observation, index, windows, candidates, skipped);
     } catch {
       skipped.push({ feature: '*', reference: 'Observation', reason: 'resource:malformed' });
     }
   }
 }
 
-/** One candidate per Observation (the first seen), whatever the order the caller sent them in. */
-export function dedupe(candidates: readonly Candidate[]): Candidate[] {
-  const byRef = new Map<string, Candidate>();
-  for (const c of candidates) if (!byRef.has(c.reference)) byRef.set(c.reference, c);
-  return [...byRef.values()];
+/**
+ * One candidate per Observation (the first seen), whatever the order the caller sent them in.
+ * Returns `candidates` itself when there is no duplicate (the usual case).
+ */
+export function dedupe(candidates: Candidate[]): Candidate[] {
+  if (candidates.length < 2) return candidates;
+  const seen = new Set<string>();
+  let out: Candidate[] | undefined;
+  for (let i = 0; i < candidates.length; i++) {
+    const c = candidates[i] as Candidate;
+    if (seen.has(c.reference)) {
+      out ??= candidates.slice(0, i);
+      continue;
+    }
+    seen.add(c.reference);
+    out?.push(c);
+  }
+  return out ?? candidates;
+}
+
+function references(used: readonly Candidate[]): string[] {
+  const out = new Array<string>(used.length);
+  for (let i = 0; i < used.length; i++) out[i] = (used[i] as Candidate).reference;
+  return out;
+}
+
+const NO_RESULT: FeatureResult = Object.freeze({
+  value: undefined,
+  used: Object.freeze([]),
+  inputs: Object.freeze([]),
+});
+
+function rejectAll(
+  name: string,
+  reason: string,
+  used: readonly Candidate[],
+  skipped: SkippedInput[],
+): FeatureResult {
+  for (const c of used) skipped.push({ feature: name, reference: c.reference, reason });
+  return { value: undefined, used: [], inputs: [] };
 }
 
 /** Aggregates, transforms and checks one feature's candidates; rejections go to `skipped`. */
 export function observationResult(
   feature: CompiledObservationFeature,
-  candidates: readonly Candidate[],
+  candidates: Candidate[],
   skipped: SkippedInput[],
 ): FeatureResult {
   const name = feature.spec.name;
   const agg = aggregate(feature.spec.aggregate, dedupe(candidates));
-  const refs = (used: readonly Candidate[]): string[] => used.map((c) => c.reference);
-  const reject = (reason: string, used: readonly Candidate[]): FeatureResult => {
-    for (const c of used) skipped.push({ feature: name, reference: c.reference, reason });
-    return { value: undefined, used: [], inputs: [] };
-  };
-  if (!agg.ok)
-    return agg.used.length > 0 ? reject(agg.reason, agg.used) : { value: undefined, used: [], inputs: [] };
+  if (!agg.ok) return agg.used.length > 0 ? rejectAll(name, agg.reason, agg.used, skipped) : NO_RESULT;
   const transformed = applyTransform(feature.spec.transform, agg.value);
-  if (!transformed.ok) return reject(transformed.reason, agg.used);
-  if (!Number.isFinite(transformed.value)) return reject('value:not-finite', agg.used);
-  return { value: transformed.value, used: agg.used, inputs: refs(agg.used) };
+  if (!transformed.ok) return rejectAll(name, transformed.reason, agg.used, skipped);
+  if (!Number.isFinite(transformed.value)) return rejectAll(name, 'value:not-finite', agg.used, skipped);
+  return { value: transformed.value, used: agg.used, inputs: references(agg.used) };
 }
 
 /** A patient feature's value through `read`; a failure is a skip with its reason. */

@@ -52,6 +52,8 @@ export interface SequenceExtractor {
   readonly featureNames: readonly string[];
   /** The `system|code` keys the extractor reads. */
   readonly codes: readonly string[];
+  /** The bare code values of `codes` (what an NDJSON line must contain to feed a feature). */
+  readonly codeValues: readonly string[];
   readonly steps: number;
   /** One bin's width in milliseconds (calendar units averaged: 365.25-day years). */
   readonly stepMs: number;
@@ -95,7 +97,7 @@ export function compileSequence(
   options: SequenceCompileOptions = {},
 ): SequenceExtractor {
   const units = options.units ?? new UnitConverterCache();
-  const { features, byCode } = compileFeatures(input.features, units);
+  const { features, byCode, index, codeValues } = compileFeatures(input.features, units);
   const obsFeatures = features.filter((f): f is CompiledObservationFeature => f.kind === 'observation');
   const patientFeatures = features.filter((f): f is CompiledPatientFeature => f.kind !== 'observation');
   if (obsFeatures.length === 0) {
@@ -132,7 +134,7 @@ export function compileSequence(
         : { from: 0, to: 0 };
     });
     const candidates: Candidate[][] = features.map(() => []);
-    collectAll(observations, byCode, windows, candidates, skipped);
+    collectAll(observations, index, windows, candidates, skipped);
     for (const f of obsFeatures) candidates[f.index] = dedupe(candidates[f.index] ?? []);
 
     // t_ref: the newest (or oldest) usable time over all observation features.
@@ -300,6 +302,7 @@ export function compileSequence(
   return {
     featureNames: features.map((f) => f.spec.name),
     codes: [...byCode.keys()],
+    codeValues,
     steps,
     stepMs,
     carryBins,

@@ -26,8 +26,8 @@ import {
   compileFeatures,
   observationResult,
   patientResult,
+  type CodeIndex,
   type CompiledFeature,
-  type CompiledObservationFeature,
   type Window,
 } from './observations.js';
 import { readAge, readSex } from './patient.js';
@@ -38,6 +38,8 @@ export interface TabularExtractor {
   readonly featureNames: readonly string[];
   /** The `system|code` keys the extractor reads (to filter or search Observations by code). */
   readonly codes: readonly string[];
+  /** The bare code values of `codes` (what an NDJSON line must contain to feed a feature). */
+  readonly codeValues: readonly string[];
   /**
    * One row for one patient at `asOf`. Never throws: bad resources are skipped with a reason.
    * `observations` may hold anything the caller has for the patient; unmatched ones are ignored.
@@ -53,17 +55,18 @@ export interface CompileOptions {
 /** Compiles the feature spec of a tabular input. Throws `FeatureSpecError` for a spec it cannot honour. */
 export function compileTabular(input: TabularInput, options: CompileOptions = {}): TabularExtractor {
   const units = options.units ?? new UnitConverterCache();
-  const { features, byCode } = compileFeatures(input.features, units);
+  const { features, byCode, index, codeValues } = compileFeatures(input.features, units);
   return {
     featureNames: features.map((f) => f.spec.name),
     codes: [...byCode.keys()],
-    extract: (patient, observations, asOf) => extractRow(features, byCode, patient, observations, asOf),
+    codeValues,
+    extract: (patient, observations, asOf) => extractRow(features, index, patient, observations, asOf),
   };
 }
 
 function extractRow(
   features: readonly CompiledFeature[],
-  byCode: ReadonlyMap<string, CompiledObservationFeature[]>,
+  index: CodeIndex,
   patient: Patient | undefined,
   observations: readonly Observation[],
   asOf: Date,
@@ -79,7 +82,7 @@ function extractRow(
       : { from: 0, to: 0 },
   );
   const candidates: Candidate[][] = features.map(() => []);
-  collectAll(observations, byCode, windows, candidates, skipped);
+  collectAll(observations, index, windows, candidates, skipped);
 
   const values = new Float32Array(features.length);
   const provenance: FeatureRow['provenance'][number][] = [];

@@ -3,7 +3,7 @@
  * wants. Bad data is answered with a short machine reason, never thrown.
  */
 import type { Observation, ObservationComponent } from '@medplum/fhirtypes';
-import { UCUM_SYSTEM, type UnitConverterCache } from './units.js';
+import { UCUM_SYSTEM, type UnitConverter, type UnitConverterCache } from './units.js';
 
 /** The `value[x]` and `dataAbsentReason` an Observation and its components share. */
 export type ValueCarrier = Pick<
@@ -35,6 +35,8 @@ export interface ValueSpec {
   /** `system|code` (CodeableConcept) or `true` / `false` (boolean) → number. */
   readonly valueMap: ReadonlyMap<string, number> | undefined;
   readonly units: UnitConverterCache;
+  /** This spec's converters by source unit (`null`: not convertible), filled on first use. */
+  readonly converters: Map<string, UnitConverter | null>;
 }
 
 /** A FHIR decimal written as a string (`"5.5"`, `"-0.25"`, `"1e3"`). */
@@ -53,7 +55,21 @@ function bareNumber(value: number, spec: ValueSpec): ValueOutcome {
 }
 
 function nonEmpty(s: unknown): string | undefined {
-  return typeof s === 'string' && s.trim() !== '' ? s.trim() : undefined;
+  if (typeof s !== 'string') return undefined;
+  const t = s.trim();
+  return t === '' ? undefined : t;
+}
+
+/** `raw` from `from` into the spec's unit; `undefined` when not convertible or not finite. */
+function convertFrom(raw: number, from: string, wanted: string, spec: ValueSpec): number | undefined {
+  let converter = spec.converters.get(from);
+  if (converter === undefined) {
+    converter = spec.units.converter(from, wanted, spec.molecularWeight) ?? null;
+    spec.converters.set(from, converter);
+  }
+  if (converter === null) return undefined;
+  const result = converter(raw);
+  return Number.isFinite(result) ? result : undefined;
 }
 
 function fromQuantity(q: NonNullable<ValueCarrier['valueQuantity']>, spec: ValueSpec): ValueOutcome {
@@ -72,9 +88,12 @@ function fromQuantity(q: NonNullable<ValueCarrier['valueQuantity']>, spec: Value
     return spec.acceptsBareNumber ? { ok: true, value: raw } : fail('unit:missing');
   }
   // The UCUM code first; the human-readable `unit` only when it happens to parse as UCUM.
-  for (const from of [code, unit]) {
-    if (from === undefined) continue;
-    const converted = spec.units.convert(raw, from, wanted, spec.molecularWeight);
+  if (code !== undefined) {
+    const converted = convertFrom(raw, code, wanted, spec);
+    if (converted !== undefined) return { ok: true, value: converted };
+  }
+  if (unit !== undefined) {
+    const converted = convertFrom(raw, unit, wanted, spec);
     if (converted !== undefined) return { ok: true, value: converted };
   }
   return fail('unit:unconvertible');
