@@ -26,6 +26,13 @@ export { parseIsoDuration, subtractDuration, DurationError, type IsoDuration } f
 export { UnitConverterCache, UCUM_SYSTEM, IDENTITY_CONVERTER, type UnitConverter } from './units.js';
 export { FeatureError, FeatureSpecError } from './errors.js';
 export { parseFhirDateTime, type FhirTime } from './fhir-time.js';
+export {
+  createNdjsonPrefilter,
+  parseNdjsonLines,
+  type CodeValues,
+  type NdjsonPrefilter,
+  type ParsedLines,
+} from './ndjson.js';
 
 /** What `compileExtractor` gives for a tabular or sequence model. */
 export type ObservationExtractor = TabularExtractor | SequenceExtractor;
