@@ -1,10 +1,17 @@
 /**
- * The partner API: an HTTP API for CDS Hooks 2.0 and REST `$predict`, one base path per
- * allowed issuer, each behind a JWT authorizer for that issuer and its audiences:
- * `/{issuer id}/cds-services`, `/{issuer id}/cds-services/{proxy+}`, `/{issuer id}/v1/{proxy+}`.
- * An HTTP API JWT authorizer takes one issuer (it fetches the issuer's OIDC discovery document
- * and JWKS, and accepts RSA signatures), hence one route set per issuer. Access logs carry no
- * patient data (KMS); the stage is throttled.
+ * The partner API: an HTTP API for CDS Hooks 2.0 and REST `$predict`.
+ *
+ * - CDS Hooks routes (`/cds-services`, `/cds-services/{proxy+}`) have no API Gateway authorizer:
+ *   CDS clients sign their own JWTs (ES384 recommended, `jku`/`kid`, `aud` = the service URL,
+ *   a fresh `jti` per call) without an OIDC discovery document, which the HTTP API JWT
+ *   authorizer can check none of. The function verifies them per the spec (issuer allow-list,
+ *   JWKS by `jku`, audience, expiry, replay cache) and answers 401 itself.
+ * - REST routes for OAuth2 client-credentials callers are behind a JWT authorizer per issuer
+ *   (an HTTP API JWT authorizer takes one issuer, hence one base path each:
+ *   `/{issuer id}/v1/{proxy+}`); the function checks the per-model scopes again.
+ * - `GET /openapi.json` and `GET /v1/models/{id}/card` are public (no patient data).
+ * Access logs carry no patient data (KMS); the stage is throttled (the per-client token bucket
+ * is in the function).
  *
  * WAF cannot be associated with HTTP APIs; see docs/deploy.md for the CloudFront + WAF option.
  */
@@ -63,17 +70,24 @@ export class PartnerApi extends Construct {
       },
     });
     const integration = new HttpLambdaIntegration('Handler', props.handler);
+    const open: [string, HttpMethod[]][] = [
+      ['/cds-services', [HttpMethod.GET]],
+      ['/cds-services/{proxy+}', [HttpMethod.POST]],
+      ['/openapi.json', [HttpMethod.GET]],
+      ['/v1/models/{id}/card', [HttpMethod.GET]],
+    ];
+    for (const [path, methods] of open) this.api.addRoutes({ path, methods, integration });
     for (const issuer of props.issuers) {
       const authorizer = new HttpJwtAuthorizer(`Jwt-${issuer.id}`, issuer.issuer, {
         jwtAudience: [...issuer.audiences],
         identitySource: ['$request.header.Authorization'],
       });
-      const routes: [string, HttpMethod[]][] = [
-        [`/${issuer.id}/cds-services`, [HttpMethod.GET]],
-        [`/${issuer.id}/cds-services/{proxy+}`, [HttpMethod.POST]],
-        [`/${issuer.id}/v1/{proxy+}`, [HttpMethod.GET, HttpMethod.POST]],
-      ];
-      for (const [path, methods] of routes) this.api.addRoutes({ path, methods, integration, authorizer });
+      this.api.addRoutes({
+        path: `/${issuer.id}/v1/{proxy+}`,
+        methods: [HttpMethod.GET, HttpMethod.POST],
+        integration,
+        authorizer,
+      });
     }
   }
 

@@ -306,7 +306,7 @@ describe('APIs', () => {
     });
   });
 
-  it('partner API: one JWT authorizer per allowed issuer, every route authorized', () => {
+  it('partner API: CDS Hooks routes verified by the function, REST routes behind one JWT authorizer per issuer', () => {
     const p = app.templates.pipeline;
     const auths = resourcesOf([p], 'AWS::ApiGatewayV2::Authorizer');
     expect(auths.map(([, a]) => (a.JwtConfiguration as { Issuer: string }).Issuer).sort()).toEqual([
@@ -315,17 +315,17 @@ describe('APIs', () => {
     ]);
     for (const [, a] of auths) expect(a.AuthorizerType).toBe('JWT');
     const routes = resourcesOf([p], 'AWS::ApiGatewayV2::Route');
-    expect(routes.map(([, r]) => r.RouteKey).sort()).toEqual(
-      ['ehr-a', 'ehr-b']
-        .flatMap((i) => [
-          `GET /${i}/cds-services`,
-          `POST /${i}/cds-services/{proxy+}`,
-          `GET /${i}/v1/{proxy+}`,
-          `POST /${i}/v1/{proxy+}`,
-        ])
-        .sort(),
-    );
-    for (const [, r] of routes) expect(r.AuthorizationType).toBe('JWT');
+    const open = [
+      'GET /cds-services',
+      'POST /cds-services/{proxy+}',
+      'GET /openapi.json',
+      'GET /v1/models/{id}/card',
+    ];
+    const authorized = ['ehr-a', 'ehr-b'].flatMap((i) => [`GET /${i}/v1/{proxy+}`, `POST /${i}/v1/{proxy+}`]);
+    expect(routes.map(([, r]) => r.RouteKey).sort()).toEqual([...open, ...authorized].sort());
+    for (const [, r] of routes) {
+      expect(r.AuthorizationType).toBe(authorized.includes(r.RouteKey as string) ? 'JWT' : 'NONE');
+    }
   });
 
   it('access logs carry request id, route template, status and latency only', () => {
