@@ -17,7 +17,10 @@ describe('function bundles', () => {
       expect(inputs.some((i) => i.includes('node_modules/@aws-sdk/'))).toBe(false);
       expect(inputs).toContain(`functions/${name}/handler.ts`);
       const [output] = Object.values(b.metafile.outputs).filter((o) => o.entryPoint);
-      expect(output?.exports).toContain('handler');
+      // population-sweep has one entry point per Step Functions state; the others one handler.
+      const entryPoints =
+        name === 'population-sweep' ? ['startHandler', 'itemHandler', 'finishHandler'] : ['handler'];
+      for (const e of entryPoints) expect(output?.exports).toContain(e);
     },
   );
 
