@@ -28,6 +28,16 @@ export interface PipelinePorts {
     prediction: Prediction;
     issued: Date;
   }) => { bundle: Bundle; idempotencyKey: string };
+  /**
+   * The report already written for this model, patient and input state (found by its
+   * idempotency key), if any: then nothing is inferred or written again, and the report's
+   * Provenance is not rewritten.
+   */
+  readonly findReport?: (
+    manifest: ModelManifest,
+    patient: string,
+    row: FeatureRow,
+  ) => Promise<string | undefined>;
   /** Marks resources this system wrote: events about them are ignored. */
   readonly isOwnWrite: (resource: Resource) => boolean;
   readonly logger: Logger;
@@ -212,6 +222,17 @@ async function predictAndWrite(
   asOf: Date,
   started: number,
 ): Promise<ModelOutcome> {
+  const existing = await ports.findReport?.(manifest, patientRef, row);
+  if (existing) {
+    ports.logger.info('report unchanged', {
+      model: manifest.id,
+      patient: patientRef,
+      report: existing,
+      inputs: row.inputs.length,
+      ms: Date.now() - started,
+    });
+    return { model: manifest.id, outcome: 'unchanged', report: existing };
+  }
   const [prediction] = await ports.inference.predict(manifest, [row]);
   if (!prediction) throw new Error(`inference returned no prediction for ${manifest.id}`);
   const { bundle, idempotencyKey } = ports.buildReport({

@@ -3,7 +3,7 @@
  * SageMaker invoker, the model registry and the compiled feature extractors.
  */
 import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
-import type { Endpoint } from '@medplum/fhirtypes';
+import type { DiagnosticReport, Endpoint } from '@medplum/fhirtypes';
 import type { Config } from './config.js';
 import { createFhirGateway } from './fhir/gateway.js';
 import {
@@ -16,7 +16,12 @@ import type { ModelManifest } from './inference/manifest.js';
 import { createRegistry, loadRegistry } from './inference/registry.js';
 import type { Logger } from './log.js';
 import type { ExtractorLike, ImageExtractorLike, PipelinePorts } from './pipeline.js';
-import { buildReportTransaction, isWrittenByFhirAnalytics } from './reports/index.js';
+import {
+  buildReportTransaction,
+  IDEMPOTENCY_KEY_SYSTEM,
+  idempotencyKey,
+  isWrittenByFhirAnalytics,
+} from './reports/index.js';
 
 /** Compiles a tabular or sequence model's extractor (image models use compileImageExtractor). */
 export { compileObservationExtractor as compileExtractor };
@@ -87,6 +92,15 @@ export async function createPipelinePorts(config: Config, logger: Logger): Promi
     extractor: (manifest) => lookup(extractors, manifest),
     imageExtractor: (manifest) => lookup(imageExtractors, manifest),
     buildReport: buildReportTransaction,
+    findReport: async (manifest, patient, row) => {
+      const key = idempotencyKey(manifest.id, manifest.version, patient, row.inputs);
+      const [found] = await fhir.searchAll<DiagnosticReport>(
+        'DiagnosticReport',
+        { identifier: `${IDEMPOTENCY_KEY_SYSTEM}|${key}`, _count: '1' },
+        { maxResources: 1 },
+      );
+      return found?.id ? `DiagnosticReport/${found.id}` : undefined;
+    },
     isOwnWrite: isWrittenByFhirAnalytics,
     logger,
   };

@@ -146,6 +146,17 @@ describe('processResourceEvent', () => {
     expect(result.outcomes[0]?.outcome).toBe('unchanged');
   });
 
+  it('calls no model and writes nothing when the report for this input state exists', async () => {
+    const { ports, transaction, predict } = makePorts({});
+    const withExisting = { ...ports, findReport: () => Promise.resolve('DiagnosticReport/r0') };
+    const result = await processResourceEvent(withExisting, event());
+    expect(result.outcomes).toEqual([
+      { model: 'test-model', outcome: 'unchanged', report: 'DiagnosticReport/r0' },
+    ]);
+    expect(predict).not.toHaveBeenCalled();
+    expect(transaction).not.toHaveBeenCalled();
+  });
+
   it('writes nothing and calls no model when required features are missing', async () => {
     const { ports, transaction, predict } = makePorts({
       extract: { status: 'insufficient-data', missing: ['glucose'], skipped: [] },
