@@ -14,9 +14,34 @@ export type LogFields = Readonly<Record<string, LogValue>>;
 
 /** Strings allowed through: FHIR references, ids, short machine codes and reasons. */
 const SAFE_STRING = /^[A-Za-z0-9_.:/|#@=+-]{0,200}$/;
+/** Shapes that are patient data even in the safe alphabet: dates, SSN-like and phone-like numbers. */
+const PHI_SHAPE = /^(\d{4}-\d{2}-\d{2}(T.*)?|\d{3}-\d{2}-\d{4}|\+?\d[\d-]{7,})$/;
+/** Field names that carry patient data whatever their value: redacted always. */
+const PHI_KEYS = new Set([
+  'name',
+  'given',
+  'family',
+  'birthdate',
+  'gender',
+  'address',
+  'telecom',
+  'phone',
+  'email',
+  'mrn',
+  'ssn',
+  'identifier',
+  'value',
+  'valuequantity',
+  'text',
+  'note',
+  'conclusion',
+  'body',
+  'resource',
+]);
 
 function sanitise(value: LogValue): LogValue {
-  if (typeof value === 'string') return SAFE_STRING.test(value) ? value : '[redacted]';
+  if (typeof value === 'string')
+    return SAFE_STRING.test(value) && !PHI_SHAPE.test(value) ? value : '[redacted]';
   if (Array.isArray(value)) {
     return (value as readonly (string | number)[]).map((v) =>
       typeof v === 'string' ? (sanitise(v) as string) : v,
@@ -57,7 +82,9 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const write = (level: LogLevel, message: string, fields?: LogFields): void => {
     if (LEVELS[level] < min) return;
     const out: Record<string, LogValue> = { level, time: new Date().toISOString(), msg: message };
-    for (const [k, v] of Object.entries({ ...base, ...fields })) out[k] = sanitise(v);
+    for (const [k, v] of Object.entries({ ...base, ...fields })) {
+      out[k] = PHI_KEYS.has(k.toLowerCase()) ? '[redacted]' : sanitise(v);
+    }
     sink(JSON.stringify(out), level);
   };
   return {

@@ -136,6 +136,23 @@ describe('event path under faults', () => {
     expect(processed).toMatchObject({ written: 1 });
   });
 
+  it('fails the record for redelivery when FHIR writes fail past the retry limit, then succeeds', async () => {
+    const events = await loadPatients(1);
+    stack.fhir.server?.setFault({ writeFailureRate: 1 });
+    start();
+    await send(events);
+    const deadline = Date.now() + 15_000;
+    while (!logLines.some((l) => l.msg === 'record failed') && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    stack.fhir.server?.setFault(undefined);
+    await drained();
+    const failed = logLines.filter((l) => l.msg === 'record failed');
+    expect(failed.length).toBeGreaterThanOrEqual(1);
+    expect(failed[0]).toMatchObject({ error: 'FhirUnavailableError' });
+    expect(await reportCount()).toBe(1);
+  });
+
   it('dead-letters a record after maxReceiveCount failed deliveries, body intact; nothing is lost', async () => {
     const events = await loadPatients(1);
     stack.sagemaker.setFault('diabetes-gbm', { errorType: 'ModelError', errorRate: 1 });

@@ -44,6 +44,21 @@ describe('FHIR gateway', () => {
     expect(seen.count).toBe(3);
   });
 
+  it('times out a server that never answers, retries, then fails as retryable', async () => {
+    let count = 0;
+    server = createServer(() => {
+      count++; // never answers
+    });
+    await new Promise<void>((r) => server?.listen(0, '127.0.0.1', r));
+    const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`;
+    const fhir = createFhirGateway({ baseUrl, sleep: noSleep, attempts: 2, timeoutMs: 200 });
+    const err = await fhir.read('Patient', 'p1').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FhirUnavailableError);
+    expect((err as FhirUnavailableError).retryable).toBe(true);
+    expect(count).toBe(2);
+    server.closeAllConnections();
+  });
+
   it('treats 404 and 410 as gone, without retrying', async () => {
     for (const status of [404, 410]) {
       const { seen, baseUrl } = await serve([status]);

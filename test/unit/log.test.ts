@@ -23,6 +23,31 @@ describe('PHI-safe logger', () => {
     expect(entry.note).toBe('[redacted]');
   });
 
+  it('redacts fields named like patient data and values shaped like dates or national ids', () => {
+    const lines: string[] = [];
+    const logger = createLogger({ sink: (l) => lines.push(l) });
+    logger.info('probe', {
+      name: 'Smith',
+      mrn: 'MRN-0012345',
+      birthDate: '1961-04-02',
+      value: 182.5,
+      other: '123-45-6789',
+      when: '2026-11-29T10:00:00Z',
+      report: 'DiagnosticReport/abc',
+      count: 3,
+    });
+    expect(JSON.parse(lines[0] ?? '{}')).toMatchObject({
+      name: '[redacted]',
+      mrn: '[redacted]',
+      birthDate: '[redacted]',
+      value: '[redacted]',
+      other: '[redacted]',
+      when: '[redacted]',
+      report: 'DiagnosticReport/abc',
+      count: 3,
+    });
+  });
+
   it('respects the level and carries child fields', () => {
     const lines: string[] = [];
     const logger = createLogger({ level: 'warn', sink: (l) => lines.push(l) }).child({
