@@ -191,6 +191,14 @@ main(process.argv.slice(2)).then(
     process.exit(code);
   },
   (err: unknown) => {
+    if ((err as { code?: unknown }).code === 'EADDRINUSE') {
+      const address = (err as { address?: string; port?: number }).address ?? '127.0.0.1';
+      process.stderr.write(
+        `fhir-analytics: port ${String((err as { port?: number }).port)} on ${address} is in use (another stack running?).\n` +
+          'Stop it, pick ports with --fhir-port, --sagemaker-port, …, or use --any-ports.\n',
+      );
+      process.exit(2);
+    }
     if (err instanceof UsageError || (err instanceof Error && err.name === 'TypeError' && 'code' in err)) {
       process.stderr.write(`fhir-analytics: ${err.message}\n\n${USAGE}`);
       process.exit(2);
