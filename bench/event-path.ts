@@ -1,0 +1,396 @@
+/**
+ * The EHR event path (issue 6) on the embedded stack, all figures from one run:
+ *
+ * - latency from an Observation's create (its commit on the FHIR server, seen by the server's
+ *   change listener, the same moment the Subscription sees) to its DiagnosticReport being
+ *   readable (the 'report written' log line, then a GET of the report that returns it):
+ *   p50/p95/p99 over `events` events, one at a time (diabetes-gbm), the consumer at concurrency
+ *   1; a second series at concurrency 8 shows what idle poll loops cost (they all wake on each
+ *   message and re-poll, on the same event loop as the handler: the whole stack is one process);
+ * - throughput (events/s) at consumer concurrency 1, 8 and 32: `drain` (a backlog of queued
+ *   events, the consumer started on it) and `live` (the consumer running, the new results
+ *   written by 8 concurrent writers; the Subscription's one in-order worker is on this path);
+ * - the reference: the same irreducible calls made bare, sequentially, through the same clients
+ *   (the pipeline's ports): focus read (GET Observation), patient search
+ *   (Observation?subject=&code=), InvokeEndpoint (one row through the SDK), transaction (the
+ *   report bundle, a conditional create that creates). Ratio: end-to-end p50 / the sum of their
+ *   p50s. Targets: ≤ 1.3, and end-to-end p99 ≤ 3× its p50.
+ *
+ * Patients: the diabetes held-out rows resampled deterministically (row i is held-out row
+ * i mod n under a distinct id), the demo's deliberate gaps left out so every event has a report.
+ *
+ * Run alone: `npx tsx bench/event-path.ts [events]` prints the JSON.
+ */
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { pathToFileURL } from 'node:url';
+import type { Observation, Patient } from '@medplum/fhirtypes';
+import { buildDemoCohort, loadHeldOutRows, type DemoPatient } from '../local/demo/cohort.js';
+import { loadHistory, loadTrigger } from '../local/demo/load.js';
+import { registerSubscriptions, startEventConsumer } from '../local/live.js';
+import { queueDepth, type Poller } from '../local/queue.js';
+import { ROOT, startStack, type RunningStack } from '../local/stack.js';
+import { createFhirGateway } from '../shared/fhir/gateway.js';
+import type { ModelManifest } from '../shared/inference/manifest.js';
+import { loadRegistry } from '../shared/inference/registry.js';
+import { createLogger, silentLogger } from '../shared/log.js';
+import { createPipelinePorts } from '../shared/ports.js';
+import { machineInfo } from './machine.js';
+
+const MODEL = 'diabetes-gbm';
+const WARMUP = 30;
+const round = (x: number): number => Math.round(x * 100) / 100;
+
+function stats(samples: readonly number[]): {
+  n: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  mean: number;
+  max: number;
+} {
+  const s = [...samples].sort((a, b) => a - b);
+  const at = (q: number): number => s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? NaN;
+  return {
+    n: s.length,
+    p50: round(at(0.5)),
+    p95: round(at(0.95)),
+    p99: round(at(0.99)),
+    mean: round(s.reduce((a, b) => a + b, 0) / s.length),
+    max: round(s.at(-1) ?? NaN),
+  };
+}
+
+/** `count` diabetes demo patients without a deliberate gap, from the held-out rows resampled. */
+function patients(count: number): DemoPatient[] {
+  const rows = loadHeldOutRows(path.join(ROOT, 'local/demo/data/diabetes-heldout.json'));
+  const out: DemoPatient[] = [];
+  for (let batch = 0; out.length < count; batch++) {
+    const resampled = Array.from({ length: 1000 }, (_, k) => {
+      const i = batch * 1000 + k;
+      const row = rows[i % rows.length];
+      if (!row) throw new Error('no held-out rows');
+      return { ...row, rowId: row.rowId + 1_000_000 * (Math.floor(i / rows.length) + 1) };
+    });
+    // Index-based gaps repeat every 9 and 13 patients: skip them, keep the rest.
+    out.push(...buildDemoCohort(resampled, new Date()).filter((p) => !p.expectedGap));
+  }
+  return out.slice(0, count);
+}
+
+async function pool<T>(
+  items: readonly T[],
+  workers: number,
+  fn: (item: T, i: number) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: workers }, async () => {
+      for (let i = next++; i < items.length; i = next++) await fn(items[i] as T, i);
+    }),
+  );
+}
+
+function observationCodes(m: ModelManifest): string[] {
+  if (m.input.kind === 'image') return [];
+  const codes = new Set<string>();
+  for (const f of m.input.features) {
+    if (f.source === 'observation') for (const c of f.codes) codes.add(`${c.system}|${c.code}`);
+  }
+  return [...codes];
+}
+
+export async function benchEventPath(
+  opts: { events?: number; throughputEvents?: number; bareCalls?: number } = {},
+): Promise<Record<string, unknown>> {
+  const events = opts.events ?? 1000;
+  const perRun = opts.throughputEvents ?? Math.min(300, events);
+  const bareCalls = opts.bareCalls ?? 300;
+  const concurrencies = [1, 8, 32];
+  const latency8Events = Math.min(200, events);
+  const total = 2 * WARMUP + events + latency8Events + bareCalls + 2 * concurrencies.length * perRun;
+
+  // What the pipeline logs, timed as it happens (same process, same clock as the change listener).
+  const written = new Map<string, { at: number; report: string }>();
+  const processed = new Map<string, { at: number; ms: number }>();
+  const waiters = new Map<string, () => void>();
+  let processedCount = 0;
+  let failed = 0;
+  const logger = createLogger({
+    level: 'info',
+    sink: (line) => {
+      if (
+        !line.includes('"report written"') &&
+        !line.includes('"event processed"') &&
+        !line.includes('"record failed"')
+      )
+        return;
+      const at = performance.now();
+      const e = JSON.parse(line) as Record<string, unknown>;
+      if (e.msg === 'record failed') failed++;
+      else if (e.msg === 'report written') {
+        written.set(String(e.patient), { at, report: String(e.report) });
+        waiters.get(String(e.patient))?.();
+      } else {
+        processedCount++;
+        processed.set(String(e.focus), { at, ms: Number(e.ms) });
+      }
+    },
+  });
+
+  const stack: RunningStack = await startStack({ anyPorts: true, visibilityTimeoutSeconds: 30 });
+  const server = stack.fhir.server;
+  if (!server) throw new Error('the embedded FHIR server is needed');
+  let consumer: Poller | undefined;
+  try {
+    const fhir = createFhirGateway({ baseUrl: stack.fhir.baseUrl });
+    const registry = await loadRegistry(stack.modelsDir);
+    const manifest = registry.get(MODEL);
+    if (!manifest) throw new Error(`model ${MODEL} not found`);
+
+    // History for every patient, then the Subscriptions (history makes no events).
+    const cohort = patients(total);
+    const refs: string[] = new Array<string>(cohort.length);
+    const loadStarted = performance.now();
+    // The bare calls' patients get their new result now too (complete inputs, no event).
+    const bareFrom = 2 * WARMUP + events + latency8Events;
+    await pool(cohort, 8, async (p, i) => {
+      const ref = await loadHistory(fhir, p);
+      refs[i] = ref;
+      if (i >= bareFrom && i < bareFrom + bareCalls) await loadTrigger(fhir, p, ref);
+    });
+    const loadSeconds = (performance.now() - loadStarted) / 1000;
+    await registerSubscriptions(stack, fhir, registry.all());
+
+    // The commit of each new result, as the server's Subscriptions see it.
+    const committed = new Map<string, number>();
+    const unlisten = server.onChange((e) => {
+      if (e.type === 'create' && e.resource.resourceType === 'Observation') {
+        committed.set(`Observation/${e.resource.id}`, performance.now());
+      }
+    });
+
+    const waitFor = (patient: string, timeoutMs = 30_000): Promise<void> =>
+      new Promise((resolve, reject) => {
+        if (written.has(patient)) {
+          resolve();
+          return;
+        }
+        const timer = setTimeout(() => {
+          waiters.delete(patient);
+          reject(new Error(`no report for ${patient} within ${timeoutMs} ms`));
+        }, timeoutMs);
+        waiters.set(patient, () => {
+          clearTimeout(timer);
+          waiters.delete(patient);
+          resolve();
+        });
+      });
+
+    let next = 0;
+    const take = (n: number): { p: DemoPatient; ref: string }[] => {
+      const out = cohort.slice(next, next + n).map((p, k) => ({ p, ref: refs[next + k] ?? '' }));
+      next += n;
+      return out;
+    };
+
+    // 1. Latency, one event at a time: the consumer at concurrency 1 (the figure), then at 8.
+    const latency = async (n: number, concurrency: number) => {
+      const out = {
+        e2e: [] as number[],
+        handler: [] as number[],
+        beforeHandler: [] as number[],
+        afterHandler: [] as number[],
+        finalRead: [] as number[],
+      };
+      consumer = startEventConsumer(stack, logger, concurrency);
+      for (const [i, { p, ref }] of take(WARMUP + n).entries()) {
+        const reported = waitFor(ref);
+        const [trigger] = await loadTrigger(fhir, p, ref);
+        const focus = trigger?.split('/_history/')[0] ?? '';
+        await reported;
+        const report = written.get(ref)?.report ?? '';
+        const readStarted = performance.now();
+        const res = await fetch(`${stack.fhir.baseUrl}/${report}`);
+        const body = (await res.json()) as { resourceType?: string };
+        const readable = performance.now();
+        if (res.status !== 200 || body.resourceType !== 'DiagnosticReport')
+          throw new Error(`${report} not readable`);
+        if (i < WARMUP) continue;
+        const t0 = committed.get(focus);
+        if (t0 === undefined) throw new Error(`no commit seen for ${focus}`);
+        // 'event processed' is logged just after 'report written': wait for it (bounded).
+        for (let k = 0; k < 100 && !processed.has(focus); k++) await new Promise((r) => setTimeout(r, 1));
+        const done = processed.get(focus);
+        out.e2e.push(readable - t0);
+        out.finalRead.push(readable - readStarted);
+        if (done) {
+          out.handler.push(done.ms);
+          // Commit → handler start: the notification, notify, SQS and the poller's receive.
+          out.beforeHandler.push(done.at - done.ms - t0);
+          out.afterHandler.push(readable - done.at);
+        }
+      }
+      await consumer.stop();
+      consumer = undefined;
+      return {
+        endToEndMs: stats(out.e2e),
+        breakdownP50Ms: {
+          commitToHandlerStart: stats(out.beforeHandler).p50,
+          handler: stats(out.handler).p50,
+          handlerEndToReadable: stats(out.afterHandler).p50,
+          finalRead: stats(out.finalRead).p50,
+        },
+        breakdownP99Ms: {
+          commitToHandlerStart: stats(out.beforeHandler).p99,
+          handler: stats(out.handler).p99,
+          handlerEndToReadable: stats(out.afterHandler).p99,
+        },
+      };
+    };
+    const latency1 = await latency(events, 1);
+    const latency8 = await latency(latency8Events, 8);
+
+    // 2. The bare calls, sequentially, through the pipeline's own clients.
+    const ports = await createPipelinePorts(stack.functionsConfig, silentLogger);
+    const codes = observationCodes(manifest).join(',');
+    const bare = {
+      focusRead: [] as number[],
+      patientSearch: [] as number[],
+      invokeEndpoint: [] as number[],
+      transaction: [] as number[],
+    };
+    const time = async <T>(into: number[], fn: () => Promise<T>): Promise<T> => {
+      const t = performance.now();
+      const out = await fn();
+      into.push(performance.now() - t);
+      return out;
+    };
+    for (const { ref } of take(bareCalls)) {
+      const patientId = ref.slice('Patient/'.length);
+      const observations = await time(bare.patientSearch, () =>
+        ports.fhir.searchAll<Observation>('Observation', { subject: ref, code: codes, _count: '1000' }),
+      );
+      const focusId = observations[0]?.id ?? '';
+      await time(bare.focusRead, () => ports.fhir.read<Observation>('Observation', focusId));
+      const patient = await ports.fhir.read<Patient>('Patient', patientId);
+      const extracted = ports.extractor(manifest).extract(patient, observations, new Date());
+      if (extracted.status !== 'ok') throw new Error(`bare patient ${ref} has insufficient data`);
+      const [prediction] = await time(bare.invokeEndpoint, () =>
+        ports.inference.predict(manifest, [extracted.row]),
+      );
+      if (!prediction) throw new Error('no prediction');
+      const { bundle } = ports.buildReport({
+        manifest,
+        patient: ref,
+        row: extracted.row,
+        prediction,
+        issued: new Date(),
+      });
+      const response = await time(bare.transaction, () => ports.fhir.transaction(bundle));
+      if (!response.entry?.some((e) => e.response?.status.startsWith('201')))
+        throw new Error('bare transaction created nothing');
+    }
+
+    // 3. Throughput at each consumer concurrency.
+    const waitProcessed = async (target: number, timeoutMs = 300_000): Promise<void> => {
+      const deadline = Date.now() + timeoutMs;
+      while (processedCount < target) {
+        if (Date.now() > deadline) throw new Error(`only ${processedCount}/${target} events processed`);
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    };
+    const throughput: Record<string, unknown> = {};
+    for (const concurrency of concurrencies) {
+      // drain: a backlog of queued events, then the consumer.
+      const backlog = take(perRun);
+      const before = processedCount;
+      await pool(backlog, 8, async ({ p, ref }) => {
+        await loadTrigger(fhir, p, ref);
+      });
+      await stack.subscriptions?.flush();
+      const deadline = Date.now() + 60_000;
+      while (
+        (await queueDepth(stack.queues.client, stack.queues.queueUrl)) < perRun &&
+        Date.now() < deadline
+      ) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      let started = performance.now();
+      consumer = startEventConsumer(stack, logger, concurrency);
+      await waitProcessed(before + perRun);
+      const drainSeconds = (performance.now() - started) / 1000;
+      // live: the consumer running, new results written by 8 writers.
+      const live = take(perRun);
+      const liveBefore = processedCount;
+      started = performance.now();
+      await pool(live, 8, async ({ p, ref }) => {
+        await loadTrigger(fhir, p, ref);
+      });
+      const writeSeconds = (performance.now() - started) / 1000;
+      await waitProcessed(liveBefore + perRun);
+      const liveSeconds = (performance.now() - started) / 1000;
+      await consumer.stop();
+      consumer = undefined;
+      throughput[`concurrency${concurrency}`] = {
+        events: perRun,
+        drainEventsPerSecond: round(perRun / drainSeconds),
+        liveEventsPerSecond: round(perRun / liveSeconds),
+        liveWritesPerSecond: round(perRun / writeSeconds),
+      };
+    }
+    unlisten();
+
+    const endToEnd = latency1.endToEndMs;
+    const bareStats = {
+      focusRead: stats(bare.focusRead),
+      patientSearch: stats(bare.patientSearch),
+      invokeEndpoint: stats(bare.invokeEndpoint),
+      transaction: stats(bare.transaction),
+    };
+    const bareP50Sum = round(Object.values(bareStats).reduce((n, s) => n + s.p50, 0));
+    const ratio = round(endToEnd.p50 / bareP50Sum);
+    const tail = round(endToEnd.p99 / endToEnd.p50);
+    const reports = await fhir.searchAll('DiagnosticReport', { _count: '1000' }, { maxResources: 1_000_000 });
+    return {
+      machine: machineInfo(),
+      model: MODEL,
+      patientsLoaded: cohort.length,
+      historyLoadSeconds: round(loadSeconds),
+      latencyConsumerConcurrency1: latency1,
+      latencyConsumerConcurrency8: latency8,
+      bareCallsMs: bareStats,
+      bareP50SumMs: bareP50Sum,
+      p50Ratio: ratio,
+      targetP50RatioAtMost: 1.3,
+      meetsP50Target: ratio <= 1.3,
+      p99OverP50: tail,
+      targetP99OverP50AtMost: 3,
+      meetsTailTarget: tail <= 3,
+      throughput,
+      recordFailures: failed,
+      reportsOnServer: reports.length,
+      deadLettered: await queueDepth(stack.queues.client, stack.queues.dlqUrl),
+    };
+  } finally {
+    await consumer?.stop();
+    await stack.close();
+  }
+}
+
+const invokedDirectly =
+  process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
+if (invokedDirectly) {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const n = Number(process.argv[2] ?? 1000);
+  benchEventPath({ events: n }).then(
+    (r) => {
+      process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+      process.exit(0);
+    },
+    (err: unknown) => {
+      process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}
