@@ -8,6 +8,8 @@
  *   features   compiled extractor vs fhirpath.js, NDJSON vs JSON.parse ceiling
  *   bundles    Lambda bundle sizes and cold init vs an empty bundle
  *   partner    CDS Hooks patient-view latency and load vs the bare InvokeEndpoint call
+ *   event      FHIR write → report latency through Subscriptions and the queue vs the bare calls
+ *   sweep      population sweep patients/s vs the export-read ceiling, RSS, unchanged re-run
  */
 import { machineInfo } from './machine.js';
 
@@ -19,6 +21,8 @@ const BENCHES: Record<string, () => Promise<Bench>> = {
   features: async () => (await import('./features.js')).benchFeatures,
   bundles: async () => (await import('./bundles.js')).benchBundles,
   partner: async () => (await import('./partner-api.js')).benchPartnerApi,
+  event: async () => (await import('./event-path.js')).benchEventPath,
+  sweep: async () => (await import('./sweep.js')).benchSweep,
 };
 
 async function main(names: string[]): Promise<void> {
