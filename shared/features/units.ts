@@ -22,6 +22,9 @@ export const IDENTITY_CONVERTER: UnitConverter = (value) => value;
 const LINEARITY_PROBE = 1000;
 const RELATIVE_TOLERANCE = 1e-9;
 
+/** UCUM expressions are printable ASCII without spaces; anything else is not a unit code. */
+const UCUM_SHAPE = /^[!-~]{1,64}$/;
+
 export class UnitConverterCache {
   private readonly converters = new Map<string, UnitConverter | undefined>();
   private readonly validity = new Map<string, boolean>();
@@ -36,7 +39,7 @@ export class UnitConverterCache {
   isValid(unit: string): boolean {
     let valid = this.validity.get(unit);
     if (valid === undefined) {
-      valid = unit.trim() !== '' && this.library().validateUnitString(unit).status === 'valid';
+      valid = UCUM_SHAPE.test(unit) && this.library().validateUnitString(unit).status === 'valid';
       this.validity.set(unit, valid);
     }
     return valid;
@@ -84,6 +87,9 @@ export class UnitConverterCache {
   }
 
   private resolve(from: string, to: string, molecularWeight?: number): UnitConverter | undefined {
+    // Strings that cannot be UCUM never reach the library: it prints the unit string it fails
+    // to parse to stdout, and a unit string from a resource is free text.
+    if (!UCUM_SHAPE.test(from) || !UCUM_SHAPE.test(to)) return undefined;
     if (from === to && this.isValid(from)) return IDENTITY_CONVERTER;
     const one = this.callLibrary(1, from, to, molecularWeight);
     if (!Number.isFinite(one)) return undefined;

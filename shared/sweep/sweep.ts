@@ -13,6 +13,7 @@
  *    sweep's transactionTime as the next incremental `_since` when no patient failed.
  */
 import { randomUUID } from 'node:crypto';
+import { createNdjsonPrefilter } from '../features/index.js';
 import type { Resource } from '@medplum/fhirtypes';
 import type { ModelManifest } from '../inference/manifest.js';
 import {
@@ -228,6 +229,9 @@ export async function processItem(ctx: SweepContext, item: SweepItem): Promise<I
   const definition = record.definition;
   const models = selectModels(ctx.models.all(), definition);
   const codes = observationCodes(models);
+  const prefilter = createNdjsonPrefilter([
+    { codeValues: codes.map((c) => c.slice(c.lastIndexOf('|') + 1)) },
+  ]);
   const previous = await ctx.checkpoints.getItem(item.sweepId, item.partition);
   if (previous?.done) return previous;
   const tally = previous?.tally ?? emptyTally();
@@ -276,7 +280,12 @@ export async function processItem(ctx: SweepContext, item: SweepItem): Promise<I
       if (last !== undefined && group.key <= last) continue;
       pending.push({
         id: group.key,
-        resources: item.mode === 'incremental' ? [] : group.lines.map((l) => JSON.parse(l) as Resource),
+        // Observation lines that name none of the models' codes are skipped unparsed (the
+        // prefilter only skips lines whose text proves they cannot feed a feature).
+        resources:
+          item.mode === 'incremental'
+            ? []
+            : group.lines.filter((l) => !prefilter.canSkip(l)).map((l) => JSON.parse(l) as Resource),
       });
       if (pending.length >= definition.batchSize) await flush();
     }
