@@ -22,6 +22,8 @@ export interface LocalPartnerApiOptions {
   readonly logger: Logger;
   /** Per-client burst and refill. Default 20 and 10/s. */
   readonly rate?: { burst: number; perSecond: number };
+  /** The DICOMweb server image models may read from (turns the CNN's `$predict` on). */
+  readonly dicomWebUrl?: string;
   /** FHIR servers a CDS call may name. Default: the embedded FHIR server. */
   readonly fhirServerAllowList?: readonly string[];
   readonly overrides?: PartnerApiOverrides;
@@ -35,6 +37,7 @@ export function createLocalPartnerHandler(
     FHIR_BASE_URL: opts.fhirBaseUrl,
     SAGEMAKER_ENDPOINT_URL: opts.sagemakerUrl,
     MODELS_DIR: opts.modelsDir,
+    ...(opts.dicomWebUrl ? { DICOMWEB_ALLOWED_BASE_URLS: opts.dicomWebUrl } : {}),
     PARTNER_CDS_ISSUERS: JSON.stringify([{ issuer: opts.issuer.issuer, jwksUrls: [opts.issuer.jwksUrl] }]),
     PARTNER_OAUTH_ISSUERS: JSON.stringify([
       { issuer: opts.issuer.issuer, jwksUri: opts.issuer.jwksUrl, audience: opts.issuer.audience },

@@ -155,6 +155,7 @@ export async function startStack(opts: StackOptions = {}): Promise<RunningStack>
       sagemakerUrl: sagemaker.url,
       modelsDir,
       issuer,
+      dicomWebUrl: dicomweb.url,
       publicBaseUrl: () => gatewayUrl,
       logger,
     });

@@ -3,7 +3,7 @@
  * Every client is a port passed in, so the same code runs against the embedded stack, against
  * AWS, and in unit tests with fakes.
  */
-import type { Bundle, ImagingStudy, Observation, Patient, Resource } from '@medplum/fhirtypes';
+import type { Bundle, Endpoint, ImagingStudy, Observation, Patient, Resource } from '@medplum/fhirtypes';
 import type { FhirGateway } from './fhir/gateway.js';
 import type { ModelManifest } from './inference/manifest.js';
 import type { Logger } from './log.js';
@@ -52,6 +52,8 @@ export interface ImageExtractorLike {
   extract(
     study: ImagingStudy,
     asOf: Date,
+    /** Endpoints the caller already holds (e.g. sent with the study in a `$predict` Bundle). */
+    context?: { readonly endpoints?: readonly Endpoint[] },
   ): Promise<
     | ExtractResult
     | {

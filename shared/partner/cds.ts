@@ -104,9 +104,12 @@ function prefetchedObservations(value: unknown, patientId: string): Observation[
   const subject = `Patient/${patientId}`;
   const out: Observation[] = [];
   for (const entry of (b as Bundle).entry ?? []) {
-    const r = (entry as { resource?: unknown } | null)?.resource as Observation | undefined;
-    // Search bundles may carry OperationOutcomes (mode `outcome`) and included resources: skip them.
-    if (typeof r !== 'object' || (r as { resourceType?: unknown }).resourceType !== 'Observation') continue;
+    const raw: unknown = (entry as { resource?: unknown } | null)?.resource;
+    // Search bundles may carry OperationOutcomes (mode `outcome`) and included resources, and a
+    // client may send `null`: skip them.
+    if (raw === null || typeof raw !== 'object') continue;
+    const r = raw as Observation;
+    if ((r as { resourceType?: unknown }).resourceType !== 'Observation') continue;
     const ref = (r.subject as { reference?: unknown } | undefined)?.reference;
     if (typeof ref === 'string' && ref.split('/_history/')[0]?.endsWith(subject)) out.push(r);
   }

@@ -1,21 +1,30 @@
 /**
- * REST `$predict`: a FHIR Bundle with one Patient and its Observations in, a DiagnosticReport
+ * REST `$predict`: a FHIR Bundle with one Patient and its Observations (or, for image models,
+ * an ImagingStudy, with its Endpoint when the server does not hold it) in, a DiagnosticReport
  * out, with the score Observation `contained` (`result` → `#score`), so one resource answers
  * and nothing dangles. Nothing is written unless `persist=true` and the caller holds
  * `report.write`: then the usual write-back transaction (Device, score Observation,
  * DiagnosticReport, Provenance; conditional, idempotent) goes to the configured FHIR server,
  * the answer is 201 with `Location`, and the report carries its server id.
  */
-import type { Bundle, DiagnosticReport, Observation, Patient } from '@medplum/fhirtypes';
+import type {
+  Bundle,
+  DiagnosticReport,
+  Endpoint,
+  ImagingStudy,
+  Observation,
+  Patient,
+} from '@medplum/fhirtypes';
 import { z } from 'zod';
 import { FHIR_ID, firstIssue } from '../events/cds-hooks.js';
 import type { ModelManifest } from '../inference/manifest.js';
 import type { PipelinePorts } from '../pipeline.js';
+import type { ExtractResult } from '../types.js';
 import { badRequest, HttpError } from '../http.js';
 import { toHttpError } from './errors.js';
 
-/** Resource types a `$predict` bundle may hold today. ImagingStudy joins when image extractors land. */
-const ACCEPTED_TYPES: ReadonlySet<string> = new Set(['Patient', 'Observation']);
+/** Resource types a `$predict` bundle may hold. */
+const ACCEPTED_TYPES: ReadonlySet<string> = new Set(['Patient', 'Observation', 'ImagingStudy', 'Endpoint']);
 export const MAX_BUNDLE_ENTRIES = 5000;
 
 export const PredictBundleSchema = z.object({
@@ -58,6 +67,8 @@ export const PredictResponseSchema = z.looseObject({
 export interface PredictInput {
   readonly patient: Patient;
   readonly observations: Observation[];
+  readonly imagingStudies: ImagingStudy[];
+  readonly endpoints: Endpoint[];
 }
 
 /** Validates the bundle; errors name the entry and field. */
@@ -72,12 +83,15 @@ export function parsePredictBundle(body: unknown, opts: { requireIds: boolean })
   }
   let patient: Patient | undefined;
   const observations: Observation[] = [];
+  const imagingStudies: ImagingStudy[] = [];
+  const endpoints: Endpoint[] = [];
+  const subjects: { ref: string | undefined; where: string }[] = [];
   parsed.data.entry.forEach((entry, i) => {
     const r = entry.resource;
     const where = `Bundle.entry[${i}].resource`;
     if (!ACCEPTED_TYPES.has(r.resourceType)) {
       throw badRequest(
-        `resource type ${r.resourceType.slice(0, 64)} is not accepted (Patient, Observation)`,
+        `resource type ${r.resourceType.slice(0, 64)} is not accepted (Patient, Observation, ImagingStudy, Endpoint)`,
         `${where}.resourceType`,
       );
     }
@@ -88,8 +102,26 @@ export function parsePredictBundle(body: unknown, opts: { requireIds: boolean })
       patient = r as unknown as Patient;
       return;
     }
+    if (r.resourceType === 'Endpoint') {
+      endpoints.push(r as unknown as Endpoint);
+      return;
+    }
+    const subject = (r as { subject?: { reference?: unknown } }).subject?.reference;
+    subjects.push({
+      ref: typeof subject === 'string' ? subject : undefined,
+      where: `${where}.subject.reference`,
+    });
     if (r.id === undefined && opts.requireIds) {
-      throw badRequest('persisted predictions need Observation ids (the report provenance)', `${where}.id`);
+      throw badRequest(
+        `persisted predictions need ${r.resourceType} ids (the report provenance)`,
+        `${where}.id`,
+      );
+    }
+    if (r.resourceType === 'ImagingStudy') {
+      imagingStudies.push(
+        (r.id === undefined ? { ...r, id: `request-entry-${i}` } : r) as unknown as ImagingStudy,
+      );
+      return;
     }
     // Observations without an id are named by their place in the request (not persisted).
     observations.push(
@@ -97,7 +129,22 @@ export function parsePredictBundle(body: unknown, opts: { requireIds: boolean })
     );
   });
   if (!patient) throw badRequest('the Bundle holds no Patient', 'Bundle.entry');
-  return { patient, observations };
+  // Every input must be about the Bundle's Patient: another patient's results never feed a report.
+  const own = new Set([`Patient/${patient.id ?? ''}`, ...(entryUrlOf(parsed.data.entry, patient) ?? [])]);
+  for (const s of subjects) {
+    if (s.ref !== undefined && !own.has(s.ref))
+      throw badRequest("subject is not the Bundle's Patient", s.where);
+  }
+  return { patient, observations, imagingStudies, endpoints };
+}
+
+/** The Patient entry's fullUrl, which inputs may reference instead of `Patient/<id>`. */
+function entryUrlOf(
+  entries: readonly { fullUrl?: string | undefined; resource: unknown }[],
+  patient: Patient,
+): string[] | undefined {
+  const url = entries.find((e) => e.resource === patient)?.fullUrl;
+  return url ? [url] : undefined;
 }
 
 function containedReport(bundle: Bundle): DiagnosticReport {
@@ -130,6 +177,32 @@ export interface PredictResult {
   readonly location?: string;
 }
 
+/** The model's row: Observations for tabular and sequence models, the ImagingStudy for image models. */
+async function extract(
+  ports: PipelinePorts,
+  manifest: ModelManifest,
+  input: PredictInput,
+  now: Date,
+): Promise<ExtractResult> {
+  if (manifest.input.kind !== 'image')
+    return ports.extractor(manifest).extract(input.patient, input.observations, now);
+  const [study] = input.imagingStudies;
+  if (!study) throw badRequest(`model ${manifest.id} needs an ImagingStudy in the Bundle`, 'Bundle.entry');
+  if (!ports.imageExtractor) {
+    throw new HttpError(
+      501,
+      'not-supported',
+      'image models are not configured on this deployment (no DICOMweb allow-list)',
+    );
+  }
+  const result = await ports.imageExtractor(manifest).extract(study, now, { endpoints: input.endpoints });
+  if (result.status !== 'failed') return result;
+  if (result.retryable) {
+    throw new HttpError(502, 'transient', `the DICOMweb server could not be read (${result.reason})`);
+  }
+  throw badRequest(`the ImagingStudy cannot be used (${result.reason})`, 'Bundle.entry');
+}
+
 export async function predict(
   ports: PipelinePorts,
   manifest: ModelManifest,
@@ -137,7 +210,7 @@ export async function predict(
   opts: { persist: boolean; now: Date },
 ): Promise<PredictResult> {
   const patientRef = `Patient/${input.patient.id ?? ''}`;
-  const extracted = ports.extractor(manifest).extract(input.patient, input.observations, opts.now);
+  const extracted = await extract(ports, manifest, input, opts.now);
   if (extracted.status === 'insufficient-data') {
     throw new HttpError(
       422,

@@ -5,11 +5,24 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import type { Bundle, DiagnosticReport, Observation, Patient } from '@medplum/fhirtypes';
+import type {
+  Bundle,
+  DiagnosticReport,
+  ImagingStudy,
+  Observation,
+  OperationOutcome,
+  Patient,
+} from '@medplum/fhirtypes';
 import { SignJWT, base64url } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildDemoCohort, loadHeldOutRows } from '../../local/demo/cohort.js';
 import { loadDemoPatient } from '../../local/demo/load.js';
+import {
+  buildImagingCohort,
+  demoEndpoint,
+  DEMO_ENDPOINT_ID,
+  loadDicomIndex,
+} from '../../local/demo/imaging-cohort.js';
 import { startFunctionsGateway, type RunningGateway } from '../../local/gateway.js';
 import {
   DEMO_CLIENT,
@@ -55,6 +68,7 @@ beforeAll(async () => {
     routes: partnerApiRoutes(
       createLocalPartnerHandler({
         ...common,
+        dicomWebUrl: stack.dicomweb.url,
         publicBaseUrl: () => gatewayUrl,
         rate: { burst: 1000, perSecond: 1000 },
       }),
@@ -407,6 +421,40 @@ describe('REST', () => {
     expect(report.result).toEqual([{ reference: '#score' }]);
     expect(report.contained?.[0]?.resourceType).toBe('Observation');
     expect(await reportCount()).toBe(before);
+  });
+
+  it('$predict scores an ImagingStudy with the CNN over DICOMweb (its Endpoint in the Bundle)', async () => {
+    const [inst] = loadDicomIndex(path.join(ROOT, 'local/demo/data/dicom/index.json'));
+    if (!inst) throw new Error('no demo DICOM');
+    const [demo] = buildImagingCohort([inst]);
+    const study = demo?.trigger[0]?.resource as ImagingStudy;
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [
+        { resource: { resourceType: 'Patient', id: 'ct-1' } },
+        { resource: { ...study, id: 'study-1', subject: { reference: 'Patient/ct-1' } } },
+        { resource: { ...demoEndpoint(stack.dicomweb.url), id: DEMO_ENDPOINT_ID } },
+      ],
+    };
+    const res = await post(predictUrl('lung-nodule-cnn'), await issuer.accessToken(DEMO_CLIENT), bundle);
+    expect(res.status).toBe(200);
+    const report = (await res.json()) as DiagnosticReport;
+    const score = report.contained?.[0] as Observation | undefined;
+    const expected =
+      (inst as unknown as { expected: Record<string, number> }).expected['lung-nodule-cnn'] ?? NaN;
+    expect(Math.abs((score?.valueQuantity?.value ?? NaN) - expected)).toBeLessThan(1e-3);
+  });
+
+  it('$predict refuses an input about another patient, naming the path (400)', async () => {
+    const bundle = predictBundle();
+    const obs = bundle.entry?.find((e) => e.resource?.resourceType === 'Observation');
+    if (!obs?.resource) throw new Error('no Observation in the test bundle');
+    obs.resource = { ...(obs.resource as Observation), subject: { reference: 'Patient/someone-else' } };
+    const res = await post(predictUrl(), await issuer.accessToken(DEMO_CLIENT), bundle);
+    expect(res.status).toBe(400);
+    const outcome = (await res.json()) as OperationOutcome;
+    expect(outcome.issue[0]?.expression?.[0]).toMatch(/^Bundle\.entry\[\d+\]\.resource\.subject\.reference$/);
   });
 
   it('persist=true with report.write writes the report once; without the scope it is refused (403)', async () => {
