@@ -94,7 +94,12 @@ export const ConfigSchema = z
       .string()
       .regex(/^[A-Za-z][A-Za-z0-9]*$/)
       .default('FhirAnalytics'),
-    fhir: z.object({ baseUrl: HttpsUrl, auth: FhirAuthSchema }),
+    fhir: z.object({
+      baseUrl: HttpsUrl,
+      auth: FhirAuthSchema,
+      /** DICOMweb base URLs image models may read from; none turns the image models off. */
+      dicomWebAllowList: z.array(HttpsUrl).default([]),
+    }),
     notify: z
       .object({ enabled: z.boolean().default(false), throttle: Throttle })
       .default({ enabled: false, throttle: { rateLimit: 50, burstLimit: 100 } }),

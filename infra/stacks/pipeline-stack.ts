@@ -189,6 +189,9 @@ export class PipelineStack extends Stack {
       environment: {
         FHIR_BASE_URL: config.fhir.baseUrl,
         FHIR_AUTH_MODE: config.fhir.auth.mode,
+        ...(config.fhir.dicomWebAllowList.length
+          ? { DICOMWEB_ALLOWED_BASE_URLS: config.fhir.dicomWebAllowList.join(',') }
+          : {}),
         ...(config.fhir.auth.mode === 'smart-backend-services'
           ? {
               FHIR_CLIENT_ID: config.fhir.auth.clientId,

@@ -21,6 +21,7 @@ export const BASE_CONFIG = {
   fhir: {
     baseUrl: 'https://fhir.example.org/r4',
     auth: { mode: 'smart-backend-services', clientId: 'fhir-analytics', scopes: ['system/Observation.rs'] },
+    dicomWebAllowList: ['https://pacs.example.org/dicomweb'],
   },
   notify: { enabled: true },
   partnerApi: {

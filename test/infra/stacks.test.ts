@@ -184,6 +184,7 @@ describe('functions', () => {
         FHIR_BASE_URL: 'https://fhir.example.org/r4',
         FHIR_AUTH_MODE: 'smart-backend-services',
         FHIR_CREDENTIALS_SECRET_ARN: expect.anything(),
+        DICOMWEB_ALLOWED_BASE_URLS: 'https://pacs.example.org/dicomweb',
       });
     }
     const sweepWorker = fns.find(([id]) => id.startsWith('PopulationSweepFunction'));
