@@ -231,6 +231,46 @@ describe('value[x]', () => {
   });
 });
 
+describe('coding match', () => {
+  const LOCAL = 'urn:oid:1.2.3.4.5'; // a hospital's local lab code system
+  const multi = glucose({
+    codes: [
+      { system: LOINC, code: LOINC_GLUCOSE },
+      { system: LOCAL, code: 'GLU' },
+    ],
+  });
+  const cases: [string, Loose['code'], number | 'missing'][] = [
+    ['LOINC coding', { coding: [{ system: LOINC, code: LOINC_GLUCOSE }] }, 76],
+    ['local coding alone', { coding: [{ system: LOCAL, code: 'GLU' }] }, 76],
+    [
+      'local coding beside an unrelated one',
+      {
+        coding: [
+          { system: 'urn:x', code: 'a' },
+          { system: LOCAL, code: 'GLU' },
+        ],
+      },
+      76,
+    ],
+    [
+      'right code, wrong system',
+      { coding: [{ system: 'http://snomed.info/sct', code: LOINC_GLUCOSE }] },
+      'missing',
+    ],
+    ['right code, no system', { coding: [{ code: LOINC_GLUCOSE }] }, 'missing'],
+    ['local code under LOINC', { coding: [{ system: LOINC, code: 'GLU' }] }, 'missing'],
+    ['code only in text', { text: 'Glucose 2345-7' }, 'missing'],
+  ];
+  it.each(cases)('%s', (_name, code, expected) => {
+    const result = extractOne(multi, [obs({ code })]);
+    if (expected === 'missing') {
+      expect(result.status).toBe('insufficient-data');
+    } else {
+      expect(ok(result).values[0]).toBeCloseTo(expected, 6);
+    }
+  });
+});
+
 describe('status', () => {
   const cases: [string | undefined, boolean, number | string][] = [
     ['final', false, 76],
