@@ -7,6 +7,7 @@
  * report per-feature attributions, and this service does not invent any.
  */
 import { randomUUID } from 'node:crypto';
+import { PERTURBATION, type Sensitivity } from './sensitivity.js';
 import type { CdsCard, CdsService } from '../events/cds-hooks.js';
 import type { ModelManifest, TabularFeature } from '../inference/manifest.js';
 import { selectBand } from '../reports/index.js';
@@ -94,8 +95,28 @@ function featureUnit(f: TabularFeature): string {
 
 const escapeCell = (s: string): string => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
+/** The features that drove the score near this patient's values, as card lines. */
+function drivers(sensitivities: readonly Sensitivity[]): string[] {
+  const top = sensitivities.filter((s) => s.delta !== 0).slice(0, 3);
+  if (top.length === 0) {
+    return ['No observed numeric input moved the score when raised by 10%; no feature is singled out.', ''];
+  }
+  const list = top.map((s) => `${s.feature} (${s.delta > 0 ? '+' : '−'}${displayNumber(Math.abs(s.delta))})`);
+  return [
+    `Features that drove the score: ${list.join(', ')}, the change in score when each observed input ` +
+      `is raised by ${String(PERTURBATION * 100)}% on its own. This is the model's local sensitivity ` +
+      "near this patient's values, not a causal attribution.",
+    '',
+  ];
+}
+
 /** The card for a score. */
-export function scoreCard(ctx: CardContext, row: FeatureRow, prediction: Prediction): CdsCard {
+export function scoreCard(
+  ctx: CardContext,
+  row: FeatureRow,
+  prediction: Prediction,
+  sensitivities: readonly Sensitivity[] = [],
+): CdsCard {
   const { manifest } = ctx;
   const band = selectBand(manifest.output.thresholds, prediction.score);
   const label = band ? (band.conclusion.display ?? band.conclusion.code) : 'Model score';
@@ -112,8 +133,8 @@ export function scoreCard(ctx: CardContext, row: FeatureRow, prediction: Predict
     `Score **${score}**${manifest.output.unit === '1' ? '' : ` ${manifest.output.unit}`}` +
       (band ? `, band "${label}" (${band.indicator} at ≥ ${band.atOrAbove}).` : '.'),
     '',
-    'Inputs the model was given. These are the values the score was computed from; the model ' +
-      'does not report how much each contributed, so no feature is singled out as driving the score.',
+    ...drivers(sensitivities),
+    'Inputs the model was given: the values the score was computed from.',
     '',
     flat ? '| feature | value | unit | source |' : '| feature | source |',
     flat ? '|---|---|---|---|' : '|---|---|',

@@ -25,6 +25,7 @@ import {
   scoreCard,
 } from './cards.js';
 import { toHttpError } from './errors.js';
+import { perturbedRows, rankSensitivities } from './sensitivity.js';
 
 export interface HookDeps {
   readonly ports: PipelinePorts;
@@ -193,14 +194,22 @@ export async function callService(
     });
     return { cards: [insufficientDataCard(ctx, extracted.missing)] };
   }
-  let prediction;
+  // The patient's row and one row per perturbed input go to the model in one call.
+  const perturbed = perturbedRows(manifest, extracted.row);
+  let predictions;
   try {
-    [prediction] = await deps.ports.inference.predict(manifest, [extracted.row]);
+    predictions = await deps.ports.inference.predict(manifest, [extracted.row, ...perturbed.rows]);
   } catch (err) {
     throw toHttpError(err);
   }
+  const [prediction, ...others] = predictions;
   if (!prediction) throw new HttpError(502, 'exception', 'the model returned no prediction');
-  const card = scoreCard(ctx, extracted.row, prediction);
+  const sensitivities = rankSensitivities(
+    perturbed.features,
+    prediction.score,
+    others.map((p) => p.score),
+  );
+  const card = scoreCard(ctx, extracted.row, prediction, sensitivities);
   deps.ports.logger.info('cds card', {
     model: manifest.id,
     source: inputs.source,

@@ -191,6 +191,8 @@ describe('CDS Hooks', () => {
     expect(['info', 'warning', 'critical']).toContain(card?.indicator);
     expect(card?.detail).toContain('Inputs the model was given');
     expect(card?.detail).toContain('glucose');
+    // The features that drove the score, measured in the same model call.
+    expect(card?.detail).toMatch(/Features that drove the score: \w+ \([+−][\d.]+\)/);
     expect(card?.source.url).toBe(`${gateway.url}/v1/models/${MODEL}/card`);
     const cardPage = await fetch(card?.source.url ?? '');
     expect(cardPage.status).toBe(200);

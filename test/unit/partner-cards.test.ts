@@ -2,6 +2,7 @@
  * CDS services and cards derived from the manifests, validated against the CDS Hooks 2.0
  * schemas, and the FHIR server allow-list.
  */
+import { perturbedRows, rankSensitivities } from '../../shared/partner/sensitivity.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { MODELS_DIR } from '../../local/stack.js';
 import { CdsCardSchema, CdsServiceSchema } from '../../shared/events/cds-hooks.js';
@@ -67,13 +68,84 @@ describe('cards', () => {
     }
   });
 
-  it('name the inputs, say that there are no attributions, and mark imputed values', () => {
+  it('name the inputs and mark imputed values; without sensitivities no feature is singled out', () => {
     const m = manifests.find((x) => x.id === 'diabetes-gbm');
     if (!m) throw new Error('diabetes-gbm manifest missing');
     const card = scoreCard({ manifest: m, cardUrl: 'https://x.example/card' }, rowFor(m), { score: 100 });
-    expect(card.detail).toContain('does not report how much each contributed');
+    expect(card.detail).toContain('no feature is singled out');
     expect(card.detail).toContain('| age —');
     expect(card.detail).toContain('imputed');
+  });
+
+  it('name the three features the score moved most with, and say it is a local sensitivity', () => {
+    const m = manifests.find((x) => x.id === 'diabetes-gbm');
+    if (!m) throw new Error('diabetes-gbm manifest missing');
+    const sens = rankSensitivities(
+      ['bmi', 'glucose', 'hdl_cholesterol', 'mean_bp'],
+      100,
+      [101, 112.5, 96, 100],
+    );
+    const card = scoreCard(
+      { manifest: m, cardUrl: 'https://x.example/card' },
+      rowFor(m),
+      { score: 100 },
+      sens,
+    );
+    expect(card.detail).toContain(
+      'Features that drove the score: glucose (+12.5), hdl_cholesterol (−4), bmi (+1)',
+    );
+    expect(card.detail).toContain('not a causal attribution');
+    expect(card.detail).not.toContain('mean_bp (');
+  });
+
+  it('perturb only observed numeric inputs (the newest step of a sequence), each on its own', () => {
+    const gbm = manifests.find((x) => x.id === 'diabetes-gbm');
+    const pbc = manifests.find((x) => x.id === 'pbc-gru');
+    if (!gbm || !pbc) throw new Error('manifest missing');
+    const row = rowFor(gbm); // age (patient), sex (imputed: index 1), then observed labs 3..10
+    const { rows, features } = perturbedRows(gbm, row);
+    expect(features).toEqual(
+      gbm.input.kind === 'tabular'
+        ? gbm.input.features.filter((f) => f.source === 'observation').map((f) => f.name)
+        : [],
+    );
+    rows.forEach((r, k) => {
+      const j =
+        gbm.input.kind === 'tabular' ? gbm.input.features.findIndex((f) => f.name === features[k]) : -1;
+      expect(r.values[j]).toBeCloseTo((row.values[j] ?? 0) * 1.1, 5);
+      expect(
+        [...r.values].filter(
+          (v, i) => i !== j && !(Number.isNaN(v) && Number.isNaN(row.values[i])) && v !== row.values[i],
+        ),
+      ).toEqual([]);
+    });
+    const width = pbc.input.kind === 'sequence' ? pbc.input.features.length : 0;
+    const seq = {
+      values: Float32Array.from({ length: 2 * width }, (_, i) => i + 1),
+      shape: [2, width],
+      mask: Float32Array.from([1, 1]),
+      inputs: [],
+      effective: undefined,
+      provenance: (pbc.input.kind === 'sequence' ? pbc.input.features : []).map((f) => ({
+        feature: f.name,
+        imputed: false,
+        inputs: [],
+      })),
+    };
+    const perturbed = perturbedRows(pbc, seq);
+    // Labs only (patient age/sex and the coded signs are not perturbed), at the newest (last) step.
+    expect(perturbed.features).toEqual([
+      'bilirubin',
+      'albumin',
+      'alk_phos',
+      'ast',
+      'platelets',
+      'protime',
+      'cholesterol',
+    ]);
+    expect(perturbed.rows[0]?.values[width + 2]).toBeCloseTo((width + 3) * 1.1, 4);
+    expect(perturbed.rows[0]?.values[2]).toBe(3);
+    expect(perturbedRows(pbc, { ...seq, mask: Float32Array.from([1, 0]) }).rows).toEqual([]);
   });
 
   it('insufficient data: info, no score, the missing features named', () => {
