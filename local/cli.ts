@@ -144,6 +144,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     case 'demo': {
       const { summary, stack } = await runDemo({ ...stackOptions, logLevel: logLevel as never });
       process.stdout.write('\n' + (await howToCallPartnerApi(stack)) + '\n');
+      if (!values.serve) {
+        process.stdout.write(
+          '\nThe servers stop now. To keep them up and try these calls: npm start -- --serve\n',
+        );
+      }
       if (values.serve) {
         process.stdout.write('Servers stay up (--serve). Press Ctrl-C to stop.\n');
         await untilSignal();

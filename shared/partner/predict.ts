@@ -132,8 +132,12 @@ export function parsePredictBundle(body: unknown, opts: { requireIds: boolean })
   // Every input must be about the Bundle's Patient: another patient's results never feed a report.
   const own = new Set([`Patient/${patient.id ?? ''}`, ...(entryUrlOf(parsed.data.entry, patient) ?? [])]);
   for (const s of subjects) {
-    if (s.ref !== undefined && !own.has(s.ref))
+    // A subject is required and must reference the Bundle's Patient (a version suffix is fine):
+    // an input without one could be anyone's.
+    if (s.ref === undefined) throw badRequest("subject must reference the Bundle's Patient", s.where);
+    if (!own.has(s.ref.split('/_history/')[0] ?? '')) {
       throw badRequest("subject is not the Bundle's Patient", s.where);
+    }
   }
   return { patient, observations, imagingStudies, endpoints };
 }

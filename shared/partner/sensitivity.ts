@@ -37,7 +37,7 @@ export function perturbedRows(
     const value = row.values[at];
     if (value === undefined || !Number.isFinite(value) || value === 0) return;
     const values = Float32Array.from(row.values);
-    values[at] = value * (1 + PERTURBATION);
+    values[at] = value + Math.abs(value) * PERTURBATION; // raised, also for negative values
     rows.push({ ...row, values });
     names.push(f.name);
   });

@@ -4,6 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runDemo, type DemoSummary } from '../../local/demo/run.js';
 import type { RunningStack } from '../../local/stack.js';
 import { createFhirGateway } from '../../shared/fhir/gateway.js';
+import { DEMO_CLIENT } from '../../local/jwks-issuer.js';
 
 const stacks: RunningStack[] = [];
 afterAll(async () => {
@@ -44,6 +45,13 @@ describe('npm start (the demo) end to end', () => {
     expect(s.failedRecords).toBe(0);
     expect(s.deadLettered).toBe(0);
     expect(first.output).toContain('reports written          212');
+
+    // The stack's partner API serves every model, the CNN included (DICOMweb configured).
+    const token = await first.stack.issuer.accessToken(DEMO_CLIENT);
+    const listed = (await (
+      await fetch(`${first.stack.gateway.url}/v1/models`, { headers: { authorization: `Bearer ${token}` } })
+    ).json()) as { models: { id: string }[] };
+    expect(listed.models.map((m) => m.id).sort()).toContain('lung-nodule-cnn');
 
     const fhir = createFhirGateway({ baseUrl: first.stack.fhir.baseUrl });
     const all = await fhir.searchAll<DiagnosticReport>('DiagnosticReport', { _count: '1000' });

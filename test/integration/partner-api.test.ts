@@ -448,11 +448,15 @@ describe('REST', () => {
     expect(Math.abs((score?.valueQuantity?.value ?? NaN) - expected)).toBeLessThan(1e-3);
   });
 
-  it('$predict refuses an input about another patient, naming the path (400)', async () => {
+  it.each([
+    ['another patient', { subject: { reference: 'Patient/someone-else' } }],
+    ['no subject', { subject: undefined }],
+    ['a subject without a reference', { subject: { identifier: { value: 'x' } } }],
+  ])('$predict refuses an input about %s, naming the path (400)', async (_name, change) => {
     const bundle = predictBundle();
     const obs = bundle.entry?.find((e) => e.resource?.resourceType === 'Observation');
     if (!obs?.resource) throw new Error('no Observation in the test bundle');
-    obs.resource = { ...(obs.resource as Observation), subject: { reference: 'Patient/someone-else' } };
+    obs.resource = { ...(obs.resource as Observation), ...change } as Observation;
     const res = await post(predictUrl(), await issuer.accessToken(DEMO_CLIENT), bundle);
     expect(res.status).toBe(400);
     const outcome = (await res.json()) as OperationOutcome;
@@ -467,6 +471,11 @@ describe('REST', () => {
       predictBundle(),
     );
     expect(refused.status).toBe(403);
+    // The refusal is an OperationOutcome that names nothing but the lack of scope.
+    expect(await refused.json()).toEqual({
+      resourceType: 'OperationOutcome',
+      issue: [{ severity: 'error', code: 'forbidden', diagnostics: 'insufficient scope' }],
+    });
     expect(await reportCount()).toBe(before);
     const res = await post(
       predictUrl(MODEL, '?persist=true'),
