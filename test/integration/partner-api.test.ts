@@ -456,7 +456,7 @@ describe('REST', () => {
     const bundle = predictBundle();
     const obs = bundle.entry?.find((e) => e.resource?.resourceType === 'Observation');
     if (!obs?.resource) throw new Error('no Observation in the test bundle');
-    obs.resource = { ...(obs.resource as Observation), ...change } as Observation;
+    obs.resource = { ...(obs.resource as Observation), ...change };
     const res = await post(predictUrl(), await issuer.accessToken(DEMO_CLIENT), bundle);
     expect(res.status).toBe(400);
     const outcome = (await res.json()) as OperationOutcome;
