@@ -26,10 +26,23 @@
 import type { Endpoint, ImagingStudy, ImagingStudySeries, Reference } from '@medplum/fhirtypes';
 import type { ImageInput } from '../inference/manifest.js';
 import type { FeatureRow, SkippedInput } from '../types.js';
-import { compileAllowList, type AllowList, type AllowOutcome } from './allow-list.js';
+import { compileAllowList, type AllowList } from './allow-list.js';
 import { decodeDicomImage, type DecodedImage } from './dicom.js';
 import { parseFhirDateTime } from './fhir-time.js';
-import { parseContentType, parseMultipartRelated } from './multipart.js';
+import { applyWindow, resampleBilinear } from './image-pixels.js';
+
+export { applyWindow, resampleBilinear } from './image-pixels.js';
+import {
+  dicomBytes,
+  discard,
+  failed,
+  fetchChecked,
+  insufficient,
+  Problem,
+  readCapped,
+  redact,
+  type DicomHttp,
+} from './image-http.js';
 
 export type FetchLike = (url: string, init: RequestInit) => Promise<Response>;
 
@@ -89,27 +102,8 @@ export interface ImageExtractor {
 
 const DICOM_UID_SYSTEM = 'urn:dicom:uid';
 const UID = /^[0-9]+(?:\.[0-9]+)*$/;
-const ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*';
 const HEADER_ALLOWANCE = 4 * 1024 * 1024;
 const WADO_RS = 'dicom-wado-rs';
-
-/** Internal: how `run` stops early; turned into a result in `extract`, never escapes. */
-class Problem extends Error {
-  override name = 'ImageProblem';
-  constructor(
-    readonly kind: 'insufficient' | 'failed',
-    readonly reason: string,
-    message: string,
-    readonly retryable = false,
-  ) {
-    super(message);
-  }
-}
-
-const insufficient = (reason: string, message: string): Problem =>
-  new Problem('insufficient', reason, message);
-const failed = (reason: string, message: string, retryable: boolean): Problem =>
-  new Problem('failed', reason, message, retryable);
 
 function numberOf(x: { number?: unknown }, fallback: number): number {
   return typeof x.number === 'number' && Number.isFinite(x.number) ? x.number : fallback;
@@ -134,72 +128,12 @@ function studyReference(study: ImagingStudy): string {
   return typeof v === 'string' && v !== '' ? `ImagingStudy/${id}/_history/${v}` : `ImagingStudy/${id}`;
 }
 
-/** Bilinear resampling with pixel centres aligned (`align_corners=False`), no antialiasing. */
-export function resampleBilinear(
-  src: Float32Array,
-  rows: number,
-  columns: number,
-  outRows: number,
-  outColumns: number,
-): Float32Array {
-  if (rows === outRows && columns === outColumns) return src;
-  const out = new Float32Array(outRows * outColumns);
-  const sy = rows / outRows;
-  const sx = columns / outColumns;
-  const x0s = new Int32Array(outColumns);
-  const x1s = new Int32Array(outColumns);
-  const fxs = new Float32Array(outColumns);
-  for (let x = 0; x < outColumns; x++) {
-    const fx = Math.min(Math.max((x + 0.5) * sx - 0.5, 0), columns - 1);
-    const x0 = Math.floor(fx);
-    x0s[x] = x0;
-    x1s[x] = Math.min(x0 + 1, columns - 1);
-    fxs[x] = fx - x0;
-  }
-  for (let y = 0; y < outRows; y++) {
-    const fy = Math.min(Math.max((y + 0.5) * sy - 0.5, 0), rows - 1);
-    const y0 = Math.floor(fy);
-    const y1 = Math.min(y0 + 1, rows - 1);
-    const wy = fy - y0;
-    const r0 = y0 * columns;
-    const r1 = y1 * columns;
-    for (let x = 0; x < outColumns; x++) {
-      const a = x0s[x] as number;
-      const b = x1s[x] as number;
-      const wx = fxs[x] as number;
-      const top = (src[r0 + a] as number) * (1 - wx) + (src[r0 + b] as number) * wx;
-      const bottom = (src[r1 + a] as number) * (1 - wx) + (src[r1 + b] as number) * wx;
-      out[y * outColumns + x] = top * (1 - wy) + bottom * wy;
-    }
-  }
-  return out;
-}
-
-/**
- * Window centre/width on Hounsfield units, in place: `unit` maps `[c − w/2, c + w/2]` linearly
- * to `[0, 1]` and clamps; `none` clamps to that HU range.
- */
-export function applyWindow(
-  hu: Float32Array,
-  window: { readonly center: number; readonly width: number },
-  normalisation: 'unit' | 'none',
-): Float32Array {
-  const lower = window.center - window.width / 2;
-  const upper = window.center + window.width / 2;
-  const out = new Float32Array(hu.length);
-  for (let i = 0; i < hu.length; i++) {
-    const v = Math.min(Math.max(hu[i] as number, lower), upper);
-    out[i] = normalisation === 'unit' ? (v - lower) / window.width : v;
-  }
-  return out;
-}
-
 /** Compiles an image input. Throws a TypeError for an allow-list entry that is not an http(s) base URL. */
 export function compileImageExtractor(input: ImageInput, options: ImageExtractorOptions): ImageExtractor {
   const allowed = compileAllowList(options.allowList);
   const maxBytes = options.maxBytes ?? input.maxPixels * 2 + HEADER_ALLOWANCE;
   const timeoutMs = options.timeoutMs ?? 30_000;
-  const maxRedirects = options.maxRedirects ?? 3;
+  const http: DicomHttp = { allowed, fetch: options.fetch, maxRedirects: options.maxRedirects ?? 3 };
   const [height, width] = input.size;
   const tensorName = input.tensor;
 
@@ -288,94 +222,6 @@ export function compileImageExtractor(input: ImageInput, options: ImageExtractor
     return endpoint.address.replace(/\/+$/, '');
   }
 
-  async function fetchChecked(url: string, signal: AbortSignal): Promise<Response> {
-    let current = url;
-    for (let hop = 0; ; hop++) {
-      const check: AllowOutcome = allowed(current);
-      if (!check.ok) {
-        throw failed(
-          'endpoint:not-allowed',
-          `${hop === 0 ? 'URL' : 'redirect target'} refused (${check.reason}): ${redact(current)}`,
-          false,
-        );
-      }
-      let response: Response;
-      try {
-        response = await options.fetch(check.url.href, {
-          method: 'GET',
-          headers: { accept: ACCEPT },
-          redirect: 'manual',
-          signal,
-        });
-      } catch (err) {
-        const timedOut = signal.aborted;
-        throw failed(
-          timedOut ? 'fetch:timeout' : 'fetch:network',
-          `${timedOut ? 'timed out' : 'network error'} fetching ${redact(current)}: ${err instanceof Error ? err.message : String(err)}`,
-          true,
-        );
-      }
-      if (response.status >= 300 && response.status < 400 && response.headers.has('location')) {
-        await discard(response);
-        if (hop >= maxRedirects)
-          throw failed('fetch:redirects', `more than ${String(maxRedirects)} redirects`, false);
-        current = new URL(response.headers.get('location') ?? '', check.url).href;
-        continue;
-      }
-      return response;
-    }
-  }
-
-  async function readCapped(response: Response): Promise<Uint8Array> {
-    const declared = Number(response.headers.get('content-length') ?? Number.NaN);
-    if (Number.isFinite(declared) && declared > maxBytes) {
-      await discard(response);
-      throw insufficient(
-        'dicom:too-large',
-        `response of ${String(declared)} bytes exceeds the limit of ${String(maxBytes)}`,
-      );
-    }
-    if (response.body === null) return new Uint8Array(0);
-    const reader = (response.body as ReadableStream<Uint8Array>).getReader();
-    const chunks: Uint8Array[] = [];
-    let total = 0;
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      total += value.byteLength;
-      if (total > maxBytes) {
-        await reader.cancel().catch(() => undefined);
-        throw insufficient('dicom:too-large', `response passed the limit of ${String(maxBytes)} bytes`);
-      }
-      chunks.push(value);
-    }
-    if (chunks.length === 1) return chunks[0] as Uint8Array;
-    const out = new Uint8Array(total);
-    let at = 0;
-    for (const c of chunks) {
-      out.set(c, at);
-      at += c.byteLength;
-    }
-    return out;
-  }
-
-  function dicomBytes(response: Response, body: Uint8Array): Uint8Array {
-    const { mediaType, params } = parseContentType(response.headers.get('content-type') ?? '');
-    if (mediaType === 'application/dicom') return body;
-    if (mediaType !== 'multipart/related') {
-      throw insufficient('response:media-type', `unexpected response type ${mediaType || '(none)'}`);
-    }
-    const parts = parseMultipartRelated(body, params.get('boundary') ?? '');
-    if (parts === undefined) throw insufficient('response:multipart', 'malformed multipart/related response');
-    const part = parts.find((p) => {
-      const type = p.headers.get('content-type');
-      return type === undefined || parseContentType(type).mediaType === 'application/dicom';
-    });
-    if (part === undefined)
-      throw insufficient('response:multipart', 'no application/dicom part in the response');
-    return part.body;
-  }
-
   function toRow(image: DecodedImage, reference: string, effective: string | undefined): FeatureRow {
     const resampled = resampleBilinear(image.hu, image.rows, image.columns, height, width);
     const values = applyWindow(resampled, input.window, input.normalisation);
@@ -426,7 +272,7 @@ export function compileImageExtractor(input: ImageInput, options: ImageExtractor
     const url = `${base}/studies/${uid}/series/${seriesUid}/instances/${sop}`;
     const timeout = AbortSignal.timeout(timeoutMs);
     const signal = context?.signal ? AbortSignal.any([timeout, context.signal]) : timeout;
-    const response = await fetchChecked(url, signal);
+    const response = await fetchChecked(http, url, signal);
     if (response.status !== 200) {
       await discard(response);
       const s = response.status;
@@ -440,7 +286,7 @@ export function compileImageExtractor(input: ImageInput, options: ImageExtractor
     }
     let body: Uint8Array;
     try {
-      body = await readCapped(response);
+      body = await readCapped(response, maxBytes);
     } catch (err) {
       if (err instanceof Problem) throw err;
       throw failed(
@@ -503,25 +349,4 @@ export function compileImageExtractor(input: ImageInput, options: ImageExtractor
       }
     },
   };
-}
-
-/** A URL for messages, without credentials or query. */
-function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    u.username = '';
-    u.password = '';
-    u.search = '';
-    return u.href;
-  } catch {
-    return '(invalid URL)';
-  }
-}
-
-async function discard(response: Response): Promise<void> {
-  try {
-    await response.body?.cancel();
-  } catch {
-    // nothing to free
-  }
 }
