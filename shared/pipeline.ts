@@ -9,6 +9,7 @@ import type { ModelManifest } from './inference/manifest.js';
 import type { Logger } from './log.js';
 import type { ExtractResult, FeatureRow, Outcome, Prediction } from './types.js';
 import type { ResourceEventMessage } from './events/resource-event.js';
+import { writtenReport } from './reports/response.js';
 
 /** What the pipeline needs from the outside world. */
 export interface PipelinePorts {
@@ -245,11 +246,12 @@ async function predictAndWrite(
     issued: asOf,
   });
   const response = await ports.fhir.transaction(bundle);
-  const written = reportEntry(bundle, response);
+  const written = writtenReport(bundle, response);
+  const reference = written.id ? `DiagnosticReport/${written.id}` : undefined;
   ports.logger.info(written.created ? 'report written' : 'report unchanged', {
     model: manifest.id,
     patient: patientRef,
-    report: written.reference,
+    report: reference,
     key: idempotencyKey.slice(0, 16),
     inputs: row.inputs.length,
     ms: Date.now() - started,
@@ -257,20 +259,6 @@ async function predictAndWrite(
   return {
     model: manifest.id,
     outcome: written.created ? 'written' : 'unchanged',
-    ...(written.reference ? { report: written.reference } : {}),
+    ...(reference ? { report: reference } : {}),
   };
-}
-
-/** Finds the DiagnosticReport's entry in a transaction response: created (201) or matched (200). */
-function reportEntry(request: Bundle, response: Bundle): { created: boolean; reference?: string } {
-  const index = request.entry?.findIndex((e) => e.resource?.resourceType === 'DiagnosticReport') ?? -1;
-  const entry = index >= 0 ? response.entry?.[index] : undefined;
-  const status = entry?.response?.status ?? '';
-  const location = entry?.response?.location ?? entry?.resource?.id;
-  const reference = location?.includes('/')
-    ? location.split('/_history/')[0]?.replace(/^.*\/(DiagnosticReport\/[^/]+)$/, '$1')
-    : location
-      ? `DiagnosticReport/${location}`
-      : undefined;
-  return { created: status.startsWith('201'), ...(reference ? { reference } : {}) };
 }

@@ -21,6 +21,7 @@ import type { ModelManifest } from '../inference/manifest.js';
 import type { PipelinePorts } from '../pipeline.js';
 import type { ExtractResult } from '../types.js';
 import { badRequest, HttpError } from '../http.js';
+import { writtenReport } from '../reports/response.js';
 import { toHttpError } from './errors.js';
 
 /** Resource types a `$predict` bundle may hold. */
@@ -166,15 +167,6 @@ function containedReport(bundle: Bundle): DiagnosticReport {
   return { ...report, contained: [contained], result: [{ reference: '#score' }] };
 }
 
-/** `DiagnosticReport/<id>` from a transaction response entry. */
-function createdReportId(request: Bundle, response: Bundle): string | undefined {
-  const index = request.entry?.findIndex((e) => e.resource?.resourceType === 'DiagnosticReport') ?? -1;
-  const entry = index >= 0 ? response.entry?.[index] : undefined;
-  const location = entry?.response?.location ?? '';
-  const match = /DiagnosticReport\/([A-Za-z0-9\-.]{1,64})/.exec(location);
-  return match?.[1] ?? entry?.resource?.id;
-}
-
 export interface PredictResult {
   readonly status: 200 | 201;
   readonly body: DiagnosticReport;
@@ -249,7 +241,7 @@ export async function predict(
   } catch (err) {
     throw toHttpError(err);
   }
-  const id = createdReportId(built.bundle, response);
+  const { id } = writtenReport(built.bundle, response);
   return {
     status: 201,
     body: id ? { ...report, id } : report,

@@ -17,3 +17,4 @@ export {
   writtenMeta,
 } from './labels.js';
 export { ReportError, ReportInputError } from './errors.js';
+export { writtenReport, type WrittenReport } from './response.js';
