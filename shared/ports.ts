@@ -5,6 +5,8 @@
 import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import type { DiagnosticReport, Endpoint } from '@medplum/fhirtypes';
 import type { Config } from './config.js';
+import type { FhirAuthProvider } from './fhir/auth.js';
+import { createFhirAuth } from './fhir/auth-config.js';
 import { createFhirGateway } from './fhir/gateway.js';
 import {
   compileExtractor as compileObservationExtractor,
@@ -26,11 +28,20 @@ import {
 /** Compiles a tabular or sequence model's extractor (image models use compileImageExtractor). */
 export { compileObservationExtractor as compileExtractor };
 
-export async function createPipelinePorts(config: Config, logger: Logger): Promise<PipelinePorts> {
+export interface PipelinePortsOverrides {
+  /** Replaces the auth provider built from configuration (`createFhirAuth`). */
+  readonly fhirAuth?: FhirAuthProvider;
+}
+
+export async function createPipelinePorts(
+  config: Config,
+  logger: Logger,
+  overrides: PipelinePortsOverrides = {},
+): Promise<PipelinePorts> {
   const fhir = createFhirGateway({
     baseUrl: config.FHIR_BASE_URL,
     timeoutMs: config.CALL_TIMEOUT_MS,
-    ...(config.FHIR_BEARER_TOKEN ? { bearerToken: config.FHIR_BEARER_TOKEN } : {}),
+    auth: overrides.fhirAuth ?? createFhirAuth(config),
     onRetry: (operation, status, attempt) => {
       logger.warn('fhir retry', { operation, status: status ?? null, attempt });
     },
@@ -84,7 +95,9 @@ export async function createPipelinePorts(config: Config, logger: Logger): Promi
     fhir,
     inference: createInvoker({
       client,
-      endpointName: (m: ModelManifest) => `${config.SAGEMAKER_ENDPOINT_PREFIX}${m.id}`,
+      endpointMode: config.SAGEMAKER_ENDPOINT_MODE,
+      endpointPrefix: config.SAGEMAKER_ENDPOINT_PREFIX,
+      ...(config.SAGEMAKER_ENDPOINT_NAME ? { multiModelEndpointName: config.SAGEMAKER_ENDPOINT_NAME } : {}),
       timeoutMs: config.CALL_TIMEOUT_MS,
       logger,
     }),

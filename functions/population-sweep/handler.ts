@@ -21,6 +21,7 @@ import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
 import type { z } from 'zod';
 import { loadConfig, type Config } from '../../shared/config.js';
+import { createFhirAuth } from '../../shared/fhir/auth-config.js';
 import { createLogger, type Logger } from '../../shared/log.js';
 import { logInvocation, parseEvent } from '../../shared/middleware.js';
 import { parseSweepConfig, type SweepConfig } from '../../shared/sweep/config.js';
@@ -53,6 +54,8 @@ export function contextFromConfig(config: Config, sweep: SweepConfig, logger: Lo
   const region = config.AWS_REGION;
   return createSweepContext({
     fhirBaseUrl: config.FHIR_BASE_URL,
+    // FHIR_AUTH_MODE (set by infra) selects the shared FHIR auth; else the sweep's own settings.
+    ...(config.FHIR_AUTH_MODE ? { fhirAuth: createFhirAuth(config) } : {}),
     auth:
       sweep.FHIR_TOKEN_URL && sweep.FHIR_CLIENT_ID && sweep.FHIR_CLIENT_SECRET
         ? {

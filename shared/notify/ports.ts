@@ -6,6 +6,8 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { ConfigError, type Config } from '../config.js';
+import { authorizedFetch, type FhirAuthProvider } from '../fhir/auth.js';
+import { createFhirAuth } from '../fhir/auth-config.js';
 import type { Logger } from '../log.js';
 import { createJwksCache } from '../partner/jwks.js';
 import { createJsonAuthStore } from './auth.js';
@@ -17,7 +19,11 @@ import { createDynamoStateStore } from './state.js';
 /** Local endpoints do not check signatures; real credentials are used in AWS. */
 const LOCAL_CREDENTIALS = { accessKeyId: 'local', secretAccessKey: 'local' };
 
-export function createNotifyPorts(config: Config, logger: Logger): Promise<NotifyPorts> {
+export function createNotifyPorts(
+  config: Config,
+  logger: Logger,
+  overrides: { readonly fhirAuth?: FhirAuthProvider } = {},
+): Promise<NotifyPorts> {
   if (!config.QUEUE_URL) throw new ConfigError('invalid configuration: QUEUE_URL is required by notify');
   const sqs = new SQSClient({
     region: config.AWS_REGION,
@@ -37,7 +43,8 @@ export function createNotifyPorts(config: Config, logger: Logger): Promise<Notif
     catchUp: createFhirCatchUp({
       baseUrl: config.FHIR_BASE_URL,
       timeoutMs: config.CALL_TIMEOUT_MS,
-      ...(config.FHIR_BEARER_TOKEN ? { bearerToken: config.FHIR_BEARER_TOKEN } : {}),
+      // The configured FHIR auth (SMART, SigV4, bearer or none) on every catch-up request.
+      fetch: authorizedFetch(overrides.fhirAuth ?? createFhirAuth(config), { baseUrl: config.FHIR_BASE_URL }),
     }),
     verify: {
       ...(config.NOTIFY_AUDIENCE ? { audience: config.NOTIFY_AUDIENCE } : {}),

@@ -7,9 +7,9 @@
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
-import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { compileExtractor } from '../features/index.js';
-import { createFhirGateway, type FhirGateway } from '../fhir/gateway.js';
+import { authorizedFetch, type FhirAuthProvider } from '../fhir/auth.js';
+import { createFhirGateway } from '../fhir/gateway.js';
 import { createInvoker } from '../inference/invoker.js';
 import type { ModelManifest } from '../inference/manifest.js';
 import { loadRegistry } from '../inference/registry.js';
@@ -25,6 +25,8 @@ import { createReportWriter } from './write-back.js';
 export interface SweepContextOptions {
   readonly fhirBaseUrl: string;
   readonly auth?: FhirAuth;
+  /** The FHIR auth provider (shared/fhir/auth.ts: SMART, SigV4, ...); takes precedence over `auth`. */
+  readonly fhirAuth?: FhirAuthProvider;
   readonly sagemaker: SageMakerRuntimeClient;
   /** Endpoint name = prefix + model id. Default ''. */
   readonly endpointPrefix?: string;
@@ -45,41 +47,9 @@ export interface SweepContextOptions {
   >;
 }
 
-/** A gateway that picks up refreshed tokens (fhir-kit-client takes its token at construction). */
-function gatewayWithTokens(
-  baseUrl: string,
-  tokens: TokenProvider,
-  timeoutMs: number,
-  logger: Logger,
-): FhirGateway {
-  let current: { token: string | undefined; gateway: FhirGateway } | undefined;
-  const gateway = async (): Promise<FhirGateway> => {
-    const token = await tokens.token();
-    if (current?.token !== token || !current) {
-      current = {
-        token,
-        gateway: createFhirGateway({
-          baseUrl,
-          timeoutMs,
-          ...(token ? { bearerToken: token } : {}),
-          onRetry: (operation, status, attempt) => {
-            logger.warn('fhir retry', { operation, status: status ?? null, attempt });
-          },
-        }),
-      };
-    }
-    return current.gateway;
-  };
-  return {
-    read: async <T extends Resource>(type: T['resourceType'], id: string) =>
-      (await gateway()).read<T>(type, id),
-    searchAll: async <T extends Resource>(
-      type: T['resourceType'],
-      params: Readonly<Record<string, string>>,
-      o?: { maxResources?: number },
-    ) => (await gateway()).searchAll<T>(type, params, o),
-    transaction: async (bundle: Bundle) => (await gateway()).transaction(bundle),
-  };
+/** The sweep's own `FhirAuth` kinds as a provider of the one FHIR auth interface. */
+function tokenAuth(tokens: TokenProvider): FhirAuthProvider {
+  return { mode: 'token', getAuthHeaders: () => tokens.headers(), invalidate: () => false };
 }
 
 export async function createSweepContext(opts: SweepContextOptions): Promise<SweepContext> {
@@ -90,10 +60,18 @@ export async function createSweepContext(opts: SweepContextOptions): Promise<Swe
     if (!e) extractors.set(m.id, (e = compileExtractor(m)));
     return e;
   };
-  const tokens = createTokenProvider(opts.auth ?? { kind: 'none' });
+  const auth = opts.fhirAuth ?? tokenAuth(createTokenProvider(opts.auth ?? { kind: 'none' }));
   const timeoutMs = opts.callTimeoutMs ?? 30_000;
   const prefix = opts.endpointPrefix ?? '';
-  const fhir = gatewayWithTokens(opts.fhirBaseUrl, tokens, timeoutMs, opts.logger);
+  const fhir = createFhirGateway({
+    baseUrl: opts.fhirBaseUrl,
+    timeoutMs,
+    auth,
+    onRetry: (operation, status, attempt) => {
+      opts.logger.warn('fhir retry', { operation, status: status ?? null, attempt });
+    },
+  });
+  const authFetch = authorizedFetch(auth, { baseUrl: opts.fhirBaseUrl });
   return {
     ports: {
       fhir,
@@ -113,7 +91,12 @@ export async function createSweepContext(opts: SweepContextOptions): Promise<Swe
     models: registry,
     bulk: createBulkClient({
       baseUrl: opts.fhirBaseUrl,
-      headers: () => tokens.headers(),
+      // Auth headers go to the FHIR server only (never to a storage host serving the files).
+      fetch: (input, init) =>
+        authFetch(
+          typeof input === 'string' ? input : input instanceof URL ? input.href : input.url,
+          init ?? {},
+        ),
       ...(opts.exportMaxWaitMs ? { maxWaitMs: opts.exportMaxWaitMs } : {}),
     }),
     store: { s3: opts.s3, bucket: opts.bucket },
