@@ -8,7 +8,7 @@
  * `host`) and the SHA-256 of the body. The signer adds `authorization`, `x-amz-date` and, with
  * temporary credentials, `x-amz-security-token`; those are the headers returned.
  */
-import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type {
   AwsCredentialIdentity,
@@ -22,11 +22,11 @@ export const HEALTHLAKE_SERVICE = 'healthlake';
 
 /** SHA-256 (and HMAC-SHA256 with a secret) for the signer, from node:crypto. */
 export class NodeSha256 implements Checksum {
-  private hash: Hash | Hmac;
+  private hash: ReturnType<typeof createHash> | ReturnType<typeof createHmac>;
   constructor(private readonly secret?: SourceData) {
     this.hash = this.fresh();
   }
-  private fresh(): Hash | Hmac {
+  private fresh(): ReturnType<typeof createHash> | ReturnType<typeof createHmac> {
     return this.secret === undefined ? createHash('sha256') : createHmac('sha256', toBytes(this.secret));
   }
   update(data: Uint8Array | string): void {
@@ -65,6 +65,8 @@ export interface SigV4AuthOptions {
   readonly credentials?: AwsCredentialIdentity | AwsCredentialIdentityProvider;
   /** For tests: the signing time. */
   readonly now?: () => Date;
+  /** Signing name. Default `healthlake` (tests use the AWS SigV4 test suite's `service`). */
+  readonly service?: string;
 }
 
 async function defaultCredentials(): Promise<AwsCredentialIdentityProvider> {
@@ -85,7 +87,14 @@ export function createSigV4Auth(opts: SigV4AuthOptions): FhirAuthProvider {
     provider ??= defaultCredentials();
     return (await provider)();
   };
-  const signer = new SignatureV4({ service: HEALTHLAKE_SERVICE, region, credentials, sha256: NodeSha256 });
+  const signer = new SignatureV4({
+    service: opts.service ?? HEALTHLAKE_SERVICE,
+    region,
+    credentials,
+    sha256: NodeSha256,
+    // No x-amz-content-sha256 header (an S3 convention): the body hash is in the signature anyway.
+    applyChecksum: false,
+  });
 
   return {
     mode: 'sigv4',

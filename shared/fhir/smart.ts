@@ -41,14 +41,14 @@ export const SmartCredentialsSchema = z
     jku: z.url({ protocol: /^https?$/ }).optional(),
   })
   .refine((c) => (c.privateKeyJwk === undefined) !== (c.privateKeyPem === undefined), {
-    message: 'exactly one of privateKeyJwk and privateKeyPem',
+    error: 'exactly one of privateKeyJwk and privateKeyPem',
   })
   .refine((c) => c.kid !== undefined || typeof c.privateKeyJwk?.['kid'] === 'string', {
-    message: 'kid is required (in the JWK or beside it)',
+    error: 'kid is required (in the JWK or beside it)',
     path: ['kid'],
   })
   .refine((c) => c.alg !== undefined || c.privateKeyJwk?.['alg'] !== undefined, {
-    message: 'alg is required (RS384 or ES384, in the JWK or beside it)',
+    error: 'alg is required (RS384 or ES384, in the JWK or beside it)',
     path: ['alg'],
   });
 export type SmartCredentials = z.infer<typeof SmartCredentialsSchema>;
@@ -137,7 +137,9 @@ export function createSmartBackendAuth(opts: SmartBackendOptions): FhirAuthProvi
   const loadKey = () =>
     once(
       () => signing,
-      (p) => (signing = p),
+      (p) => {
+        signing = p;
+      },
       async () => {
         let raw: unknown;
         try {
@@ -153,7 +155,9 @@ export function createSmartBackendAuth(opts: SmartBackendOptions): FhirAuthProvi
   const discover = () =>
     once(
       () => tokenUrl,
-      (p) => (tokenUrl = p),
+      (p) => {
+        tokenUrl = p;
+      },
       async () => {
         const url = `${base}/.well-known/smart-configuration`;
         let res: Response;
