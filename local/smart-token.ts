@@ -26,6 +26,8 @@ import {
   type JSONWebKeySet,
   type JWK,
 } from 'jose';
+import type { FhirAuthProvider } from '../shared/fhir/auth.js';
+import { createSmartBackendAuth } from '../shared/fhir/smart.js';
 import type { HttpMiddleware } from './fhir/http.js';
 
 export interface SmartClientRegistration {
@@ -298,4 +300,19 @@ export async function createLocalSmartClient(
     },
     credentials: { privateKeyJwk: { ...(await exportJWK(privateKey)), kid, alg } },
   };
+}
+
+/** The functions' side of a local client: a SMART Backend Services provider holding the key in memory. */
+export function localSmartAuth(
+  fhirBaseUrl: string,
+  client: LocalSmartClient,
+  opts: { now?: () => number } = {},
+): FhirAuthProvider {
+  return createSmartBackendAuth({
+    baseUrl: fhirBaseUrl,
+    clientId: client.registration.clientId,
+    scopes: client.registration.scopes,
+    credentials: () => Promise.resolve(client.credentials),
+    ...(opts.now ? { now: opts.now } : {}),
+  });
 }

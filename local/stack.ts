@@ -18,6 +18,14 @@ import { installSubscriptions } from './fhir/subscriptions.js';
 import { installBulkExport } from './fhir/export.js';
 import { startFunctionsGateway, type RunningGateway } from './gateway.js';
 import { startJwksIssuer, type RunningJwksIssuer } from './jwks-issuer.js';
+import {
+  createLocalSmartClient,
+  localSmartAuth,
+  startSmartTokenServer,
+  type LocalSmartClient,
+  type RunningSmartTokenServer,
+  type SmartTokenServerOptions,
+} from './smart-token.js';
 import { createLocalPartnerHandler, partnerApiRoutes } from './partner.js';
 import { startEndpointServer } from './sagemaker/server.js';
 import { startLocalQueues, type LocalQueues } from './queue.js';
@@ -63,6 +71,11 @@ export interface StackOptions {
   maxReceiveCount?: number;
   /** Logger for the functions behind the gateway. Default silent. */
   logger?: Logger;
+  /**
+   * Make the embedded FHIR server require SMART Backend Services tokens from a local token
+   * server (one registered client; notify's catch-up uses it). Default off.
+   */
+  smartAuth?: Pick<SmartTokenServerOptions, 'tokenLifetimeSeconds' | 'now'>;
 }
 
 export type RunningEndpointServer = Awaited<ReturnType<typeof startEndpointServer>>;
@@ -76,6 +89,8 @@ export interface RunningStack {
   readonly dynamo: LocalDynamo;
   readonly issuer: RunningJwksIssuer;
   readonly gateway: RunningGateway;
+  /** The SMART token server and its registered client, with `smartAuth`. */
+  readonly smart?: { readonly server: RunningSmartTokenServer; readonly client: LocalSmartClient };
   /** Subscription notifications from the embedded FHIR server (undefined with an external one). */
   readonly subscriptions?: ReturnType<typeof installSubscriptions>;
   readonly modelsDir: string;
@@ -93,6 +108,7 @@ export async function startStack(opts: StackOptions = {}): Promise<RunningStack>
   try {
     let fhir: RunningStack['fhir'];
     let subscriptions: RunningStack['subscriptions'];
+    let smart: RunningStack['smart'];
     if (opts.fhirBaseUrl) {
       fhir = { baseUrl: opts.fhirBaseUrl.replace(/\/+$/, '') };
     } else {
@@ -101,6 +117,17 @@ export async function startStack(opts: StackOptions = {}): Promise<RunningStack>
         host: '127.0.0.1',
       });
       started.push(server);
+      if (opts.smartAuth) {
+        // Installed first, so that every FHIR route (subscriptions and $export included) needs a token.
+        const client = await createLocalSmartClient();
+        const tokenServer = await startSmartTokenServer({
+          ...opts.smartAuth,
+          clients: [client.registration],
+        });
+        started.push(tokenServer);
+        server.use(tokenServer.requireBearer());
+        smart = { server: tokenServer, client };
+      }
       subscriptions = installSubscriptions(server, {
         signingSecretFor: (s) =>
           Object.values(SUBSCRIPTION_IDS).includes(s.id as never) ? LOCAL_NOTIFY_SECRET : undefined,
@@ -149,7 +176,12 @@ export async function startStack(opts: StackOptions = {}): Promise<RunningStack>
           Object.values(SUBSCRIPTION_IDS).map((id) => ({ id, hmac: { secret: LOCAL_NOTIFY_SECRET } })),
         ),
       });
-    const notify = createNotifyHandler(logger, () => createNotifyPorts(functionsConfig(), logger));
+    const fhirAuth = smart
+      ? localSmartAuth(fhir.baseUrl, smart.client, opts.smartAuth?.now ? { now: opts.smartAuth.now } : {})
+      : undefined;
+    const notify = createNotifyHandler(logger, () =>
+      createNotifyPorts(functionsConfig(), logger, fhirAuth ? { fhirAuth } : {}),
+    );
     const partner = createLocalPartnerHandler({
       fhirBaseUrl: fhir.baseUrl,
       sagemakerUrl: sagemaker.url,
@@ -179,6 +211,7 @@ export async function startStack(opts: StackOptions = {}): Promise<RunningStack>
       issuer,
       gateway,
       ...(subscriptions ? { subscriptions } : {}),
+      ...(smart ? { smart } : {}),
       modelsDir,
       functionsConfig: functionsConfig(),
       close: async () => {

@@ -1,0 +1,112 @@
+/**
+ * The real pipeline against the embedded FHIR server requiring SMART Backend Services tokens:
+ * configuration as infra sets it (FHIR_AUTH_MODE, FHIR_CLIENT_ID, FHIR_SCOPES, the token URL
+ * discovered from `.well-known/smart-configuration`), the client key held in memory in place
+ * of the Secrets Manager read, the local SMART token server verifying each client assertion.
+ * Tokens expire on a shared clock (the client refreshes before the server would refuse) and
+ * are revoked (the client refreshes once after the 401); every report is written either way.
+ */
+import * as path from 'node:path';
+import type { DiagnosticReport } from '@medplum/fhirtypes';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildDemoCohort, loadHeldOutRows } from '../../local/demo/cohort.js';
+import { loadDemoPatient } from '../../local/demo/load.js';
+import { localSmartAuth } from '../../local/smart-token.js';
+import { ROOT, startStack, type RunningStack } from '../../local/stack.js';
+import { loadConfig } from '../../shared/config.js';
+import type { ResourceEventMessage } from '../../shared/events/resource-event.js';
+import { createFhirAuth } from '../../shared/fhir/auth-config.js';
+import { createFhirGateway, type FhirGateway } from '../../shared/fhir/gateway.js';
+import { createLogger } from '../../shared/log.js';
+import { processResourceEvent, type PipelinePorts } from '../../shared/pipeline.js';
+import { createPipelinePorts } from '../../shared/ports.js';
+
+const LIFETIME_SECONDS = 60;
+let clock = Date.now();
+const now = () => clock;
+let stack: RunningStack;
+let loader: FhirGateway;
+let events: ResourceEventMessage[];
+let ports: PipelinePorts;
+const logLines: string[] = [];
+
+beforeAll(async () => {
+  stack = await startStack({ anyPorts: true, smartAuth: { tokenLifetimeSeconds: LIFETIME_SECONDS, now } });
+  const smart = stack.smart;
+  if (!smart) throw new Error('the stack started without SMART auth');
+  // The loader is another client of the same registration (as an EHR integration would be).
+  loader = createFhirGateway({
+    baseUrl: stack.fhir.baseUrl,
+    auth: localSmartAuth(stack.fhir.baseUrl, smart.client, { now }),
+  });
+  const rows = loadHeldOutRows(path.join(ROOT, 'local/demo/data/diabetes-heldout.json')).slice(0, 3);
+  events = [];
+  for (const p of buildDemoCohort(rows, new Date())) {
+    const e = await loadDemoPatient(loader, p);
+    if (e) events.push(e);
+  }
+  const config = loadConfig({
+    FHIR_BASE_URL: stack.fhir.baseUrl,
+    FHIR_AUTH_MODE: 'smart-backend-services',
+    FHIR_CLIENT_ID: smart.client.registration.clientId,
+    FHIR_SCOPES: smart.client.registration.scopes.join(' '),
+    // Validated as infra sets it; the read itself is replaced by the in-memory key below.
+    FHIR_CREDENTIALS_SECRET_ARN:
+      'arn:aws:secretsmanager:us-east-1:123456789012:secret:local-fhir-client-AbCdEf',
+    SAGEMAKER_ENDPOINT_URL: stack.sagemaker.url,
+    MODELS_DIR: stack.modelsDir,
+  });
+  const logger = createLogger({ level: 'debug', sink: (line) => logLines.push(line) });
+  const fhirAuth = createFhirAuth(config, {
+    smartCredentials: () => Promise.resolve(smart.client.credentials),
+    now,
+  });
+  ports = await createPipelinePorts(config, logger, { fhirAuth });
+}, 60_000);
+
+afterAll(async () => {
+  await stack.close();
+});
+
+describe('pipeline with SMART Backend Services', () => {
+  it('refuses requests without a token', async () => {
+    const res = await fetch(`${stack.fhir.baseUrl}/Patient?_count=1`);
+    expect(res.status).toBe(401);
+    expect(res.headers.get('www-authenticate')).toContain('Bearer');
+    expect(await res.json()).toMatchObject({ resourceType: 'OperationOutcome' });
+  });
+
+  it('writes every report through token expiry and revocation', async () => {
+    // Prepare
+    const stats = stack.smart?.server.stats;
+    if (!stats) throw new Error('no token server');
+    expect(events).toHaveLength(3);
+    const before = { ...stats };
+    const [first, second, third] = events as [
+      ResourceEventMessage,
+      ResourceEventMessage,
+      ResourceEventMessage,
+    ];
+
+    // Act: one event per token state
+    const r1 = await processResourceEvent(ports, first);
+    const afterFirst = { ...stats };
+    clock += (LIFETIME_SECONDS - 5) * 1000; // inside the refresh margin: a new token before the old one fails
+    const r2 = await processResourceEvent(ports, second);
+    const afterSecond = { ...stats };
+    stack.smart?.server.revokeAll(); // the server forgets every token: the next request gets a 401
+    const r3 = await processResourceEvent(ports, third);
+
+    // Assess
+    for (const r of [r1, r2, r3]) expect(r.outcomes.map((o) => o.outcome)).toContain('written');
+    expect(afterFirst.issued - before.issued).toBe(1);
+    expect(afterSecond.issued - afterFirst.issued).toBe(1);
+    expect(afterSecond.unauthorized - afterFirst.unauthorized).toBe(0);
+    expect(stats.issued - afterSecond.issued).toBe(1);
+    expect(stats.unauthorized - afterSecond.unauthorized).toBe(1);
+    expect(stats.refused).toBe(0);
+    const reports = await loader.searchAll<DiagnosticReport>('DiagnosticReport', { _count: '100' });
+    expect(reports.length).toBeGreaterThanOrEqual(3);
+    expect(logLines.join('\n')).not.toMatch(/Bearer |eyJ/);
+  });
+});
