@@ -71,6 +71,21 @@ const VpcSchema = z.discriminatedUnion('mode', [
   }),
 ]);
 
+/**
+ * A FHIR Subscription the notify function accepts, authenticated by a JWT its server signs
+ * (the key set is public, so it can sit in this file; HMAC secrets cannot).
+ */
+const NotifySubscriptionSchema = z.object({
+  /** The Subscription's logical id at the FHIR server. */
+  id: z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/, 'a FHIR id'),
+  /** The `iss` of the notification JWTs. */
+  issuer: z.string().min(1),
+  /** The issuer's public JWKS. */
+  jwksUrl: HttpsUrl,
+  /** Resource types of the topic with their filter's search parameters (for `_lastUpdated` catch-up). */
+  resourceTypes: z.record(z.string().regex(/^[A-Z][A-Za-z]+$/), z.record(z.string(), z.string())).default({}),
+});
+
 const ScheduleSchema = z.object({
   name: Slug,
   /** EventBridge Scheduler expression: `cron(0 3 * * ? *)` or `rate(1 day)`. */
@@ -101,17 +116,44 @@ export const ConfigSchema = z
       dicomWebAllowList: z.array(HttpsUrl).default([]),
     }),
     notify: z
-      .object({ enabled: z.boolean().default(false), throttle: Throttle })
-      .default({ enabled: false, throttle: { rateLimit: 50, burstLimit: 100 } }),
+      .object({
+        enabled: z.boolean().default(false),
+        throttle: Throttle,
+        /** The Subscriptions whose notifications are accepted. */
+        subscriptions: z.array(NotifySubscriptionSchema).default([]),
+        /** The `aud` notification JWTs carry; default the deployed notify URL. */
+        audience: z.string().min(1).optional(),
+      })
+      .default({ enabled: false, throttle: { rateLimit: 50, burstLimit: 100 }, subscriptions: [] }),
     partnerApi: z
       .object({
         enabled: z.boolean().default(false),
+        /** OAuth2 issuers of REST callers' access tokens (a JWT authorizer each; the function checks scopes). */
         issuers: z
-          .array(z.object({ id: Slug, issuer: HttpsUrl, audiences: z.array(z.string().min(1)).min(1) }))
+          .array(
+            z.object({
+              id: Slug,
+              issuer: HttpsUrl,
+              audiences: z.array(z.string().min(1)).min(1),
+              /** The issuer's public JWKS (the function verifies tokens itself too). */
+              jwksUri: HttpsUrl,
+            }),
+          )
           .default([]),
+        /** CDS Hooks clients (EHRs): their JWT `iss` and the JWKS URLs their `jku` may name. */
+        cdsClients: z
+          .array(z.object({ issuer: z.string().min(1), jwksUrls: z.array(HttpsUrl).min(1) }))
+          .default([]),
+        /** Where callers reach the API (a custom domain); default the stage URL. */
+        publicBaseUrl: HttpsUrl.optional(),
         throttle: Throttle,
       })
-      .default({ enabled: false, issuers: [], throttle: { rateLimit: 50, burstLimit: 100 } }),
+      .default({
+        enabled: false,
+        issuers: [],
+        cdsClients: [],
+        throttle: { rateLimit: 50, burstLimit: 100 },
+      }),
     models: z
       .object({
         /** Model ids to deploy; default: every `models/<id>/manifest.json`. */
@@ -178,6 +220,13 @@ export const ConfigSchema = z
         code: 'custom',
         path: ['partnerApi', 'issuers'],
         message: 'at least one issuer when enabled',
+      });
+    }
+    if (c.notify.enabled && c.notify.subscriptions.length === 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['notify', 'subscriptions'],
+        message: 'at least one subscription when enabled (notify accepts no others)',
       });
     }
     if (c.sweeps.enabled && c.sweeps.schedules.length === 0) {

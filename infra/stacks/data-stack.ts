@@ -111,7 +111,7 @@ export class DataStack extends Stack {
     if (config.fhir.auth.mode === 'smart-backend-services') {
       this.fhirCredentials = new Secret(this, 'FhirCredentials', {
         description:
-          'SMART Backend Services client for the FHIR server: {"clientId","kid","privateKeyPem"}; put the private key after deployment (docs/deploy.md).',
+          'SMART Backend Services client key for the FHIR server: {"privateKeyJwk":{...,"kid","alg":"ES384"|"RS384"}} (or "privateKeyPem" with "kid" and "alg"; optional "jku", "clientId"); put it after deployment (docs/fhir-server.md).',
         encryptionKey: this.key,
         removalPolicy: RemovalPolicy.RETAIN,
       });

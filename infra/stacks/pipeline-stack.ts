@@ -17,6 +17,7 @@ import type { IBucket } from 'aws-cdk-lib/aws-s3';
 import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
+import { ENV } from '../../shared/config.js';
 import { logRetention, type AppConfig } from '../config.js';
 import { HouseFunction, type IEndpointCatalog } from '../constructs/function.js';
 import { allowAlarmsToUseKey, allowLogsToUseKey } from '../constructs/keys.js';
@@ -103,7 +104,7 @@ export class PipelineStack extends Stack {
     });
 
     const resourceEvent = this.fn('resourceEvent', { withManifests: true })
-      .bindQueueConsumer(this.queue)
+      .bindQueueConsumer(this.queue, ENV.QUEUE_URL)
       .bindEndpointInvoker(props.endpoints);
     resourceEvent.addEventSource(
       new SqsEventSource(this.queue, { batchSize: 10, reportBatchItemFailures: true }),
@@ -111,17 +112,30 @@ export class PipelineStack extends Stack {
 
     if (config.notify.enabled) {
       const notify = this.fn('notify', { timeout: Duration.seconds(29) })
-        .bindQueueProducer(this.queue)
-        .bindTable(props.eventStateTable, 'EVENT_STATE_TABLE')
-        .bindTable(props.replayCacheTable, 'REPLAY_CACHE_TABLE');
-      if (props.notificationToken)
-        notify.bindSecret(props.notificationToken, 'NOTIFICATION_TOKEN_SECRET_ARN');
+        .bindQueueProducer(this.queue, ENV.QUEUE_URL)
+        .bindTable(props.eventStateTable, ENV.EVENT_STATE_TABLE);
       this.notifyApi = new NotifyApi(this, 'NotifyApi', {
         handler: notify,
         logKey: this.key,
         logRetention: this.retention,
         throttle: config.notify.throttle,
       });
+      // Built from the API's id and the literal stage name: the stage itself depends on the function.
+      notify.addEnvironment(
+        ENV.NOTIFY_AUDIENCE,
+        config.notify.audience ??
+          `https://${this.notifyApi.api.restApiId}.execute-api.${this.region}.${this.urlSuffix}/v1/notify`,
+      );
+      notify.addEnvironment(
+        ENV.NOTIFY_SUBSCRIPTIONS,
+        JSON.stringify(
+          config.notify.subscriptions.map((s) => ({
+            id: s.id,
+            jwt: { issuer: s.issuer, jwksUrl: s.jwksUrl },
+            resourceTypes: s.resourceTypes,
+          })),
+        ),
+      );
       new CfnOutput(this, 'NotifyUrl', { value: this.notifyApi.notifyUrl });
     }
 
@@ -137,6 +151,24 @@ export class PipelineStack extends Stack {
         logRetention: this.retention,
         throttle: config.partnerApi.throttle,
       });
+      partner.addEnvironment(
+        ENV.PARTNER_PUBLIC_BASE_URL,
+        config.partnerApi.publicBaseUrl ??
+          `https://${this.partnerApi.api.apiId}.execute-api.${this.region}.${this.urlSuffix}/${this.partnerApi.stage.stageName}`,
+      );
+      partner.addEnvironment(
+        ENV.PARTNER_OAUTH_ISSUERS,
+        JSON.stringify(
+          config.partnerApi.issuers.map((i) => ({
+            issuer: i.issuer,
+            jwksUri: i.jwksUri,
+            audience: i.audiences,
+          })),
+        ),
+      );
+      partner.addEnvironment(ENV.PARTNER_CDS_ISSUERS, JSON.stringify(config.partnerApi.cdsClients));
+      // CDS calls may name only the configured FHIR server as their `fhirServer`.
+      partner.addEnvironment(ENV.PARTNER_FHIR_ALLOWLIST, config.fhir.baseUrl);
       new CfnOutput(this, 'PartnerApiUrl', { value: this.partnerApi.stage.url });
     }
 
@@ -171,6 +203,31 @@ export class PipelineStack extends Stack {
     return logRetention(this.props.config);
   }
 
+  /**
+   * `secretsmanager:GetSecretValue` on the SMART client's secret and nothing else (its key only
+   * through Secrets Manager); sets FHIR_CREDENTIALS_SECRET_ARN.
+   */
+  private grantFhirCredentials(fn: HouseFunction, secret: ISecret): void {
+    fn.addToRolePolicy(
+      new PolicyStatement({
+        actions: ['secretsmanager:GetSecretValue'],
+        resources: [secret.secretFullArn ?? `${secret.secretArn}-??????`],
+      }),
+    );
+    if (secret.encryptionKey) {
+      fn.addToRolePolicy(
+        new PolicyStatement({
+          actions: ['kms:Decrypt'],
+          resources: [secret.encryptionKey.keyArn],
+          conditions: {
+            StringEquals: { 'kms:ViaService': `secretsmanager.${this.region}.${this.urlSuffix}` },
+          },
+        }),
+      );
+    }
+    fn.addEnvironment(ENV.FHIR_CREDENTIALS_SECRET_ARN, secret.secretArn);
+  }
+
   /** A house function for a role, with FHIR access and its environment. */
   private fn(role: FunctionRole, extra: { timeout?: Duration; withManifests?: boolean } = {}): HouseFunction {
     const { config } = this.props;
@@ -187,16 +244,16 @@ export class PipelineStack extends Stack {
       ...(extra.timeout ? { timeout: extra.timeout } : {}),
       withManifests: extra.withManifests ?? false,
       environment: {
-        FHIR_BASE_URL: config.fhir.baseUrl,
-        FHIR_AUTH_MODE: config.fhir.auth.mode,
+        [ENV.FHIR_BASE_URL]: config.fhir.baseUrl,
+        [ENV.FHIR_AUTH_MODE]: config.fhir.auth.mode,
         ...(config.fhir.dicomWebAllowList.length
-          ? { DICOMWEB_ALLOWED_BASE_URLS: config.fhir.dicomWebAllowList.join(',') }
+          ? { [ENV.DICOMWEB_ALLOWED_BASE_URLS]: config.fhir.dicomWebAllowList.join(',') }
           : {}),
         ...(config.fhir.auth.mode === 'smart-backend-services'
           ? {
-              FHIR_CLIENT_ID: config.fhir.auth.clientId,
-              FHIR_SCOPES: config.fhir.auth.scopes.join(' '),
-              ...(config.fhir.auth.tokenUrl ? { FHIR_TOKEN_URL: config.fhir.auth.tokenUrl } : {}),
+              [ENV.FHIR_CLIENT_ID]: config.fhir.auth.clientId,
+              [ENV.FHIR_SCOPES]: config.fhir.auth.scopes.join(' '),
+              ...(config.fhir.auth.tokenUrl ? { [ENV.FHIR_TOKEN_URL]: config.fhir.auth.tokenUrl } : {}),
             }
           : {}),
       },
@@ -218,7 +275,7 @@ export class PipelineStack extends Stack {
         }),
       );
     } else if (this.props.fhirCredentials) {
-      fn.bindSecret(this.props.fhirCredentials, 'FHIR_CREDENTIALS_SECRET_ARN');
+      this.grantFhirCredentials(fn, this.props.fhirCredentials);
     }
     this.functions[role] = fn;
     return fn;

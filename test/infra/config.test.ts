@@ -53,6 +53,19 @@ describe('configuration', () => {
       'partnerApi.issuers.0.id',
     ],
     [{ sweeps: { enabled: true, schedules: [] } }, 'sweeps.schedules'],
+    [{ notify: { enabled: true, subscriptions: [] } }, 'notify.subscriptions'],
+    [
+      { notify: { subscriptions: [{ id: 'obs', issuer: 'x', jwksUrl: 'http://fhir.example.org/jwks' }] } },
+      'notify.subscriptions.0.jwksUrl',
+    ],
+    [
+      {
+        partnerApi: {
+          issuers: [{ id: 'ehr', issuer: 'https://x.example', audiences: ['a'], jwksUri: 'not a url' }],
+        },
+      },
+      'partnerApi.issuers.0.jwksUri',
+    ],
     [{ sweeps: { schedules: [{ name: 'n', expression: '0 3 * * *' }] } }, 'sweeps.schedules.0.expression'],
     [{ env: { account: '123', region: 'us-east-1' } }, 'env.account'],
   ])('names the field of a bad value: %j → %s', (patch, field) => {

@@ -23,17 +23,34 @@ export const BASE_CONFIG = {
     auth: { mode: 'smart-backend-services', clientId: 'fhir-analytics', scopes: ['system/Observation.rs'] },
     dicomWebAllowList: ['https://pacs.example.org/dicomweb'],
   },
-  notify: { enabled: true },
+  notify: {
+    enabled: true,
+    subscriptions: [
+      {
+        id: 'obs',
+        issuer: 'https://fhir.example.org',
+        jwksUrl: 'https://fhir.example.org/jwks',
+        resourceTypes: { Observation: { category: 'laboratory' } },
+      },
+    ],
+  },
   partnerApi: {
     enabled: true,
     issuers: [
-      { id: 'ehr-a', issuer: 'https://ehr-a.example.org', audiences: ['https://api.example.org/ehr-a'] },
+      {
+        id: 'ehr-a',
+        issuer: 'https://ehr-a.example.org',
+        audiences: ['https://api.example.org/ehr-a'],
+        jwksUri: 'https://ehr-a.example.org/jwks',
+      },
       {
         id: 'ehr-b',
         issuer: 'https://ehr-b.example.org/oauth',
         audiences: ['https://api.example.org/ehr-b'],
+        jwksUri: 'https://ehr-b.example.org/oauth/keys',
       },
     ],
+    cdsClients: [{ issuer: 'https://ehr-a.example.org', jwksUrls: ['https://ehr-a.example.org/jwks'] }],
   },
   sweeps: {
     enabled: true,

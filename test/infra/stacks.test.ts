@@ -214,12 +214,7 @@ describe('functions', () => {
       ]),
     );
     expect(Object.keys(env('NotifyFunction'))).toEqual(
-      expect.arrayContaining([
-        'QUEUE_URL',
-        'EVENT_STATE_TABLE',
-        'REPLAY_CACHE_TABLE',
-        'NOTIFICATION_TOKEN_SECRET_ARN',
-      ]),
+      expect.arrayContaining(['QUEUE_URL', 'EVENT_STATE_TABLE', 'NOTIFY_SUBSCRIPTIONS', 'NOTIFY_AUDIENCE']),
     );
     expect(env('PopulationSweepFunction')).toMatchObject({
       EXPORT_BUCKET_PREFIX: 'bulk/',
