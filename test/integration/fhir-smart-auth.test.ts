@@ -6,7 +6,10 @@
  * Tokens expire on a shared clock (the client refreshes before the server would refuse) and
  * are revoked (the client refreshes once after the 401); every report is written either way.
  */
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { S3Client } from '@aws-sdk/client-s3';
+import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import type { DiagnosticReport } from '@medplum/fhirtypes';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildDemoCohort, loadHeldOutRows } from '../../local/demo/cohort.js';
@@ -20,6 +23,7 @@ import { createFhirGateway, type FhirGateway } from '../../shared/fhir/gateway.j
 import { createLogger } from '../../shared/log.js';
 import { processResourceEvent, type PipelinePorts } from '../../shared/pipeline.js';
 import { createPipelinePorts } from '../../shared/ports.js';
+import { createSweepContext } from '../../shared/sweep/context.js';
 
 const LIFETIME_SECONDS = 60;
 let clock = Date.now();
@@ -28,6 +32,7 @@ let stack: RunningStack;
 let loader: FhirGateway;
 let events: ResourceEventMessage[];
 let ports: PipelinePorts;
+let fhirAuth: ReturnType<typeof createFhirAuth>;
 const logLines: string[] = [];
 
 beforeAll(async () => {
@@ -57,7 +62,7 @@ beforeAll(async () => {
     MODELS_DIR: stack.modelsDir,
   });
   const logger = createLogger({ level: 'debug', sink: (line) => logLines.push(line) });
-  const fhirAuth = createFhirAuth(config, {
+  fhirAuth = createFhirAuth(config, {
     smartCredentials: () => Promise.resolve(smart.client.credentials),
     now,
   });
@@ -108,5 +113,51 @@ describe('pipeline with SMART Backend Services', () => {
     const reports = await loader.searchAll<DiagnosticReport>('DiagnosticReport', { _count: '100' });
     expect(reports.length).toBeGreaterThanOrEqual(3);
     expect(logLines.join('\n')).not.toMatch(/Bearer |eyJ/);
+  });
+});
+
+describe('sweep Bulk $export with SMART Backend Services', () => {
+  it('kicks off, polls and downloads with the token, refreshing once after a revocation', async () => {
+    // Prepare: the sweep context as the population-sweep handler builds it with FHIR_AUTH_MODE set
+    const local = { accessKeyId: 'local', secretAccessKey: 'local' };
+    const ctx = await createSweepContext({
+      fhirBaseUrl: stack.fhir.baseUrl,
+      fhirAuth,
+      sagemaker: new SageMakerRuntimeClient({
+        endpoint: stack.sagemaker.url,
+        region: 'us-east-1',
+        credentials: local,
+      }),
+      s3: new S3Client({ region: 'us-east-1', credentials: local }),
+      bucket: 'unused',
+      dynamo: stack.dynamo.client,
+      modelsDir: stack.modelsDir,
+      tmpDir: tmpdir(),
+      logger: createLogger({ level: 'error', sink: (line) => logLines.push(line) }),
+    });
+    const stats = stack.smart?.server.stats;
+    if (!stats) throw new Error('no token server');
+    const before = { ...stats };
+
+    // Act
+    const statusUrl = await ctx.bulk.kickOff({ level: 'patient', types: ['Patient'] });
+    const manifest = await ctx.bulk.waitForManifest(statusUrl);
+    stack.smart?.server.revokeAll();
+    const file = manifest.output.find((o) => o.type === 'Patient');
+    if (!file) throw new Error('no Patient file in the manifest');
+    let text = '';
+    for await (const chunk of await ctx.bulk.download(file.url, manifest.requiresAccessToken)) {
+      text += (chunk as Buffer).toString('utf8');
+    }
+
+    // Assess
+    const patients = text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { resourceType: string });
+    expect(patients.length).toBeGreaterThanOrEqual(3);
+    expect(new Set(patients.map((p) => p.resourceType))).toEqual(new Set(['Patient']));
+    expect(stats.unauthorized - before.unauthorized).toBe(1);
+    expect(stats.issued - before.issued).toBe(1);
   });
 });
