@@ -20,7 +20,7 @@ export class FhirRequestError extends FhirGatewayError {
   override name = 'FhirRequestError';
 }
 
-/** HTTP status of an error thrown by fhir-kit-client, if it carries one. */
+/** HTTP status of an error thrown by the gateway (or fhir-kit-client), if it carries one. */
 export function statusOf(err: unknown): number | undefined {
   if (typeof err === 'object' && err !== null && 'response' in err) {
     const response = (err as { response?: { status?: unknown } }).response;
