@@ -268,7 +268,11 @@ export class PipelineStack extends Stack {
             'healthlake:CreateResource',
             'healthlake:UpdateResource',
             ...(role === 'populationSweep'
-              ? ['healthlake:StartFHIRExportJobWithGet', 'healthlake:DescribeFHIRExportJobWithGet']
+              ? [
+                  'healthlake:StartFHIRExportJobWithGet',
+                  'healthlake:DescribeFHIRExportJobWithGet',
+                  'healthlake:CancelFHIRExportJobWithDelete',
+                ]
               : []),
           ],
           resources: [config.fhir.auth.datastoreArn],
