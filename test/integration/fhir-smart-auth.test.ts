@@ -5,15 +5,19 @@
  * of the Secrets Manager read, the local SMART token server verifying each client assertion.
  * Tokens expire on a shared clock (the client refreshes before the server would refuse) and
  * are revoked (the client refreshes once after the 401); every report is written either way.
+ * The sweep's Bulk `$export` and notify's catch-up of a dropped notification go through the
+ * same guard.
  */
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
-import type { DiagnosticReport } from '@medplum/fhirtypes';
+import { DeleteMessageCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
+import type { DiagnosticReport, Observation } from '@medplum/fhirtypes';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildDemoCohort, loadHeldOutRows } from '../../local/demo/cohort.js';
 import { loadDemoPatient } from '../../local/demo/load.js';
+import { registerSubscriptions } from '../../local/live.js';
 import { localSmartAuth } from '../../local/smart-token.js';
 import { ROOT, startStack, type RunningStack } from '../../local/stack.js';
 import { loadConfig } from '../../shared/config.js';
@@ -159,5 +163,73 @@ describe('sweep Bulk $export with SMART Backend Services', () => {
     expect(new Set(patients.map((p) => p.resourceType))).toEqual(new Set(['Patient']));
     expect(stats.unauthorized - before.unauthorized).toBe(1);
     expect(stats.issued - before.issued).toBe(1);
+  });
+});
+
+describe('notify catch-up with SMART Backend Services', () => {
+  it('replays a dropped notification from the guarded FHIR server with its own token', async () => {
+    // Prepare: the stack's Subscriptions, registered through the guarded server
+    const statuses = await registerSubscriptions(stack, loader, ports.models.all());
+    expect(statuses.every((s) => s.endsWith(':active'))).toBe(true);
+    const trigger = ports.models
+      .all()
+      .flatMap((m) => m.triggers)
+      .find((t) => t.resourceType === 'Observation');
+    if (trigger?.resourceType !== 'Observation') throw new Error('no Observation trigger');
+    const code = trigger.codes[0];
+    if (!code) throw new Error('no trigger code');
+    const patient = events[0]?.patient ?? '';
+    const observation = (value: number): Observation => ({
+      resourceType: 'Observation',
+      status: 'final',
+      subject: { reference: patient },
+      code: { coding: [{ system: code.system, code: code.code }] },
+      effectiveDateTime: new Date().toISOString(),
+      valueQuantity: { value, unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' },
+    });
+    const write = async (value: number): Promise<string> => {
+      const bundle = await loader.transaction({
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [{ resource: observation(value), request: { method: 'POST', url: 'Observation' } }],
+      });
+      return (bundle.entry?.[0]?.response?.location ?? '').replace(/\/_history\/.*$/, '');
+    };
+    const stats = stack.smart?.server.stats;
+    if (!stats) throw new Error('no token server');
+    const before = { ...stats };
+
+    // Act: the first notification is lost on the way, the second reveals the gap
+    stack.subscriptions?.setDeliveryFault({ dropRate: 1 });
+    const dropped = await write(101);
+    await stack.subscriptions?.flush();
+    stack.subscriptions?.setDeliveryFault(undefined);
+    const delivered = await write(102);
+    await stack.subscriptions?.flush();
+
+    // Assess: both events queued, the missed one replayed by notify through the guard
+    const foci = new Set<string>();
+    const deadline = Date.now() + 20_000;
+    while (Date.now() < deadline && !(foci.has(dropped) && foci.has(delivered))) {
+      const out = await stack.queues.client.send(
+        new ReceiveMessageCommand({
+          QueueUrl: stack.queues.queueUrl,
+          MaxNumberOfMessages: 10,
+          WaitTimeSeconds: 1,
+        }),
+      );
+      for (const m of out.Messages ?? []) {
+        foci.add(
+          ((JSON.parse(m.Body ?? '{}') as { focus?: string }).focus ?? '').replace(/\/_history\/.*$/, ''),
+        );
+        await stack.queues.client.send(
+          new DeleteMessageCommand({ QueueUrl: stack.queues.queueUrl, ReceiptHandle: m.ReceiptHandle }),
+        );
+      }
+    }
+    expect([...foci]).toEqual(expect.arrayContaining([dropped, delivered]));
+    expect(stats.issued - before.issued).toBe(1); // notify's own token, for its catch-up request
+    expect(stats.unauthorized - before.unauthorized).toBe(0);
+    expect(stats.refused).toBe(0);
   });
 });
