@@ -64,13 +64,17 @@ export type JwtFailureCode =
   | 'client-not-allowed'
   | 'replayed';
 
-export class JwtError extends Error {
-  override name = 'JwtError';
-  readonly code: JwtFailureCode;
-  constructor(code: JwtFailureCode, options?: { cause?: unknown }) {
+/** A refusal with a machine `code` (the message is the code too): for logs, never for the caller. */
+export class AuthRefusal<Code extends string> extends Error {
+  readonly code: Code;
+  constructor(code: Code, options?: { cause?: unknown }) {
     super(code, options);
     this.code = code;
   }
+}
+
+export class JwtError extends AuthRefusal<JwtFailureCode> {
+  override name = 'JwtError';
 }
 
 /** The token of `Authorization: Bearer <token>`; `missing-token` or `malformed-token` otherwise. */

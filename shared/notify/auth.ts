@@ -11,7 +11,7 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
-import { verifyJwt as verifyTrustedJwt, type IssuerKeys } from '../auth/jwt.js';
+import { AuthRefusal, verifyJwt as verifyTrustedJwt, type IssuerKeys } from '../auth/jwt.js';
 import type { JwksCache } from '../partner/jwks.js';
 
 const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
@@ -131,13 +131,8 @@ export function createLoaderAuthStore(
 export type AuthFailure =
   'unknown-subscription' | 'no-credentials' | 'bad-signature' | 'bad-token' | 'no-audience';
 
-export class SenderAuthError extends Error {
+export class SenderAuthError extends AuthRefusal<AuthFailure> {
   override name = 'SenderAuthError';
-  readonly code: AuthFailure;
-  constructor(code: AuthFailure, options?: { cause?: unknown }) {
-    super(code, options);
-    this.code = code;
-  }
 }
 
 export interface SenderProof {
