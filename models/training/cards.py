@@ -6,7 +6,7 @@ calibration tables. Each script keeps its own prose around them."""
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
