@@ -58,8 +58,11 @@ export interface EndpointServerOptions {
   logger?: Logger;
   /** Source of randomness for `errorRate` (tests make it deterministic). */
   random?: () => number;
-  /** Dynamic batching of concurrent requests per endpoint and model; false turns it off.
-   * Default on, 2 ms max queue delay, preferred batch = the model's max batch size. */
+  /** Dynamic batching per endpoint and model, one `session.run` at a time as one Triton model
+   * instance: what arrives while a run is in flight merges into the next one. Default: as the
+   * model's config.pbtxt says (`dynamic_batching {}`: no queue delay, so a lone request never
+   * waits); these options override its delay and preferred batch size; false turns batching
+   * (and the one-run-at-a-time queue) off. */
   dynamicBatching?: DynamicBatchingOptions | false;
   region?: string;
   accountId?: string;
