@@ -79,6 +79,8 @@ export interface EndpointServer {
   stats(endpoint: string): EndpointStats;
   /** Clears the counters of one endpoint, or of all. */
   resetStats(endpoint?: string): void;
+  /** TCP connections accepted since the start (a keep-alive client opens one per socket it keeps). */
+  connections(): number;
 }
 
 const ENDPOINT_NAME = /^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/;
@@ -349,6 +351,10 @@ export async function startEndpointServer(opts: EndpointServerOptions): Promise<
       res.end();
     });
   });
+  let connections = 0;
+  server.on('connection', () => {
+    connections++;
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port ?? 8081, opts.host ?? '127.0.0.1', () => {
@@ -386,6 +392,7 @@ export async function startEndpointServer(opts: EndpointServerOptions): Promise<
         errors: { ...s.errors },
       };
     },
+    connections: () => connections,
     resetStats: (endpoint) => {
       if (endpoint === undefined) counters.clear();
       else counters.delete(endpoint);
