@@ -74,14 +74,19 @@ const KSERVE_TO_ORT = {
 } as const;
 
 /**
- * The session options of every model this server loads, spelled out (they are
- * onnxruntime's defaults, as Triton's onnxruntime backend uses them: every graph
- * optimisation, sequential execution, one intra-op thread per physical core). The
- * benchmark's in-process figure uses the same, through `createSession`.
+ * The session options of every model this server loads, and of the benchmark's in-process
+ * figure (through `createSession`), so both sides run the same: every graph optimisation,
+ * sequential execution, one intra-op thread per physical core (onnxruntime's defaults, as
+ * Triton's onnxruntime backend uses them), and intra-op threads that sleep between runs instead
+ * of spin-waiting for the next one. Here the HTTP work of every request shares the cores with
+ * those threads: measured on the 2-core machine (load 12), spinning threads took the event
+ * loop's CPU and one InvokeEndpoint of GBM at batch 1024 took 10–20 ms instead of 1.5–2.2 ms,
+ * while `session.run` alone took the same either way (0.48–0.52 ms).
  */
 export const SESSION_OPTIONS: Readonly<ort.InferenceSession.SessionOptions> = Object.freeze({
   graphOptimizationLevel: 'all',
   executionMode: 'sequential',
+  extra: { session: { intra_op: { allow_spinning: '0' } } },
 });
 
 /** An onnxruntime session with this server's options. */
