@@ -29,6 +29,7 @@
  */
 import { InvokeEndpointCommand, type SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { Agent, createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -193,6 +194,7 @@ async function startEcho(): Promise<{ server: Server; url: string; state: { resp
       res.end(body);
     });
   });
+  server.keepAliveTimeout = 60_000; // as the endpoint server's
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { server, url: `http://127.0.0.1:${String((server.address() as AddressInfo).port)}`, state };
 }
@@ -243,6 +245,11 @@ async function benchModel(
   const sample = encoded();
   const answer = await post(f.agent, url, sample.body, sample.contentType);
   f.setEchoBytes(answer.body.length);
+  // SigV4 signs the SHA-256 of the body: a cost of every signed call that grows with the body.
+  const sha256Ms = await measure(
+    () => createHash('sha256').update(sample.body).digest('hex'),
+    opts.minMs / 4,
+  );
   const {
     medians: [inProcessMs = 0, httpMs = 0, bareServerMs = 0, echoMs = 0, sdkEchoMs = 0],
     reps,
@@ -280,6 +287,7 @@ async function benchModel(
       bareHttpToServerMs: round(bareServerMs),
       bareHttpToEchoMs: round(echoMs),
       sdkToEchoMs: round(sdkEchoMs),
+      sigV4BodySha256Ms: round(sha256Ms),
       bareHttpToServerOverInProcess: round(bareServerMs / inProcessMs),
       note: 'bare = node:http POST of the same binary body (encode + POST + decode, no SDK); echo = a server that only reads the body and answers one of the response size',
     },

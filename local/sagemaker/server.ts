@@ -351,6 +351,9 @@ export async function startEndpointServer(opts: EndpointServerOptions): Promise<
       res.end();
     });
   });
+  // Idle keep-alive sockets stay open a minute (Node's default is 5 s), so that a client's pooled
+  // socket is not closed under it between calls a few seconds apart.
+  server.keepAliveTimeout = 60_000;
   let connections = 0;
   server.on('connection', () => {
     connections++;
