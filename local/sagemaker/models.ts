@@ -81,7 +81,9 @@ const KSERVE_TO_ORT = {
  * of spin-waiting for the next one. Here the HTTP work of every request shares the cores with
  * those threads: measured on the 2-core machine (load 12), spinning threads took the event
  * loop's CPU and one InvokeEndpoint of GBM at batch 1024 took 10–20 ms instead of 1.5–2.2 ms,
- * while `session.run` alone took the same either way (0.48–0.52 ms).
+ * while `session.run` alone took the same either way (0.48–0.52 ms). In-process under load 13:
+ * the CNN runs faster without spinning (p50 71 vs 99–115 ms at batch 256), GBM the same
+ * (0.41 ms), the GRU, whose loop wakes the threads once per step, much slower (p50 30 vs 1.3 ms).
  */
 export const SESSION_OPTIONS: Readonly<ort.InferenceSession.SessionOptions> = Object.freeze({
   graphOptimizationLevel: 'all',
