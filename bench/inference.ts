@@ -4,35 +4,47 @@
  *
  * - perRow vs batched: rows/s through the invoker, the real AWS SDK and the local endpoint
  *   server (one `predict` per row, awaited one after the other, vs one `predict` over all rows,
- *   split by the invoker and run 4 calls at a time). Per-row is measured twice: against the
- *   server's default dynamic batching (2 ms max queue delay, which a lone request waits out) and
- *   against a server without it (the fairer, faster per-row figure; the ratio uses it).
+ *   split by the invoker and run 4 calls at a time). The server batches as its model configs
+ *   say (Triton's `dynamic_batching {}`: no queue delay, so a lone request never waits).
  * - codec: KServe JSON vs the binary extension, encode (client) + decode (server) of the
  *   request at batch 1024.
- * - http vs in-process: one InvokeEndpoint call through the SDK (binary codec, keep-alive
- *   agent) vs `session.run` on the same tensors in this process (measured in alternation), at batch min(1024, the model's
- *   max batch size); for models whose max is below 1024, also `predict` of 1024 rows (split by
- *   the invoker) vs one in-process `session.run` of 1024 rows.
+ * - http vs in-process, at batch min(1024, the model's max batch size): one InvokeEndpoint
+ *   call through the functions' own client (shared/inference/client.ts: keep-alive agent,
+ *   SigV4 signing, standard retries) and the invoker with the binary codec, vs `session.run`
+ *   in this process with the server's session options (`createSession`), tensor creation and
+ *   reading the outputs included, as the server does them. Measured round-robin with the
+ *   floors that say where the difference goes: the same request body POSTed with node:http
+ *   to the endpoint server (no SDK), to an echo server that answers a body of the response's
+ *   size (loopback HTTP alone), and InvokeEndpoint through the SDK to that echo server (the
+ *   SDK's own cost). For models whose max is below 1024, also `predict` of 1024 rows (split
+ *   by the invoker, 4 calls in flight) vs one in-process `session.run` of 1024 rows.
+ *   The endpoint server runs in this process: one call is sequential work (client, then
+ *   server, then client) whether or not the two share a process, and a second process on this
+ *   shared 2-core machine would add two cross-process wake-ups per call, each exposed to the
+ *   scheduler's time slices under other people's load, which measure the machine, not the path.
  * - python: the same batch with scikit-learn / PyTorch in Debian's python3 (bench/python_peer.py
  *   says exactly what it loads and times) vs in-process onnxruntime-node and the HTTP path.
  *
  * Run alone: `npx tsx bench/inference.ts` prints the JSON.
  */
-import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { InvokeEndpointCommand, type SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as ort from 'onnxruntime-node';
+import { createSession } from '../local/sagemaker/models.js';
 import { startEndpointServer, type EndpointServer } from '../local/sagemaker/server.js';
-import { decodeRequest, encodeRequest } from '../shared/inference/codec.js';
-import { buildInputs, createInvoker, type Invoker, type InvokerRow } from '../shared/inference/invoker.js';
+import { createSageMakerClient } from '../shared/inference/client.js';
+import { decodeRequest, decodeResponse, encodeRequest } from '../shared/inference/codec.js';
+import { buildInputs, createInvoker, type InvokerRow } from '../shared/inference/invoker.js';
 import type { ModelManifest } from '../shared/inference/manifest.js';
 import { loadRegistry } from '../shared/inference/registry.js';
 import type { Tensor } from '../shared/inference/tensor.js';
+import { measure, measureRound, post, prng, startEcho } from './inference-support.js';
 import { machineInfo } from './machine.js';
 
 export interface InferenceBenchOptions {
@@ -50,59 +62,6 @@ export interface InferenceBenchOptions {
 
 const BATCH = 1024;
 const round = (v: number, digits = 3): number => Number(v.toPrecision(digits + 1));
-
-/** Median ms of `fn` over repeats (after one warm-up), at least `minMs` of work and 3 repeats. */
-async function measure(fn: () => unknown, minMs: number, maxReps = 200): Promise<number> {
-  await fn();
-  const samples: number[] = [];
-  const start = performance.now();
-  while (samples.length < 3 || (performance.now() - start < minMs && samples.length < maxReps)) {
-    const t0 = performance.now();
-    await fn();
-    samples.push(performance.now() - t0);
-  }
-  samples.sort((a, b) => a - b);
-  return samples[Math.floor(samples.length / 2)] ?? Number.NaN;
-}
-
-/**
- * Medians of two alternatives measured in alternation (a, b, a, b, …), so that load drifting on
- * a shared machine weighs on both alike: the fair way to take their ratio.
- */
-async function measurePair(
-  a: () => unknown,
-  b: () => unknown,
-  minMs: number,
-  maxReps = 100,
-): Promise<[number, number]> {
-  await a();
-  await b();
-  const sa: number[] = [];
-  const sb: number[] = [];
-  const start = performance.now();
-  while (sa.length < 5 || (performance.now() - start < 2 * minMs && sa.length < maxReps)) {
-    let t0 = performance.now();
-    await a();
-    sa.push(performance.now() - t0);
-    t0 = performance.now();
-    await b();
-    sb.push(performance.now() - t0);
-  }
-  const median = (xs: number[]): number => xs.sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? Number.NaN;
-  return [median(sa), median(sb)];
-}
-
-/** A seeded generator (mulberry32), so every run sends the same rows. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The shape of one row (without batch) with dynamic dims filled in (a sequence's T = steps). */
 function rowShape(m: ModelManifest): number[] {
@@ -128,36 +87,45 @@ function toOrt(t: Tensor): ort.Tensor {
   return new ort.Tensor('float32', t.data as Float32Array, t.shape);
 }
 
-interface Servers {
-  batching: EndpointServer;
-  plain: EndpointServer;
+/** What the server does around `session.run`: ort tensors from the request's, the run, the outputs read. */
+async function runInProcess(session: ort.InferenceSession, inputs: readonly Tensor[]): Promise<number> {
+  const result = await session.run(Object.fromEntries(inputs.map((t) => [t.name, toOrt(t)])));
+  let n = 0;
+  for (const name of session.outputNames) n += result[name]?.data.length ?? 0;
+  return n;
+}
+
+interface Floors {
+  /** The endpoint server. */
+  server: EndpointServer;
+  /** The functions' client, pointed at the endpoint server. */
   client: SageMakerRuntimeClient;
-  plainClient: SageMakerRuntimeClient;
+  /** An HTTP server that reads the body and answers `echo.responseBytes` bytes. */
+  echo: { url: string; responseBytes: number };
+  /** The functions' client, pointed at the echo server. */
+  echoClient: SageMakerRuntimeClient;
+  /** node:http keep-alive agent for the bare POSTs. */
+  agent: Agent;
 }
 
 async function benchModel(
   m: ModelManifest,
   modelsDir: string,
-  s: Servers,
+  f: Floors & { setEchoBytes: (n: number) => void },
   opts: Required<Omit<InferenceBenchOptions, 'python' | 'modelsDir'>>,
 ) {
-  const json = createInvoker({ client: s.client, circuitBreaker: false });
-  const binary = createInvoker({ client: s.client, circuitBreaker: false, binaryThreshold: 0 });
-  const plainInvoker = createInvoker({ client: s.plainClient, circuitBreaker: false });
+  const json = createInvoker({ client: f.client, circuitBreaker: false });
+  const binary = createInvoker({ client: f.client, circuitBreaker: false, binaryThreshold: 0 });
   const isImage = m.input.kind === 'image';
   const nBatched = isImage ? Math.min(opts.batchedRows, 2048) : opts.batchedRows;
   const rows = makeRows(m, Math.max(nBatched, BATCH, opts.perRowRows));
 
   // Per row vs batched, through client + SDK + server.
-  const perRow = async (inv: Invoker): Promise<number> => {
-    const few = rows.slice(0, opts.perRowRows);
-    await inv.predict(m, [few[0] as InvokerRow]);
-    const t0 = performance.now();
-    for (const r of few) await inv.predict(m, [r]);
-    return few.length / ((performance.now() - t0) / 1000);
-  };
-  const perRowPlain = await perRow(plainInvoker);
-  const perRowBatching = await perRow(json);
+  const few = rows.slice(0, opts.perRowRows);
+  await json.predict(m, [few[0] as InvokerRow]);
+  const t0 = performance.now();
+  for (const r of few) await json.predict(m, [r]);
+  const perRow = few.length / ((performance.now() - t0) / 1000);
   const all = rows.slice(0, nBatched);
   const batchedMs = await measure(() => json.predict(m, all), opts.minMs, 20);
   const batched = nBatched / (batchedMs / 1000);
@@ -177,35 +145,81 @@ async function benchModel(
   const jsonMs = await codec(false);
   const binaryMs = await codec(true);
 
-  // HTTP path vs in-process session.run at min(1024, maxBatchSize).
-  const session = await ort.InferenceSession.create(join(modelsDir, m.id, '1', 'model.onnx'));
+  // HTTP path vs in-process session.run at min(1024, maxBatchSize), with the floors.
+  const session = await createSession(join(modelsDir, m.id, '1', 'model.onnx'));
   const b = Math.min(BATCH, m.serving.maxBatchSize);
   const inputsB = buildInputs(m, rows.slice(0, b));
-  const feedsOf = (ts: Tensor[]) => Object.fromEntries(ts.map((t) => [t.name, toOrt(t)]));
-  const feedsB = feedsOf(inputsB);
-  const [inProcessMs, httpMs] = await measurePair(
-    () => session.run(feedsB),
-    () => binary.invokeTensors(m, inputsB),
+  const url = `${f.server.url}/endpoints/${encodeURIComponent(m.id)}/invocations`;
+  const encoded = () => encodeRequest(inputsB, outputs, { binary: true });
+  const sample = encoded();
+  const answer = await post(f.agent, url, sample.body, sample.contentType);
+  f.setEchoBytes(answer.body.length);
+  // SigV4 signs the SHA-256 of the body: a cost of every signed call that grows with the body.
+  const sha256Ms = await measure(
+    () => createHash('sha256').update(sample.body).digest('hex'),
+    opts.minMs / 4,
+  );
+  const {
+    medians: [inProcessMs = 0, httpMs = 0, bareServerMs = 0, echoMs = 0, sdkEchoMs = 0],
+    reps,
+  } = await measureRound(
+    [
+      () => runInProcess(session, inputsB),
+      () => binary.invokeTensors(m, inputsB),
+      async () => {
+        // The invoker's work without the SDK: encode, POST, decode.
+        const { body, contentType } = encoded();
+        const res = await post(f.agent, url, body, contentType);
+        decodeResponse(res.body, res.contentType);
+      },
+      () => post(f.agent, f.echo.url, sample.body, sample.contentType),
+      () =>
+        f.echoClient.send(
+          new InvokeEndpointCommand({
+            EndpointName: m.id,
+            Body: sample.body,
+            ContentType: sample.contentType,
+          }),
+        ),
+    ],
     opts.minMs,
   );
   const http: Record<string, unknown> = {
     batch: b,
+    requestBytes: sample.body.length,
+    responseBytes: answer.body.length,
+    reps,
     inProcessMs: round(inProcessMs),
     httpBinaryMs: round(httpMs),
     ratio: round(httpMs / inProcessMs),
+    floors: {
+      bareHttpToServerMs: round(bareServerMs),
+      bareHttpToEchoMs: round(echoMs),
+      sdkToEchoMs: round(sdkEchoMs),
+      sigV4BodySha256Ms: round(sha256Ms),
+      bareHttpToServerOverInProcess: round(bareServerMs / inProcessMs),
+      note: 'bare = node:http POST of the same binary body (encode + POST + decode, no SDK); echo = a server that only reads the body and answers one of the response size',
+    },
+    where: {
+      modelMs: round(inProcessMs),
+      loopbackHttpMs: round(echoMs),
+      serverBeyondModelAndHttpMs: round(bareServerMs - echoMs - inProcessMs),
+      sdkAndInvokerMs: round(httpMs - bareServerMs),
+      note: 'differences of medians (round-robin): the SDK and invoker share = SDK path − bare POST; the server share = bare POST − echo − in-process',
+    },
   };
   let inProcess1024Ms = inProcessMs;
   if (b < BATCH) {
-    const feeds1024 = feedsOf(inputs1024);
     const rows1024 = rows.slice(0, BATCH);
-    const [inProc, predict1024] = await measurePair(
-      () => session.run(feeds1024),
-      () => binary.predict(m, rows1024),
+    const {
+      medians: [inProc = 0, predict1024 = 0],
+    } = await measureRound(
+      [() => runInProcess(session, inputs1024), () => binary.predict(m, rows1024)],
       opts.minMs,
     );
     inProcess1024Ms = inProc;
     http.at1024 = {
-      note: `predict of 1024 rows split into ${Math.ceil(BATCH / b)} calls of ${b} (4 in flight) vs one in-process session.run of 1024 rows`,
+      note: `predict of 1024 rows split into ${String(Math.ceil(BATCH / b))} calls of ${String(b)} (4 in flight) vs one in-process session.run of 1024 rows`,
       inProcessMs: round(inProcess1024Ms),
       httpBinaryMs: round(predict1024),
       ratio: round(predict1024 / inProcess1024Ms),
@@ -219,12 +233,10 @@ async function benchModel(
       rowShape: rowShape(m),
       maxBatchSize: m.serving.maxBatchSize,
       throughput: {
-        perRowRowsPerSec: round(perRowPlain),
-        perRowWithDynamicBatchingRowsPerSec: round(perRowBatching),
+        perRowRowsPerSec: round(perRow),
         batchedRowsPerSec: round(batched),
         batchedRows: nBatched,
-        ratio: round(batched / perRowPlain),
-        ratioVsPerRowWithDynamicBatching: round(batched / perRowBatching),
+        ratio: round(batched / perRow),
       },
       codecAt1024: {
         jsonMs: round(jsonMs),
@@ -274,20 +286,12 @@ export async function benchInference(opts: InferenceBenchOptions = {}): Promise<
     .filter((m) => !models.includes(m))
     .map((m) => m.id);
 
-  const agent = () => new Agent({ keepAlive: true, maxSockets: 16 });
-  const sdk = (url: string) =>
-    new SageMakerRuntimeClient({
-      endpoint: url,
-      region: 'us-east-1',
-      credentials: { accessKeyId: 'bench', secretAccessKey: 'bench' },
-      requestHandler: new NodeHttpHandler({ httpAgent: agent() }),
-    });
-  const batching = await startEndpointServer({ modelsDir, port: 0 });
-  const plain = await startEndpointServer({ modelsDir, port: 0, dynamicBatching: false });
-  const pingAgent = agent();
+  const server = await startEndpointServer({ modelsDir, port: 0 });
+  const echo = await startEcho();
+  const httpAgent = new Agent({ keepAlive: true, maxSockets: 16 });
   const ping = () =>
     new Promise<void>((resolve, reject) => {
-      request(`${batching.url}/ping`, { agent: pingAgent }, (res) => {
+      request(`${server.url}/ping`, { agent: httpAgent }, (res) => {
         res.resume();
         res.on('end', resolve);
       })
@@ -295,23 +299,32 @@ export async function benchInference(opts: InferenceBenchOptions = {}): Promise<
         .end();
     });
   const pingMs = await measure(ping, settings.minMs);
-  pingAgent.destroy();
   const loadBefore = loadavg();
-  const servers: Servers = { batching, plain, client: sdk(batching.url), plainClient: sdk(plain.url) };
+  const floors = {
+    server,
+    client: createSageMakerClient({ region: 'us-east-1', endpoint: server.url }),
+    echo: { url: echo.url, responseBytes: 0 },
+    echoClient: createSageMakerClient({ region: 'us-east-1', endpoint: echo.url }),
+    agent: httpAgent,
+    setEchoBytes: (n: number) => {
+      echo.state.responseBytes = n;
+    },
+  };
   const results: Record<string, unknown> = {};
   const inProcess: Record<string, { inProcess1024Ms: number; httpAt1024Ms: number }> = {};
   try {
     for (const m of models) {
       process.stderr.write(`bench inference: ${m.id}\n`);
-      const r = await benchModel(m, modelsDir, servers, settings);
+      const r = await benchModel(m, modelsDir, floors, settings);
       results[m.id] = r.result;
       inProcess[m.id] = { inProcess1024Ms: r.inProcess1024Ms, httpAt1024Ms: r.httpAt1024Ms };
     }
   } finally {
-    servers.client.destroy();
-    servers.plainClient.destroy();
-    await batching.close();
-    await plain.close();
+    floors.client.destroy();
+    floors.echoClient.destroy();
+    httpAgent.destroy();
+    await server.close();
+    await new Promise((resolve) => echo.server.close(resolve));
   }
 
   let python: Record<string, unknown> = { skipped: 'disabled' };
@@ -348,8 +361,9 @@ export async function benchInference(opts: InferenceBenchOptions = {}): Promise<
         family: string;
         throughput: { ratio: number };
         codecAt1024: { ratio: number };
-        httpVsInProcess: { ratio: number };
+        httpVsInProcess: { batch: number; ratio: number; at1024?: { ratio: number } };
       };
+      const h = x.httpVsInProcess;
       const httpLimit = x.family === 'cnn' ? 1.1 : x.inputKind === 'tabular' ? 1.5 : undefined;
       return [
         id,
@@ -361,8 +375,12 @@ export async function benchInference(opts: InferenceBenchOptions = {}): Promise<
               ? 'n/a (no target for sequence models)'
               : {
                   limit: httpLimit,
-                  ratio: x.httpVsInProcess.ratio,
-                  met: x.httpVsInProcess.ratio <= httpLimit,
+                  ratio: h.ratio,
+                  batch: h.batch,
+                  met: h.ratio <= httpLimit,
+                  ...(h.at1024
+                    ? { ratioAt1024Rows: h.at1024.ratio, metAt1024Rows: h.at1024.ratio <= httpLimit }
+                    : {}),
                 },
         },
       ];
@@ -375,8 +393,10 @@ export async function benchInference(opts: InferenceBenchOptions = {}): Promise<
     settings: {
       ...settings,
       batch: BATCH,
-      serverDynamicBatching: 'default: 2 ms max queue delay',
-      httpAgent: 'keep-alive, 16 sockets',
+      serverDynamicBatching: 'as config.pbtxt says (dynamic_batching {}: no queue delay)',
+      client: 'createSageMakerClient (shared/inference/client.ts): keep-alive, SigV4, standard retries',
+      sessionOptions: 'SESSION_OPTIONS of local/sagemaker/models.ts on both sides',
+      endpointServer: 'in this process (see the header of bench/inference.ts)',
     },
     load: {
       note: 'os.loadavg() before and after: other work on this machine skews every figure',

@@ -2,7 +2,6 @@
  * Builds the pipeline's ports from configuration, once per cold start: the FHIR gateway, the
  * SageMaker invoker, the model registry and the compiled feature extractors.
  */
-import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import type { DiagnosticReport, Endpoint } from '@medplum/fhirtypes';
 import type { Config } from './config.js';
 import { createFhirGateway } from './fhir/gateway.js';
@@ -11,6 +10,7 @@ import {
   compileImageExtractor,
   UnitConverterCache,
 } from './features/index.js';
+import { createSageMakerClient } from './inference/client.js';
 import { createInvoker } from './inference/invoker.js';
 import type { ModelManifest } from './inference/manifest.js';
 import { createRegistry, loadRegistry } from './inference/registry.js';
@@ -74,15 +74,10 @@ export async function createPipelinePorts(config: Config, logger: Logger): Promi
     if (!found) throw new Error(`model ${m.id} has no compiled extractor of this kind`);
     return found;
   };
-  const client = new SageMakerRuntimeClient({
+  // Keep-alive agents; placeholder credentials only for the local endpoint server.
+  const client = createSageMakerClient({
     region: config.AWS_REGION,
-    ...(config.SAGEMAKER_ENDPOINT_URL
-      ? {
-          endpoint: config.SAGEMAKER_ENDPOINT_URL,
-          // The local endpoint server does not check signatures; real credentials are used in AWS.
-          credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
-        }
-      : {}),
+    ...(config.SAGEMAKER_ENDPOINT_URL ? { endpoint: config.SAGEMAKER_ENDPOINT_URL } : {}),
   });
   return {
     fhir,

@@ -16,11 +16,11 @@
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
-import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
 import type { z } from 'zod';
 import { loadConfig, type Config } from '../../shared/config.js';
+import { createSageMakerClient } from '../../shared/inference/client.js';
 import { createLogger, type Logger } from '../../shared/log.js';
 import { logInvocation, parseEvent } from '../../shared/middleware.js';
 import { parseSweepConfig, type SweepConfig } from '../../shared/sweep/config.js';
@@ -65,7 +65,7 @@ export function contextFromConfig(config: Config, sweep: SweepConfig, logger: Lo
         : config.FHIR_BEARER_TOKEN
           ? { kind: 'bearer', token: config.FHIR_BEARER_TOKEN }
           : { kind: 'none' },
-    sagemaker: new SageMakerRuntimeClient({
+    sagemaker: createSageMakerClient({
       region,
       ...(config.SAGEMAKER_ENDPOINT_URL ? { endpoint: config.SAGEMAKER_ENDPOINT_URL } : {}),
     }),

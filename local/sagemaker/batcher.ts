@@ -1,22 +1,28 @@
 /**
- * Dynamic batching as Triton's `dynamic_batching {}` does it: requests to the same model that
- * arrive within `maxQueueDelayMs` of the first one queued are concatenated along the batch
- * dimension into one `session.run`, up to the model's max batch size (the preferred batch
- * size: a queue that reaches it runs at once), and the outputs are split back per request.
+ * Dynamic batching as Triton's `dynamic_batching {}` scheduler does it, for one model instance
+ * (one `session.run` at a time):
+ *
+ * - a request that finds the instance idle runs at once, unless the config sets a max queue
+ *   delay and the request does not fill the preferred batch size (Triton's default delay is 0:
+ *   a lone request, and a full batch always, run without waiting);
+ * - requests that arrive while the instance is busy queue, and the next run takes the oldest
+ *   of them together, concatenated along the batch dimension up to the max batch size; the
+ *   outputs are split back per request.
  *
  * Only requests with the same signature merge: the same input names and datatypes and the
  * same non-batch dimensions (two sequence batches with different step counts T do not). Each
  * request is validated before it is queued, so one bad request never fails its neighbours; a
  * failing `session.run` fails every request in it.
  */
-import { allocate, type Tensor, type TensorData } from '../../shared/inference/tensor.js';
+import { allocate, type Tensor } from '../../shared/inference/tensor.js';
 import { TritonError, type LoadedModel } from './models.js';
 
 export interface DynamicBatchingOptions {
-  /** How long the first queued request waits for others, in ms. Default 2; 0 merges only
-   * what arrives in the same turn of the event loop. */
+  /** How long the oldest queued request may wait for others while the batch is short of the
+   * preferred size, in ms. Default: the model config's `max_queue_delay_microseconds` (0). */
   maxQueueDelayMs?: number;
-  /** Rows at which a queue runs without waiting. Default (and cap): the model's max batch size. */
+  /** Rows at which a queue runs without waiting. Default: the config's largest
+   * `preferred_batch_size`, else (and at most) the model's max batch size. */
   preferredBatchSize?: number;
 }
 
@@ -31,7 +37,10 @@ interface Pending {
 interface Queue {
   items: Pending[];
   rows: number;
-  cancel: (() => void) | undefined;
+  /** When its oldest request was queued (performance.now()). */
+  since: number;
+  /** The signature it merges, undefined for a request that cannot merge. */
+  key: string | undefined;
 }
 
 /** Called once per `session.run` with the number of requests and rows in it. */
@@ -58,26 +67,34 @@ function concat(name: string, items: readonly Pending[], rows: number): Tensor {
   return { name, datatype: first.datatype, shape: [rows, ...first.shape.slice(1)], data };
 }
 
-/** Rows `[start, end)` of a batched output. */
+/** Rows `[start, end)` of a batched output: a view, the output is this run's own memory. */
 function sliceRows(t: Tensor, start: number, end: number, total: number): Tensor {
   const width = total > 0 ? t.data.length / total : 0;
-  const data = t.data.slice(start * width, end * width) as TensorData;
+  const data = t.data.subarray(start * width, end * width);
   return { name: t.name, datatype: t.datatype, shape: [end - start, ...t.shape.slice(1)], data };
 }
 
 export class DynamicBatcher {
-  private readonly queues = new Map<string, Queue>();
+  /** Queued batches in the order of their oldest request. */
+  private readonly waiting: Queue[] = [];
+  /** The batch each signature is still filling. */
+  private readonly open = new Map<string, Queue>();
   private readonly delayMs: number;
   private readonly preferred: number;
+  private readonly max: number;
+  private busy = false;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly model: LoadedModel,
     opts: DynamicBatchingOptions,
     private readonly onRun: RunListener,
   ) {
-    this.delayMs = Math.max(0, opts.maxQueueDelayMs ?? 2);
-    const max = model.maxBatchSize ?? 0;
-    this.preferred = Math.min(max, opts.preferredBatchSize ?? max);
+    const config = model.dynamicBatching;
+    // No dynamic_batching in the config (or no batch dimension): every request runs alone.
+    this.max = config ? (model.maxBatchSize ?? 0) : 0;
+    this.delayMs = Math.max(0, opts.maxQueueDelayMs ?? config?.maxQueueDelayMs ?? 0);
+    this.preferred = Math.min(this.max, opts.preferredBatchSize ?? config?.preferredBatchSize ?? this.max);
   }
 
   /** Validates, queues, and resolves with this request's outputs (`outputs` or all). */
@@ -85,58 +102,68 @@ export class DynamicBatcher {
     this.model.validate(inputs, outputs);
     const fetches = outputs ?? this.model.outputNames;
     const rows = inputs[0]?.shape[0] ?? 0;
-    if (this.preferred <= 1 || rows >= this.preferred || rows === 0) {
-      this.onRun(1, rows);
-      return this.model.execute(inputs, fetches);
-    }
+    const key = this.max > 1 && rows > 0 && rows < this.max ? signature(inputs) : undefined;
     return new Promise<Tensor[]>((resolve, reject) => {
-      const key = signature(inputs);
-      let q = this.queues.get(key);
-      if (q && q.rows + rows > this.preferred) {
-        this.flush(key, q);
+      let q = key === undefined ? undefined : this.open.get(key);
+      if (q && key !== undefined && q.rows + rows > this.max) {
+        this.open.delete(key); // full: it runs as it is, this request opens the next batch
         q = undefined;
       }
       if (!q) {
-        q = { items: [], rows: 0, cancel: undefined };
-        this.queues.set(key, q);
-        const queue = q;
-        const fire = (): void => {
-          this.flush(key, queue);
-        };
-        if (this.delayMs > 0) {
-          const timer = setTimeout(fire, this.delayMs);
-          queue.cancel = () => {
-            clearTimeout(timer);
-          };
-        } else {
-          const immediate = setImmediate(fire);
-          queue.cancel = () => {
-            clearImmediate(immediate);
-          };
-        }
+        q = { items: [], rows: 0, since: performance.now(), key };
+        this.waiting.push(q);
+        if (key !== undefined) this.open.set(key, q);
       }
       q.items.push({ inputs, fetches, rows, resolve, reject });
       q.rows += rows;
-      if (q.rows >= this.preferred) this.flush(key, q);
+      this.pump();
     });
   }
 
-  private flush(key: string, q: Queue): void {
-    if (this.queues.get(key) !== q) return; // already flushed
-    this.queues.delete(key);
-    q.cancel?.();
-    this.runBatch(q.items, q.rows).catch((err: unknown) => {
-      for (const p of q.items) p.reject(err);
-    });
-  }
-
-  private async runBatch(items: readonly Pending[], rows: number): Promise<void> {
-    const [only] = items;
-    this.onRun(items.length, rows);
-    if (only && items.length === 1) {
-      only.resolve(await this.model.execute(only.inputs, only.fetches));
+  /** Starts the next run if the instance is idle and the oldest batch is ready. */
+  private pump(): void {
+    if (this.busy) return;
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    const q = this.waiting[0];
+    if (!q) return;
+    const waitMs = q.since + this.delayMs - performance.now();
+    if (this.delayMs > 0 && q.key !== undefined && q.rows < this.preferred && waitMs > 0) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.pump();
+      }, waitMs);
       return;
     }
+    this.waiting.shift();
+    if (q.key !== undefined && this.open.get(q.key) === q) this.open.delete(q.key);
+    this.busy = true;
+    const { items, rows } = q;
+    // The instance is free again before the answers go out, so a request sent on an answer
+    // finds it idle.
+    this.runBatch(items, rows).then(
+      (answers) => {
+        this.busy = false;
+        this.pump();
+        items.forEach((p, i) => {
+          p.resolve(answers[i] ?? []);
+        });
+      },
+      (err: unknown) => {
+        this.busy = false;
+        this.pump();
+        for (const p of items) p.reject(err);
+      },
+    );
+  }
+
+  /** One `session.run` for the batch; the outputs of each request, in order. */
+  private async runBatch(items: readonly Pending[], rows: number): Promise<Tensor[][]> {
+    const [only] = items;
+    this.onRun(items.length, rows);
+    if (only && items.length === 1) return [await this.model.execute(only.inputs, only.fetches)];
     const fetches = [...new Set(items.flatMap((p) => p.fetches))];
     const inputs = (items[0]?.inputs ?? []).map((t) => concat(t.name, items, rows));
     const outputs = await this.model.execute(inputs, fetches);
@@ -149,16 +176,15 @@ export class DynamicBatcher {
       }
     }
     let start = 0;
-    for (const p of items) {
+    return items.map((p) => {
       const end = start + p.rows;
-      p.resolve(
-        p.fetches.map((name) => {
-          const t = outputs.find((o) => o.name === name);
-          if (!t) throw new TritonError(500, `model '${this.model.id}' produced no output '${name}'`);
-          return sliceRows(t, start, end, rows);
-        }),
-      );
+      const answer = p.fetches.map((name) => {
+        const t = outputs.find((o) => o.name === name);
+        if (!t) throw new TritonError(500, `model '${this.model.id}' produced no output '${name}'`);
+        return sliceRows(t, start, end, rows);
+      });
       start = end;
-    }
+      return answer;
+    });
   }
 }

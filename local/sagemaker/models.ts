@@ -11,6 +11,7 @@ import * as ort from 'onnxruntime-node';
 import { manifestInputProblem } from '../../shared/inference/input-checks.js';
 import { parseManifest, type ModelManifest } from '../../shared/inference/manifest.js';
 import type { Tensor, TensorDataType } from '../../shared/inference/tensor.js';
+import { readModelConfig, type ModelDynamicBatching } from './model-config.js';
 
 /** An error as Triton would answer it: `{"error": message}` with this HTTP status. */
 export class TritonError extends Error {
@@ -36,6 +37,8 @@ export interface LoadedModel {
   readonly version: string;
   /** From config.pbtxt (or the manifest); undefined when neither says. */
   readonly maxBatchSize: number | undefined;
+  /** config.pbtxt's `dynamic_batching`; undefined when the config has none. */
+  readonly dynamicBatching: ModelDynamicBatching | undefined;
   readonly inputs: readonly TensorMeta[];
   readonly outputs: readonly TensorMeta[];
   /** `<id>/manifest.json` when there is a valid one: NaN and sequence-length checks. */
@@ -69,6 +72,29 @@ const KSERVE_TO_ORT = {
   INT64: 'int64',
   BOOL: 'bool',
 } as const;
+
+/**
+ * The session options of every model this server loads, and of the benchmark's in-process
+ * figure (through `createSession`), so both sides run the same: every graph optimisation,
+ * sequential execution, one intra-op thread per physical core (onnxruntime's defaults, as
+ * Triton's onnxruntime backend uses them), and intra-op threads that sleep between runs instead
+ * of spin-waiting for the next one. Here the HTTP work of every request shares the cores with
+ * those threads: measured on the 2-core machine (load 12), spinning threads took the event
+ * loop's CPU and one InvokeEndpoint of GBM at batch 1024 took 10–20 ms instead of 1.5–2.2 ms,
+ * while `session.run` alone took the same either way (0.48–0.52 ms). In-process under load 13:
+ * the CNN runs faster without spinning (p50 71 vs 99–115 ms at batch 256), GBM the same
+ * (0.41 ms), the GRU, whose loop wakes the threads once per step, much slower (p50 30 vs 1.3 ms).
+ */
+export const SESSION_OPTIONS: Readonly<ort.InferenceSession.SessionOptions> = Object.freeze({
+  graphOptimizationLevel: 'all',
+  executionMode: 'sequential',
+  extra: { session: { intra_op: { allow_spinning: '0' } } },
+});
+
+/** An onnxruntime session with this server's options. */
+export function createSession(path: string): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(path, { ...SESSION_OPTIONS });
+}
 
 const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
@@ -104,25 +130,6 @@ async function latestVersion(modelDir: string): Promise<string | undefined> {
   return undefined;
 }
 
-async function readMaxBatchSize(modelDir: string): Promise<number | undefined> {
-  try {
-    const config = await readFile(join(modelDir, 'config.pbtxt'), 'utf8');
-    const m = /^\s*max_batch_size\s*:\s*(\d+)/m.exec(config);
-    if (m?.[1] !== undefined) return Number(m[1]);
-  } catch {
-    // no config.pbtxt: fall back to the manifest
-  }
-  try {
-    const manifest = JSON.parse(await readFile(join(modelDir, 'manifest.json'), 'utf8')) as {
-      serving?: { maxBatchSize?: unknown };
-    };
-    const n = manifest.serving?.maxBatchSize;
-    return typeof n === 'number' ? n : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** The model's manifest, or undefined when it has none or it does not parse. */
 async function readManifest(modelDir: string): Promise<ModelManifest | undefined> {
   const file = join(modelDir, 'manifest.json');
@@ -146,14 +153,17 @@ function fromOrt(id: string, name: string, value: ort.OnnxValue): Tensor {
     );
   }
   const shape = [...value.dims];
+  // The binding copies every output into a fresh typed array per run: no copy is needed here.
   const src = value.data;
-  let data: Tensor['data'];
-  if (src instanceof Float32Array || src instanceof Float64Array || src instanceof Int32Array)
-    data = src.slice();
-  else if (src instanceof BigInt64Array) data = src.slice();
-  else if (src instanceof Uint8Array) data = src.slice();
-  else throw new TritonError(500, `output '${name}' of model '${id}' has no numeric data`);
-  return { name, datatype, shape, data };
+  if (
+    src instanceof Float32Array ||
+    src instanceof Float64Array ||
+    src instanceof Int32Array ||
+    src instanceof BigInt64Array ||
+    src instanceof Uint8Array
+  )
+    return { name, datatype, shape, data: src };
+  throw new TritonError(500, `output '${name}' of model '${id}' has no numeric data`);
 }
 
 function validate(
@@ -221,7 +231,7 @@ async function load(modelsDir: string, id: string): Promise<LoadedModel | undefi
   if (version === undefined) return undefined;
   let session: ort.InferenceSession;
   try {
-    session = await ort.InferenceSession.create(join(dir, version, 'model.onnx'));
+    session = await createSession(join(dir, version, 'model.onnx'));
   } catch (err) {
     throw new TritonError(500, `failed to load model '${id}': ${(err as Error).message}`);
   }
@@ -243,10 +253,12 @@ async function load(modelsDir: string, id: string): Promise<LoadedModel | undefi
       return fromOrt(id, name, value);
     });
   };
+  const config = await readModelConfig(dir);
   const model: LoadedModel = {
     id,
     version,
-    maxBatchSize: await readMaxBatchSize(dir),
+    maxBatchSize: config.maxBatchSize,
+    dynamicBatching: config.dynamicBatching,
     inputs: session.inputMetadata.map(meta),
     outputs: session.outputMetadata.map(meta),
     manifest: await readManifest(dir),

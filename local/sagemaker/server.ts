@@ -58,8 +58,11 @@ export interface EndpointServerOptions {
   logger?: Logger;
   /** Source of randomness for `errorRate` (tests make it deterministic). */
   random?: () => number;
-  /** Dynamic batching of concurrent requests per endpoint and model; false turns it off.
-   * Default on, 2 ms max queue delay, preferred batch = the model's max batch size. */
+  /** Dynamic batching per endpoint and model, one `session.run` at a time as one Triton model
+   * instance: what arrives while a run is in flight merges into the next one. Default: as the
+   * model's config.pbtxt says (`dynamic_batching {}`: no queue delay, so a lone request never
+   * waits); these options override its delay and preferred batch size; false turns batching
+   * (and the one-run-at-a-time queue) off. */
   dynamicBatching?: DynamicBatchingOptions | false;
   region?: string;
   accountId?: string;
@@ -76,6 +79,8 @@ export interface EndpointServer {
   stats(endpoint: string): EndpointStats;
   /** Clears the counters of one endpoint, or of all. */
   resetStats(endpoint?: string): void;
+  /** TCP connections accepted since the start (a keep-alive client opens one per socket it keeps). */
+  connections(): number;
 }
 
 const ENDPOINT_NAME = /^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/;
@@ -346,6 +351,13 @@ export async function startEndpointServer(opts: EndpointServerOptions): Promise<
       res.end();
     });
   });
+  // Idle keep-alive sockets stay open a minute (Node's default is 5 s), so that a client's pooled
+  // socket is not closed under it between calls a few seconds apart.
+  server.keepAliveTimeout = 60_000;
+  let connections = 0;
+  server.on('connection', () => {
+    connections++;
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port ?? 8081, opts.host ?? '127.0.0.1', () => {
@@ -383,6 +395,7 @@ export async function startEndpointServer(opts: EndpointServerOptions): Promise<
         errors: { ...s.errors },
       };
     },
+    connections: () => connections,
     resetStats: (endpoint) => {
       if (endpoint === undefined) counters.clear();
       else counters.delete(endpoint);

@@ -28,8 +28,11 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import artifacts as A  # noqa: E402
+import cards  # noqa: E402
 import common as C  # noqa: E402
 import ct_synth as S  # noqa: E402
+import metrics as MET  # noqa: E402
 
 MODEL_ID = "lung-nodule-cnn"
 VERSION = "1.0.0"
@@ -46,7 +49,6 @@ BATCH = 64
 GOLDEN_CASES = 20
 ONNX_OPSET_CNN = 14
 CHECK_TOLERANCE = {"auc": 0.005, "brier": 0.005, "accuracy": 0.01}
-PROJECT = "urn:fhir-analytics:code"
 
 
 class Cnn(nn.Module):
@@ -127,7 +129,7 @@ def main() -> None:
             loss = loss_fn(model(augment(Xt[idx], gen)), Yt[idx])
             loss.backward()
             opt.step()
-        val_auc.append(C.roc_auc(Y_va, predict(model, X_va)))
+        val_auc.append(MET.roc_auc(Y_va, predict(model, X_va)))
         if best_state is None or val_auc[-1] > max(val_auc[:-1]):
             best_state, best_ep = copy.deepcopy(model.state_dict()), ep + 1
         C.log(f"{MODEL_ID}: epoch {ep + 1} validation AUC {val_auc[-1]:.4f}")
@@ -138,16 +140,16 @@ def main() -> None:
 
     # ------------------------------------------------------------ test, once
     p_te = predict(model, X_te)
-    auc = C.roc_auc(Y_te, p_te)
-    auc_lo, auc_hi = C.bootstrap_ci(C.roc_auc, Y_te, p_te, BOOT_SEED, N_BOOT)
-    acc = C.accuracy_at(Y_te, p_te)
-    acc_lo, acc_hi = C.bootstrap_ci(C.accuracy_at, Y_te, p_te, BOOT_SEED, N_BOOT)
-    brier = C.brier_score(Y_te, p_te)
-    brier_lo, brier_hi = C.bootstrap_ci(C.brier_score, Y_te, p_te, BOOT_SEED, N_BOOT)
-    rel = C.reliability_table(Y_te, p_te)
+    auc = MET.roc_auc(Y_te, p_te)
+    auc_lo, auc_hi = MET.bootstrap_ci(MET.roc_auc, Y_te, p_te, BOOT_SEED, N_BOOT)
+    acc = MET.accuracy_at(Y_te, p_te)
+    acc_lo, acc_hi = MET.bootstrap_ci(MET.accuracy_at, Y_te, p_te, BOOT_SEED, N_BOOT)
+    brier = MET.brier_score(Y_te, p_te)
+    brier_lo, brier_hi = MET.bootstrap_ci(MET.brier_score, Y_te, p_te, BOOT_SEED, N_BOOT)
+    rel = MET.reliability_table(Y_te, p_te)
     # A naive baseline for scale: the number of pixels denser than -500 HU.
     dense = (hu_te > -500).sum(axis=(1, 2)).astype(np.float64)
-    auc_dense = C.roc_auc(Y_te, dense)
+    auc_dense = MET.roc_auc(Y_te, dense)
     # By nodule size and density (positives vs all negatives): where the model misses.
     neg = Y_te == 0
     diam = np.array([i.get("diameterMm", np.nan) for i in info_te])
@@ -161,7 +163,7 @@ def main() -> None:
         ("density ≥ −250 HU (part-solid/solid)", dens >= -250),
     ):
         keep = sel | neg
-        strata.append((name, int(sel.sum()), C.roc_auc(Y_te[keep], p_te[keep]), float(np.mean(p_te[sel] >= 0.5))))
+        strata.append((name, int(sel.sum()), MET.roc_auc(Y_te[keep], p_te[keep]), float(np.mean(p_te[sel] >= 0.5))))
     C.log(
         f"{MODEL_ID}: held-out test (n={len(Y_te)}): AUC {auc:.4f} [{auc_lo:.4f}, {auc_hi:.4f}], accuracy {acc:.3f} "
         f"[{acc_lo:.3f}, {acc_hi:.3f}], Brier {brier:.4f}; dense-pixel baseline AUC {auc_dense:.3f}"
@@ -194,7 +196,7 @@ def main() -> None:
         {"rowId": f"test-{int(i)}", "x": [[[float(v) for v in row] for row in Xg[k, 0]]], "expected": [float(ref[k])]}
         for k, i in enumerate(gidx)
     ]
-    C.write_golden(os.path.join(model_dir, "golden.json"), MODEL_ID, "x", "p", cases)
+    A.write_golden(os.path.join(model_dir, "golden.json"), MODEL_ID, "x", "p", cases)
 
     # ------------------------------------------------------------ DICOM demo set (own seed), scored
     entries = S.write_dicom_set(dicom_dir, DICOM_SEED, DICOM_COUNT)
@@ -206,26 +208,19 @@ def main() -> None:
         index = json.load(f)
     for e, p in zip(index["instances"], p_demo):
         e["expected"] = {MODEL_ID: round(float(p), 6)}
-    C.write_json(index_path, index)
+    A.write_json(index_path, index)
     demo_acc = float(np.mean((p_demo >= 0.5) == np.array([e["label"] == "nodule" for e in entries])))
 
     # ------------------------------------------------------------ manifest, config, split
     metrics = {
-        "auc": round(auc, 4),
-        "aucCi95Low": round(auc_lo, 4),
-        "aucCi95High": round(auc_hi, 4),
-        "accuracy": round(acc, 4),
-        "accuracyCi95Low": round(acc_lo, 4),
-        "accuracyCi95High": round(acc_hi, 4),
+        **A.with_ci("auc", auc, auc_lo, auc_hi),
+        **A.with_ci("accuracy", acc, acc_lo, acc_hi),
         "brier": round(brier, 4),
         "nTest": int(len(Y_te)),
     }
     serving_inputs = [{"name": "x", "datatype": "FP32", "dims": [1, S.SIZE, S.SIZE]}]
     serving_outputs = [{"name": "p", "datatype": "FP32", "dims": [1]}]
     max_batch = 256
-
-    def band(at, ind, code, display):
-        return {"atOrAbove": at, "indicator": ind, "conclusion": {"system": PROJECT, "code": code, "display": display}}
 
     manifest = {
         "id": MODEL_ID,
@@ -250,42 +245,24 @@ def main() -> None:
             "normalisation": "unit",
             "maxPixels": 4096 * 4096,
         },
-        "output": {
-            "kind": "probability",
-            "tensor": "p",
-            "labels": [
-                {"code": {"system": PROJECT, "code": "lung-nodule-absent", "display": "No lung nodule in the patch"}},
-                {"code": {"system": PROJECT, "code": "lung-nodule-present", "display": "Lung nodule in the patch"}},
+        "output": A.probability_output(
+            "p",
+            [
+                A.label("lung-nodule-absent", "No lung nodule in the patch"),
+                A.label("lung-nodule-present", "Lung nodule in the patch"),
             ],
-            "thresholds": [
-                band(0, "info", "lung-nodule-unlikely", "Nodule unlikely (synthetic-data demonstration model)"),
-                band(0.5, "warning", "lung-nodule-possible", "Nodule possible (synthetic-data demonstration model)"),
-                band(0.9, "critical", "lung-nodule-likely", "Nodule likely (synthetic-data demonstration model)"),
+            [
+                A.band(0, "info", "lung-nodule-unlikely", "Nodule unlikely (synthetic-data demonstration model)"),
+                A.band(0.5, "warning", "lung-nodule-possible", "Nodule possible (synthetic-data demonstration model)"),
+                A.band(0.9, "critical", "lung-nodule-likely", "Nodule likely (synthetic-data demonstration model)"),
             ],
-            "unit": "1",
-            "code": {"system": PROJECT, "code": "lung-nodule-probability", "display": "Probability of a lung nodule in the patch"},
-        },
-        "report": {
-            "code": {"system": PROJECT, "code": "lung-nodule-cnn-report", "display": "Lung nodule CNN report (synthetic-data demonstration)"},
-            "category": [
-                {"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"}
-            ],
-            "status": "preliminary",
-        },
-        "serving": {
-            "tritonModelName": MODEL_ID,
-            "instanceType": "ml.g5.xlarge",
-            "maxBatchSize": max_batch,
-            "inputs": serving_inputs,
-            "outputs": serving_outputs,
-        },
+            A.code("lung-nodule-probability", "Probability of a lung nodule in the patch"),
+        ),
+        "report": A.report("lung-nodule-cnn-report", "Lung nodule CNN report (synthetic-data demonstration)", A.RADIOLOGY),
+        "serving": A.serving(MODEL_ID, "ml.g5.xlarge", max_batch, serving_inputs, serving_outputs),
         "metrics": metrics,
     }
-    C.write_json(os.path.join(model_dir, "manifest.json"), manifest)
-    C.write_text(
-        os.path.join(model_dir, "config.pbtxt"),
-        C.config_pbtxt(MODEL_ID, max_batch, serving_inputs, serving_outputs, kind="KIND_GPU"),
-    )
+    A.write_manifest(model_dir, manifest, "KIND_GPU")
     split_doc = {
         "source": "models/training/ct_synth.py (synthetic; each part generated from its own seed)",
         "seeds": SEEDS,
@@ -294,11 +271,16 @@ def main() -> None:
         "demoDicomSeed": DICOM_SEED,
         "note": "epoch chosen on validation AUC; test used once; golden rowIds are test-<index in the test set>",
     }
-    C.write_json(os.path.join(model_dir, "split.json"), split_doc)
+    A.write_json(os.path.join(model_dir, "split.json"), split_doc)
 
     # ------------------------------------------------------------ card
-    f = C.fmt
+    f = cards.fmt
     n_params = sum(p.numel() for p in model.parameters())
+    metric_rows = [
+        ("AUC", auc, auc_lo, auc_hi, 4),
+        ("accuracy (p ≥ 0.5)", acc, acc_lo, acc_hi, 3),
+        ("Brier score", brier, brier_lo, brier_hi, 4),
+    ]
     strata_rows = "\n".join(f"| {n} | {k} | {f(a)} | {f(s)} |" for n, k, a, s in strata)
     val_rows = " · ".join(f"{i + 1}: {f(v)}" for i, v in enumerate(val_auc))
     card = f"""# {MODEL_ID} — Lung nodule present in a CT patch (CNN, synthetic data)
@@ -354,11 +336,7 @@ No other setting was tried. Data generation took {t_data:.0f} s and training {t_
 
 ## Held-out performance (synthetic test set, n = {len(Y_te)}, {int(Y_te.sum())} with a nodule; evaluated once)
 
-| metric | value | bootstrap 95% CI |
-|---|---|---|
-| AUC | {f(auc, 4)} | [{f(auc_lo, 4)}, {f(auc_hi, 4)}] |
-| accuracy (p ≥ 0.5) | {f(acc)} | [{f(acc_lo)}, {f(acc_hi)}] |
-| Brier score | {f(brier, 4)} | [{f(brier_lo, 4)}, {f(brier_hi, 4)}] |
+{cards.metric_table(metric_rows)}
 
 Percentile bootstrap over test patches, {N_BOOT} resamples, seed {BOOT_SEED}. Target AUC ≥ 0.95 (synthetic):
 **{'met' if auc >= 0.95 else 'NOT met'}**. Naive baseline for scale (number of pixels denser than −500 HU):
@@ -372,7 +350,7 @@ By nodule (positives of each stratum against all {int(neg.sum())} negatives):
 
 Calibration on test:
 
-{C.reliability_markdown(rel)}
+{cards.reliability_markdown(rel)}
 
 ## Output bands
 
@@ -408,7 +386,7 @@ GPU latency and throughput: not measured (no GPU in this session).
   spacing; the model assumes {S.PIXEL_MM} mm pixels, and a whole 512 × 512 slice resampled to
   64 × 64 would be meaningless input.
 """
-    C.write_text(os.path.join(model_dir, "card.md"), card)
+    A.write_text(os.path.join(model_dir, "card.md"), card)
     C.log(f"{MODEL_ID}: done in {time.time() - t0:.1f} s")
 
 

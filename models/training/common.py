@@ -1,4 +1,9 @@
-"""Shared helpers for the training scripts in models/training/.
+"""Shared helpers for the training scripts in models/training/: the command line, the log
+line, and the ONNX export of the scikit-learn models (tree ensembles, RBF SVM).
+
+Other shared pieces have their own modules: artifacts.py (the files a script writes: JSON,
+split.json, golden.json, manifest blocks, config.pbtxt), metrics.py (held-out metrics and
+bootstrap intervals) and cards.py (the shared parts of the model cards).
 
 Everything here is deterministic given its seed: re-running a training script
 rewrites the same files (byte for byte, as far as float formatting allows).
@@ -12,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -43,138 +47,6 @@ def parse_args(description: str) -> argparse.Namespace:
 def log(msg: str) -> None:
     print(f"[train] {msg}", flush=True)
 
-
-# ---------------------------------------------------------------- JSON
-
-
-def _round_floats(obj: Any, digits: int) -> Any:
-    if isinstance(obj, float):
-        return float(round(obj, digits))
-    if isinstance(obj, dict):
-        return {k: _round_floats(v, digits) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_round_floats(v, digits) for v in obj]
-    return obj
-
-
-def to_py(obj: Any) -> Any:
-    """numpy scalars/arrays → plain Python, for json.dump."""
-    if isinstance(obj, np.ndarray):
-        return [to_py(v) for v in obj.tolist()]
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, dict):
-        return {k: to_py(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_py(v) for v in obj]
-    return obj
-
-
-def write_json(path: str, obj: Any, indent: Optional[int] = 2, digits: Optional[int] = None) -> None:
-    """Writes JSON deterministically (insertion order kept, trailing newline). `digits`
-    rounds every float; without it floats are written with Python's shortest repr."""
-    obj = to_py(obj)
-    if digits is not None:
-        obj = _round_floats(obj, digits)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=indent, ensure_ascii=False, allow_nan=False)
-        f.write("\n")
-
-
-def write_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text if text.endswith("\n") else text + "\n")
-
-
-# ---------------------------------------------------------------- splitting
-
-
-def split_rows(
-    n_rows: int,
-    seed: int,
-    fractions: Sequence[float] = (0.6, 0.2, 0.2),
-    names: Sequence[str] = ("train", "validation", "test"),
-    stratify: Optional[np.ndarray] = None,
-) -> Dict[str, List[int]]:
-    """A fixed random split of row ids 0..n_rows-1 (each row is one patient). Returns
-    sorted row ids per part. With `stratify` (class labels), each class is split on its
-    own so the parts keep the class balance. The last part takes the rounding rest."""
-    assert len(fractions) == len(names) and abs(sum(fractions) - 1.0) < 1e-9
-    rng = np.random.RandomState(seed)
-    groups = [np.arange(n_rows)] if stratify is None else [np.flatnonzero(stratify == c) for c in np.unique(stratify)]
-    parts: Dict[str, List[int]] = {name: [] for name in names}
-    for ids in groups:
-        perm = rng.permutation(ids)
-        start = 0
-        for i, name in enumerate(names):
-            end = len(perm) if i == len(names) - 1 else start + int(round(fractions[i] * len(perm)))
-            parts[name].extend(int(r) for r in perm[start:end])
-            start = end
-    return {name: sorted(ids) for name, ids in parts.items()}
-
-
-def write_split(path: str, split: Dict[str, List[int]], seed: int, source: str, note: str = "") -> None:
-    """split.json: the row ids (0-based positions in `source`) of every part."""
-    doc: Dict[str, Any] = {
-        "source": source,
-        "rowId": "0-based row position in the source data set (one row = one patient)",
-        "seed": seed,
-        "counts": {k: len(v) for k, v in split.items()},
-    }
-    if note:
-        doc["note"] = note
-    doc.update(split)
-    obj = to_py(doc)
-    # One line per part keeps the file short and diffable.
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    lines = ["{"]
-    items = list(obj.items())
-    for i, (k, v) in enumerate(items):
-        comma = "," if i < len(items) - 1 else ""
-        lines.append(f"  {json.dumps(k)}: {json.dumps(v, separators=(', ', ': '))}{comma}")
-    lines.append("}")
-    write_text(path, "\n".join(lines))
-
-
-# ---------------------------------------------------------------- metrics
-
-
-def r2_score(y: np.ndarray, p: np.ndarray) -> float:
-    y = np.asarray(y, dtype=np.float64)
-    p = np.asarray(p, dtype=np.float64)
-    ss_res = float(np.sum((y - p) ** 2))
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    return 1.0 - ss_res / ss_tot
-
-
-def mae_score(y: np.ndarray, p: np.ndarray) -> float:
-    return float(np.mean(np.abs(np.asarray(y, dtype=np.float64) - np.asarray(p, dtype=np.float64))))
-
-
-def bootstrap_ci(
-    metric: Callable[[np.ndarray, np.ndarray], float],
-    y: np.ndarray,
-    p: np.ndarray,
-    seed: int,
-    n_boot: int = 2000,
-    alpha: float = 0.05,
-) -> tuple:
-    """Percentile bootstrap (resampling held-out rows with replacement) → (low, high)."""
-    rng = np.random.RandomState(seed)
-    n = len(y)
-    stats = []
-    for _ in range(n_boot):
-        idx = rng.randint(0, n, n)
-        yy = y[idx]
-        if np.all(yy == yy[0]):  # degenerate resample (undefined R²/AUC); skip it
-            continue
-        stats.append(metric(yy, p[idx]))
-    arr = np.asarray(stats)
-    return float(np.percentile(arr, 100 * alpha / 2)), float(np.percentile(arr, 100 * (1 - alpha / 2)))
 
 
 # ---------------------------------------------------------------- ONNX tree ensembles
@@ -208,6 +80,25 @@ class TreeAttrs:
         self.leaf_targetids: List[int] = []
         self.leaf_weights: List[float] = []
 
+    def node_attributes(self, leaf_prefix: str) -> Dict[str, List[Any]]:
+        """The node and leaf attributes of the ai.onnx.ml operator, as make_node keywords:
+        leaves as `target_*` (TreeEnsembleRegressor) or `class_*` (TreeEnsembleClassifier)."""
+        return {
+            "nodes_treeids": self.nodes_treeids,
+            "nodes_nodeids": self.nodes_nodeids,
+            "nodes_featureids": self.nodes_featureids,
+            "nodes_values": self.nodes_values,
+            "nodes_modes": self.nodes_modes,
+            "nodes_truenodeids": self.nodes_truenodeids,
+            "nodes_falsenodeids": self.nodes_falsenodeids,
+            "nodes_hitrates": self.nodes_hitrates,
+            "nodes_missing_value_tracks_true": self.nodes_missing_value_tracks_true,
+            f"{leaf_prefix}_treeids": self.leaf_treeids,
+            f"{leaf_prefix}_nodeids": self.leaf_nodeids,
+            f"{leaf_prefix}_ids": self.leaf_targetids,
+            f"{leaf_prefix}_weights": self.leaf_weights,
+        }
+
     def add_tree(self, tree: Any, tree_id: int, leaf_values: Callable[[int], Iterable[tuple]]) -> None:
         """Adds one sklearn `tree_`. `leaf_values(node)` yields (target_or_class_id, weight)
         pairs for a leaf. sklearn's convention: left child when x <= threshold."""
@@ -234,20 +125,6 @@ class TreeAttrs:
                 self.nodes_modes.append("BRANCH_LEQ")
                 self.nodes_truenodeids.append(int(left[node]))
                 self.nodes_falsenodeids.append(int(right[node]))
-
-
-def _io_model(node: Any, n_features: int, input_name: str, outputs: List[Any], doc: str) -> onnx.ModelProto:
-    x = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", n_features])
-    graph = helper.make_graph([node], "model", [x], outputs)
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", ONNX_OPSET), helper.make_opsetid("ai.onnx.ml", ONNX_ML_OPSET)],
-        producer_name="fhir-analytics/models/training",
-        doc_string=doc,
-    )
-    model.ir_version = ONNX_IR_VERSION
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 def gbm_regressor_to_onnx(
@@ -278,22 +155,11 @@ def gbm_regressor_to_onnx(
         aggregate_function="SUM",
         post_transform="NONE",
         base_values=[base],
-        nodes_treeids=attrs.nodes_treeids,
-        nodes_nodeids=attrs.nodes_nodeids,
-        nodes_featureids=attrs.nodes_featureids,
-        nodes_values=attrs.nodes_values,
-        nodes_modes=attrs.nodes_modes,
-        nodes_truenodeids=attrs.nodes_truenodeids,
-        nodes_falsenodeids=attrs.nodes_falsenodeids,
-        nodes_hitrates=attrs.nodes_hitrates,
-        nodes_missing_value_tracks_true=attrs.nodes_missing_value_tracks_true,
-        target_treeids=attrs.leaf_treeids,
-        target_nodeids=attrs.leaf_nodeids,
-        target_ids=attrs.leaf_targetids,
-        target_weights=attrs.leaf_weights,
+        **attrs.node_attributes("target"),
     )
+    x = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", n_features])
     y = helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", 1])
-    return _io_model(node, n_features, input_name, [y], doc)
+    return make_model([node], [x], [y], doc=doc, ml=True)
 
 
 def gbm_prediction_bounds(gbm: Any, n_features: int) -> tuple:
@@ -314,155 +180,6 @@ def save_onnx(model: onnx.ModelProto, path: str) -> None:
     onnx.save(model, path)
     onnx.checker.check_model(path, full_check=True)
 
-
-# ---------------------------------------------------------------- serving files
-
-
-_TRITON_TYPES = {"FP32": "TYPE_FP32", "FP64": "TYPE_FP64", "INT64": "TYPE_INT64", "INT32": "TYPE_INT32", "BOOL": "TYPE_BOOL"}
-
-
-def config_pbtxt(
-    name: str, max_batch_size: int, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]], kind: str = "KIND_CPU"
-) -> str:
-    """Triton model configuration. `inputs`/`outputs` are the manifest's serving tensors
-    ({name, datatype, dims} with dims without the batch dimension)."""
-
-    def tensors(ts: List[Dict[str, Any]]) -> str:
-        out = []
-        for i, t in enumerate(ts):
-            dims = ", ".join(str(d) for d in t["dims"])
-            sep = "," if i < len(ts) - 1 else ""
-            out.append(
-                "  {\n"
-                f'    name: "{t["name"]}"\n'
-                f"    data_type: {_TRITON_TYPES[t['datatype']]}\n"
-                f"    dims: [ {dims} ]\n"
-                f"  }}{sep}"
-            )
-        return "\n".join(out)
-
-    return (
-        f'name: "{name}"\n'
-        'backend: "onnxruntime"\n'
-        f"max_batch_size: {max_batch_size}\n"
-        f"input [\n{tensors(inputs)}\n]\n"
-        f"output [\n{tensors(outputs)}\n]\n"
-        f"instance_group [\n  {{\n    count: 1\n    kind: {kind}\n  }}\n]\n"
-        "dynamic_batching { }\n"
-    )
-
-
-def write_golden(path: str, model_id: str, input_name: str, output_name: str, cases: List[Dict[str, Any]]) -> None:
-    """golden.json: inputs in raw units and the reference (float64) outputs. `cases`:
-    [{rowId, x: [...], expected: number | [...]}]. One case per line, for diffs."""
-    head = {"model": model_id, "input": input_name, "output": output_name}
-    lines = ["{"]
-    for k, v in head.items():
-        lines.append(f"  {json.dumps(k)}: {json.dumps(v)},")
-    lines.append('  "cases": [')
-    for i, c in enumerate(cases):
-        sep = "," if i < len(cases) - 1 else ""
-        lines.append("    " + json.dumps(to_py(c), separators=(", ", ": "), allow_nan=False) + sep)
-    lines.append("  ]")
-    lines.append("}")
-    write_text(path, "\n".join(lines))
-
-
-def fmt(v: float, digits: int = 3) -> str:
-    return f"{v:.{digits}f}"
-
-
-def residual_summary(y: np.ndarray, p: np.ndarray) -> Dict[str, float]:
-    r = np.asarray(y, dtype=np.float64) - np.asarray(p, dtype=np.float64)
-    q = np.percentile(r, [5, 25, 50, 75, 95])
-    return {
-        "mean": float(r.mean()),
-        "sd": float(r.std(ddof=1)),
-        "p5": float(q[0]),
-        "p25": float(q[1]),
-        "median": float(q[2]),
-        "p75": float(q[3]),
-        "p95": float(q[4]),
-        "rmse": float(math.sqrt(np.mean(r**2))),
-    }
-
-
-# ---------------------------------------------------------------- classification (svm, rf)
-# Appended for the tabular classifiers (tab_* names: the neural models' helpers below
-# have their own accuracy_at/brier_score/reliability_* with other signatures).
-
-
-def auc_score(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC AUC (Mann-Whitney, ties count one half)."""
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(np.asarray(y), np.asarray(p, dtype=np.float64)))
-
-
-def tab_brier(y: np.ndarray, p: np.ndarray) -> float:
-    """Mean squared error of the positive-class probability."""
-    return float(np.mean((np.asarray(p, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2))
-
-
-def tab_accuracy_at(threshold: float = 0.5) -> Callable[[np.ndarray, np.ndarray], float]:
-    """Accuracy of `p >= threshold` as the positive class."""
-
-    def acc(y: np.ndarray, p: np.ndarray) -> float:
-        return float(np.mean((np.asarray(p) >= threshold).astype(int) == np.asarray(y).astype(int)))
-
-    return acc
-
-
-def log_loss_score(y: np.ndarray, p: np.ndarray, eps: float = 1e-15) -> float:
-    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
-    y = np.asarray(y, dtype=np.float64)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-
-
-def classification_metrics(y: np.ndarray, p: np.ndarray, seed: int, n_boot: int = 2000) -> Dict[str, float]:
-    """Held-out AUC, accuracy (p ≥ 0.5) and Brier score of the positive-class probability,
-    each with a percentile-bootstrap 95% interval over rows (same resamples for each)."""
-    out: Dict[str, float] = {}
-    for name, fn in (("auc", auc_score), ("accuracy", tab_accuracy_at(0.5)), ("brier", tab_brier)):
-        lo, hi = bootstrap_ci(fn, y, p, seed, n_boot)
-        out[name] = fn(y, p)
-        out[f"{name}_lo"] = lo
-        out[f"{name}_hi"] = hi
-    return out
-
-
-def tab_reliability_table(
-    y: np.ndarray, p: np.ndarray, edges: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-) -> List[Dict[str, Any]]:
-    """Rows {lo, hi, n, meanPredicted, observed} per probability bin [lo, hi) (last bin closed)."""
-    y = np.asarray(y, dtype=np.float64)
-    p = np.asarray(p, dtype=np.float64)
-    rows = []
-    for i in range(len(edges) - 1):
-        lo, hi = edges[i], edges[i + 1]
-        m = (p >= lo) & ((p < hi) if i < len(edges) - 2 else (p <= hi))
-        n = int(m.sum())
-        rows.append(
-            {
-                "lo": lo,
-                "hi": hi,
-                "n": n,
-                "meanPredicted": float(p[m].mean()) if n else None,
-                "observed": float(y[m].mean()) if n else None,
-                "positives": int(y[m].sum()) if n else 0,
-            }
-        )
-    return rows
-
-
-def tab_reliability_markdown(rows: List[Dict[str, Any]]) -> str:
-    lines = ["| predicted probability | n | mean predicted | observed positive rate |", "|---|---|---|---|"]
-    for i, r in enumerate(rows):
-        close = "]" if i == len(rows) - 1 else ")"
-        mp = "—" if r["meanPredicted"] is None else fmt(r["meanPredicted"])
-        ob = "—" if r["observed"] is None else f"{fmt(r['observed'])} ({r['positives']}/{r['n']})"
-        lines.append(f"| [{r['lo']:.1f}, {r['hi']:.1f}{close} | {r['n']} | {mp} | {ob} |")
-    return "\n".join(lines)
 
 
 def make_model(
@@ -535,19 +252,7 @@ def rf_classifier_to_onnx(
             domain="ai.onnx.ml",
             classlabels_int64s=classes,
             post_transform="NONE",
-            nodes_treeids=attrs.nodes_treeids,
-            nodes_nodeids=attrs.nodes_nodeids,
-            nodes_featureids=attrs.nodes_featureids,
-            nodes_values=attrs.nodes_values,
-            nodes_modes=attrs.nodes_modes,
-            nodes_truenodeids=attrs.nodes_truenodeids,
-            nodes_falsenodeids=attrs.nodes_falsenodeids,
-            nodes_hitrates=attrs.nodes_hitrates,
-            nodes_missing_value_tracks_true=attrs.nodes_missing_value_tracks_true,
-            class_treeids=attrs.leaf_treeids,
-            class_nodeids=attrs.leaf_nodeids,
-            class_ids=attrs.leaf_targetids,
-            class_weights=attrs.leaf_weights,
+            **attrs.node_attributes("class"),
         )
     )
     x = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", n_features])
@@ -628,104 +333,3 @@ def rscript_csv(r_expr: str, path: str) -> None:
     if r.returncode != 0:
         raise RuntimeError(f"Rscript failed ({r.returncode}): {r.stderr.strip()}")
 
-
-# ---------------------------------------------------------------- classification metrics (neural models)
-
-
-def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties count one half)."""
-    y = np.asarray(y).astype(bool)
-    p = np.asarray(p, dtype=np.float64)
-    order = np.argsort(p, kind="mergesort")
-    ranks = np.empty(len(p), dtype=np.float64)
-    sp = p[order]
-    i = 0
-    while i < len(sp):  # average ranks over ties
-        j = i
-        while j + 1 < len(sp) and sp[j + 1] == sp[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def accuracy_at(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> float:
-    return float(np.mean((np.asarray(p) >= threshold).astype(int) == np.asarray(y).astype(int)))
-
-
-def brier_score(y: np.ndarray, p: np.ndarray) -> float:
-    return float(np.mean((np.asarray(p, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2))
-
-
-def cluster_bootstrap_ci(
-    metric: Callable[..., float],
-    groups: np.ndarray,
-    arrays: Sequence[np.ndarray],
-    seed: int,
-    n_boot: int = 2000,
-    alpha: float = 0.05,
-    label_index: int = 0,
-) -> tuple:
-    """Percentile bootstrap that resamples whole groups (patients) with replacement, for
-    held-out sets with several rows per patient. `metric(*arrays)` on the resampled rows;
-    resamples where `arrays[label_index]` has one class only are skipped (undefined AUC)."""
-    rng = np.random.RandomState(seed)
-    groups = np.asarray(groups)
-    uniq = np.unique(groups)
-    rows_of = {g: np.flatnonzero(groups == g) for g in uniq}
-    stats = []
-    for _ in range(n_boot):
-        pick = rng.randint(0, len(uniq), len(uniq))
-        idx = np.concatenate([rows_of[uniq[k]] for k in pick])
-        yy = arrays[label_index][idx]
-        if np.all(yy == yy[0]):
-            continue
-        stats.append(metric(*(a[idx] for a in arrays)))
-    arr = np.asarray(stats)
-    return float(np.percentile(arr, 100 * alpha / 2)), float(np.percentile(arr, 100 * (1 - alpha / 2)))
-
-
-def reliability_table(y: np.ndarray, p: np.ndarray, edges: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)) -> List[Dict[str, Any]]:
-    """Calibration by fixed probability bins: [{lo, hi, n, meanPredicted, observedRate}]
-    (empty bins left out). The last bin includes 1.0."""
-    y = np.asarray(y, dtype=np.float64)
-    p = np.asarray(p, dtype=np.float64)
-    rows = []
-    for i in range(len(edges) - 1):
-        lo, hi = edges[i], edges[i + 1]
-        sel = (p >= lo) & ((p < hi) if i < len(edges) - 2 else (p <= hi))
-        if sel.sum() == 0:
-            continue
-        rows.append({"lo": lo, "hi": hi, "n": int(sel.sum()), "meanPredicted": float(p[sel].mean()), "observedRate": float(y[sel].mean())})
-    return rows
-
-
-def reliability_markdown(rows: List[Dict[str, Any]]) -> str:
-    lines = ["| predicted probability | n | mean predicted | observed rate |", "|---|---|---|---|"]
-    for r in rows:
-        close = "]" if r["hi"] >= 1.0 else ")"
-        lines.append(f"| [{r['lo']:.1f}, {r['hi']:.1f}{close} | {r['n']} | {r['meanPredicted']:.3f} | {r['observedRate']:.3f} |")
-    return "\n".join(lines)
-
-
-def write_golden_inputs(
-    path: str, model_id: str, input_names: List[str], output_name: str, cases: List[Dict[str, Any]], note: str = ""
-) -> None:
-    """golden.json for a model with several input tensors: `inputs` lists the tensor names
-    and every case carries one value per name (`{rowId, x: ..., mask: ..., expected}`);
-    models/training/parity.mjs batches each input over the cases. One case per line."""
-    head: Dict[str, Any] = {"model": model_id, "inputs": input_names, "output": output_name}
-    if note:
-        head["note"] = note
-    lines = ["{"]
-    for k, v in head.items():
-        lines.append(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},")
-    lines.append('  "cases": [')
-    for i, c in enumerate(cases):
-        sep = "," if i < len(cases) - 1 else ""
-        lines.append("    " + json.dumps(to_py(c), separators=(", ", ": "), allow_nan=False) + sep)
-    lines.append("  ]")
-    lines.append("}")
-    write_text(path, "\n".join(lines))

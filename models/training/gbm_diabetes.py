@@ -23,7 +23,10 @@ from sklearn.datasets import load_diabetes
 from sklearn.ensemble import GradientBoostingRegressor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import artifacts as A  # noqa: E402
+import cards  # noqa: E402
 import common as C  # noqa: E402
+import metrics as MET  # noqa: E402
 
 MODEL_ID = "diabetes-gbm"
 VERSION = "1.0.0"
@@ -43,8 +46,6 @@ GRID = {
     "min_samples_leaf": [5, 15],
 }
 
-LOINC = "http://loinc.org"
-PROJECT = "urn:fhir-analytics:code"
 
 # Feature order = the column order of the input tensor `x` = sklearn's column order.
 # (name, sklearn column, unit, description)
@@ -62,21 +63,6 @@ FEATURES = [
 ]
 
 
-def obs_feature(name, codes, unit, required, mw=None, transform=None, imputation=None):
-    f = {"name": name, "source": "observation", "codes": codes, "unit": unit}
-    if mw is not None:
-        f["molecularWeight"] = mw
-    f.update({"aggregate": "latest", "lookback": "P1Y", "required": required})
-    f["imputation"] = imputation or {"strategy": "none"}
-    if transform:
-        f["transform"] = transform
-    return f
-
-
-def loinc(code, display):
-    return {"system": LOINC, "code": code, "display": display}
-
-
 def main() -> None:
     args = C.parse_args(__doc__.splitlines()[0])
     t0 = time.time()
@@ -90,10 +76,10 @@ def main() -> None:
     assert list(ds.feature_names) == [f[1] for f in FEATURES], ds.feature_names
     assert set(np.unique(X[:, 1])) == {1.0, 2.0}
     n = len(y)
-    split = C.split_rows(n, SPLIT_SEED, (0.6, 0.2, 0.2), ("train", "validation", "test"))
+    split = A.split_rows(n, SPLIT_SEED, (0.6, 0.2, 0.2), ("train", "validation", "test"))
     tr, va, te = (np.asarray(split[k]) for k in ("train", "validation", "test"))
     C.log(f"{MODEL_ID}: {n} patients, split train {len(tr)} / validation {len(va)} / test {len(te)} (seed {SPLIT_SEED})")
-    C.write_split(
+    A.write_split(
         os.path.join(model_dir, "split.json"),
         split,
         SPLIT_SEED,
@@ -107,7 +93,7 @@ def main() -> None:
     for values in itertools.product(*(GRID[k] for k in keys)):
         params = dict(zip(keys, values))
         m = GradientBoostingRegressor(random_state=MODEL_SEED, **params).fit(X[tr], y[tr])
-        scores.append((C.r2_score(y[va], m.predict(X[va])), params))
+        scores.append((MET.r2_score(y[va], m.predict(X[va])), params))
     # Best validation R²; ties (to 1e-12) go to the earlier grid entry (smaller model).
     best_r2, best = max(scores, key=lambda s: (round(s[0], 12), -scores.index(s)))
     C.log(f"{MODEL_ID}: grid of {len(scores)} settings; best validation R² {best_r2:.4f} with {best}")
@@ -117,19 +103,19 @@ def main() -> None:
     gbm = GradientBoostingRegressor(random_state=MODEL_SEED, **best).fit(X[trva], y[trva])
     p_te = gbm.predict(X[te])
     y_te = y[te]
-    r2 = C.r2_score(y_te, p_te)
-    mae = C.mae_score(y_te, p_te)
-    r2_lo, r2_hi = C.bootstrap_ci(C.r2_score, y_te, p_te, BOOT_SEED, N_BOOT)
-    mae_lo, mae_hi = C.bootstrap_ci(C.mae_score, y_te, p_te, BOOT_SEED, N_BOOT)
-    resid = C.residual_summary(y_te, p_te)
+    r2 = MET.r2_score(y_te, p_te)
+    mae = MET.mae_score(y_te, p_te)
+    r2_lo, r2_hi = MET.bootstrap_ci(MET.r2_score, y_te, p_te, BOOT_SEED, N_BOOT)
+    mae_lo, mae_hi = MET.bootstrap_ci(MET.mae_score, y_te, p_te, BOOT_SEED, N_BOOT)
+    resid = MET.residual_summary(y_te, p_te)
     # Deployment scenario (reported, not tuned on): the optional TC/HDL ratio missing for
     # everyone and imputed with the train+validation median, as the manifest does.
     ratio_median = float(np.median(X[trva, 7]))
     X_imp = X[te].copy()
     X_imp[:, 7] = ratio_median
-    r2_imputed = C.r2_score(y_te, gbm.predict(X_imp))
+    r2_imputed = MET.r2_score(y_te, gbm.predict(X_imp))
     hdl_by_sex = {int(v): float(X[X[:, 1] == v, 6].mean()) for v in (1, 2)}
-    baseline_mae = C.mae_score(y_te, np.full_like(y_te, y[trva].mean()))
+    baseline_mae = MET.mae_score(y_te, np.full_like(y_te, y[trva].mean()))
     C.log(
         f"{MODEL_ID}: held-out test (n={len(te)}): R² {r2:.3f} [{r2_lo:.3f}, {r2_hi:.3f}], "
         f"MAE {mae:.2f} [{mae_lo:.2f}, {mae_hi:.2f}]"
@@ -154,58 +140,43 @@ def main() -> None:
     C.log(f"{MODEL_ID}: wrote {os.path.relpath(onnx_path, args.out)} ({os.path.getsize(onnx_path)} bytes), check_model ok")
 
     # ------------------------------------------------------------ golden (all test rows, float64 outputs)
-    cases = [{"rowId": int(r), "x": [float(v) for v in X[r]], "expected": float(p)} for r, p in zip(te, p_te)]
-    C.write_golden(os.path.join(model_dir, "golden.json"), MODEL_ID, "x", "y", cases)
+    A.write_golden(os.path.join(model_dir, "golden.json"), MODEL_ID, "x", "y", A.tabular_cases(te, X, p_te))
 
     # ------------------------------------------------------------ manifest
     codes = {
-        "bmi": [loinc("39156-5", "Body mass index (BMI) [Ratio]")],
-        "mean_bp": [loinc("8478-0", "Mean blood pressure")],
-        "tc": [loinc("2093-3", "Cholesterol [Mass/volume] in Serum or Plasma")],
+        "bmi": [A.loinc("39156-5", "Body mass index (BMI) [Ratio]")],
+        "mean_bp": [A.loinc("8478-0", "Mean blood pressure")],
+        "tc": [A.loinc("2093-3", "Cholesterol [Mass/volume] in Serum or Plasma")],
         "ldl": [
-            loinc("2089-1", "Cholesterol in LDL [Mass/volume] in Serum or Plasma"),
-            loinc("13457-7", "Cholesterol in LDL [Mass/volume] in Serum or Plasma by calculation"),
+            A.loinc("2089-1", "Cholesterol in LDL [Mass/volume] in Serum or Plasma"),
+            A.loinc("13457-7", "Cholesterol in LDL [Mass/volume] in Serum or Plasma by calculation"),
         ],
-        "hdl": [loinc("2085-9", "Cholesterol in HDL [Mass/volume] in Serum or Plasma")],
-        "ratio": [loinc("9830-1", "Cholesterol.total/Cholesterol in HDL [Mass Ratio] in Serum or Plasma")],
-        "tg": [loinc("2571-8", "Triglyceride [Mass/volume] in Serum or Plasma")],
-        "glu": [loinc("2345-7", "Glucose [Mass/volume] in Serum or Plasma")],
+        "hdl": [A.loinc("2085-9", "Cholesterol in HDL [Mass/volume] in Serum or Plasma")],
+        "ratio": [A.loinc("9830-1", "Cholesterol.total/Cholesterol in HDL [Mass Ratio] in Serum or Plasma")],
+        "tg": [A.loinc("2571-8", "Triglyceride [Mass/volume] in Serum or Plasma")],
+        "glu": [A.loinc("2345-7", "Glucose [Mass/volume] in Serum or Plasma")],
     }
     features = [
-        {"name": "age", "source": "patient.age", "required": True, "imputation": {"strategy": "none"}},
-        {
-            "name": "sex",
-            "source": "patient.sex",
-            "required": True,
-            "imputation": {"strategy": "none"},
-            "valueMap": {"female": 1, "male": 2},
-        },
-        obs_feature("bmi", codes["bmi"], "kg/m2", True),
-        obs_feature("mean_bp", codes["mean_bp"], "mm[Hg]", True),
-        obs_feature("total_cholesterol", codes["tc"], "mg/dL", True, mw=386.65),
-        obs_feature("ldl_cholesterol", codes["ldl"], "mg/dL", True, mw=386.65),
-        obs_feature("hdl_cholesterol", codes["hdl"], "mg/dL", True, mw=386.65),
-        obs_feature(
+        A.patient_age(),
+        A.patient_sex({"female": 1, "male": 2}),
+        A.observation_feature("bmi", codes["bmi"], "kg/m2", True),
+        A.observation_feature("mean_bp", codes["mean_bp"], "mm[Hg]", True),
+        A.observation_feature("total_cholesterol", codes["tc"], "mg/dL", True, molecular_weight=386.65),
+        A.observation_feature("ldl_cholesterol", codes["ldl"], "mg/dL", True, molecular_weight=386.65),
+        A.observation_feature("hdl_cholesterol", codes["hdl"], "mg/dL", True, molecular_weight=386.65),
+        A.observation_feature(
             "tc_hdl_ratio",
             codes["ratio"],
             "{ratio}",
             False,
             imputation={"strategy": "constant", "value": ratio_median},
         ),
-        obs_feature("ln_triglycerides", codes["tg"], "mg/dL", True, mw=885.7, transform="ln"),
-        obs_feature("glucose", codes["glu"], "mg/dL", True, mw=180.156),
+        A.observation_feature("ln_triglycerides", codes["tg"], "mg/dL", True, molecular_weight=885.7, transform="ln"),
+        A.observation_feature("glucose", codes["glu"], "mg/dL", True, molecular_weight=180.156),
     ]
     assert [f["name"] for f in features] == [f[0] for f in FEATURES]
     trigger_codes = [c for key in ("glu", "tc", "ldl", "hdl", "ratio", "tg", "bmi", "mean_bp") for c in codes[key]]
-    metrics = {
-        "r2": round(r2, 4),
-        "r2Ci95Low": round(r2_lo, 4),
-        "r2Ci95High": round(r2_hi, 4),
-        "mae": round(mae, 3),
-        "maeCi95Low": round(mae_lo, 3),
-        "maeCi95High": round(mae_hi, 3),
-        "nTest": int(len(te)),
-    }
+    metrics = {**A.with_ci("r2", r2, r2_lo, r2_hi, 4), **A.with_ci("mae", mae, mae_lo, mae_hi, 3), "nTest": int(len(te))}
     serving_inputs = [{"name": "x", "datatype": "FP32", "dims": [10]}]
     serving_outputs = [{"name": "y", "datatype": "FP32", "dims": [1]}]
     max_batch = 1024
@@ -228,66 +199,36 @@ def main() -> None:
             "tensor": "y",
             "labels": [],
             "thresholds": [
-                {
-                    "atOrAbove": 0,
-                    "indicator": "info",
-                    "conclusion": {
-                        "system": PROJECT,
-                        "code": "diabetes-progression-low",
-                        "display": "Predicted diabetes progression below the training median",
-                    },
-                },
-                {
-                    "atOrAbove": t_elev,
-                    "indicator": "warning",
-                    "conclusion": {
-                        "system": PROJECT,
-                        "code": "diabetes-progression-elevated",
-                        "display": "Predicted diabetes progression at or above the training median",
-                    },
-                },
-                {
-                    "atOrAbove": t_high,
-                    "indicator": "critical",
-                    "conclusion": {
-                        "system": PROJECT,
-                        "code": "diabetes-progression-high",
-                        "display": "Predicted diabetes progression at or above the training 90th percentile",
-                    },
-                },
+                A.band(0, "info", "diabetes-progression-low", "Predicted diabetes progression below the training median"),
+                A.band(
+                    t_elev,
+                    "warning",
+                    "diabetes-progression-elevated",
+                    "Predicted diabetes progression at or above the training median",
+                ),
+                A.band(
+                    t_high,
+                    "critical",
+                    "diabetes-progression-high",
+                    "Predicted diabetes progression at or above the training 90th percentile",
+                ),
             ],
             "unit": "{score}",
-            "code": {"system": PROJECT, "code": "diabetes-progression-score", "display": "Diabetes progression score"},
+            "code": A.code("diabetes-progression-score", "Diabetes progression score"),
         },
-        "report": {
-            "code": {"system": PROJECT, "code": "diabetes-progression-report", "display": "Diabetes progression model report"},
-            "category": [
-                {"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "LAB", "display": "Laboratory"}
-            ],
-            "status": "preliminary",
-        },
-        "serving": {
-            "tritonModelName": MODEL_ID,
-            "instanceType": "ml.c6i.xlarge",
-            "maxBatchSize": max_batch,
-            "inputs": serving_inputs,
-            "outputs": serving_outputs,
-        },
+        "report": A.report("diabetes-progression-report", "Diabetes progression model report", A.LAB),
+        "serving": A.serving(MODEL_ID, "ml.c6i.xlarge", max_batch, serving_inputs, serving_outputs),
         "metrics": metrics,
     }
-    C.write_json(os.path.join(model_dir, "manifest.json"), manifest)
-    C.write_text(
-        os.path.join(model_dir, "config.pbtxt"),
-        C.config_pbtxt(MODEL_ID, max_batch, serving_inputs, serving_outputs, kind="KIND_CPU"),
-    )
+    A.write_manifest(model_dir, manifest, "KIND_CPU")
 
     # ------------------------------------------------------------ demo cohort source rows (test only)
     demo = {
-        "dataset": "Efron et al. (2004) diabetes data, sklearn.datasets.load_diabetes(scaled=False)",
-        "licence": "BSD-3-Clause (scikit-learn's bundled copy)",
-        "split": "test",
-        "splitFile": "models/diabetes-gbm/split.json",
-        "model": MODEL_ID,
+        **A.demo_source(
+            "Efron et al. (2004) diabetes data, sklearn.datasets.load_diabetes(scaled=False)",
+            "BSD-3-Clause (scikit-learn's bundled copy)",
+            MODEL_ID,
+        ),
         "columns": [
             {"name": name, "sklearnName": sk, "unit": unit, "description": desc} for name, sk, unit, desc in FEATURES
         ],
@@ -305,7 +246,7 @@ def main() -> None:
             for r in te
         ],
     }
-    C.write_json(demo_path, demo)
+    A.write_json(demo_path, demo)
 
     # ------------------------------------------------------------ card
     elapsed = time.time() - t0
@@ -319,8 +260,7 @@ def main() -> None:
         resid=resid,
         q50=q50,
         q90=q90,
-        t_elev=t_elev,
-        t_high=t_high,
+        thresholds=manifest["output"]["thresholds"],
         bounds=(lo_bound, hi_bound),
         ratio_median=ratio_median,
         r2_imputed=r2_imputed,
@@ -331,7 +271,7 @@ def main() -> None:
         ratio_splits=int(sum(int(np.sum(e.tree_.feature == 7)) for e in gbm.estimators_[:, 0])),
         y_fit=y_fit,
     )
-    C.write_text(os.path.join(model_dir, "card.md"), card)
+    A.write_text(os.path.join(model_dir, "card.md"), card)
     C.log(f"{MODEL_ID}: wrote {os.path.relpath(model_dir, args.out)}/ and {os.path.relpath(demo_path, args.out)} in {elapsed:.1f} s")
 
 
@@ -340,7 +280,7 @@ def render_card(**k) -> str:
     r = k["resid"]
     s = k["split"]
     best = k["best"]
-    f = C.fmt
+    f = cards.fmt
     feature_rows = "\n".join(
         [
             "| 0 | age | `patient.age` (from birthDate) | a (years) | required |",
@@ -356,10 +296,7 @@ def render_card(**k) -> str:
         ]
     )
     lo, hi = k["bounds"]
-    return f"""# Model card: diabetes-gbm 1.0.0
-
-**Not for clinical use.** Research and pipeline demonstration only; it has not been
-validated for, and must not inform, the care of any patient.
+    return f"""{cards.header(MODEL_ID, VERSION)}
 
 ## What it does
 
@@ -411,10 +348,7 @@ ratio only {k['ratio_splits']} times in {k['n_nodes'] - k['n_leaves']} splits).
 
 ## Held-out performance (test, n = {len(s['test'])}, evaluated once)
 
-| metric | value | bootstrap 95% CI |
-|---|---|---|
-| R² | {f(m['r2'])} | [{f(m['r2_lo'])}, {f(m['r2_hi'])}] |
-| MAE (score units) | {f(m['mae'], 2)} | [{f(m['mae_lo'], 2)}, {f(m['mae_hi'], 2)}] |
+{cards.metric_table([("R²", m['r2'], m['r2_lo'], m['r2_hi'], 3), ("MAE (score units)", m['mae'], m['mae_lo'], m['mae_hi'], 2)])}
 
 Percentile bootstrap over test rows, {N_BOOT} resamples, seed {BOOT_SEED}. For scale:
 predicting the training mean for everyone gives a test MAE of {f(k['baseline_mae'], 2)}.
@@ -432,11 +366,7 @@ residuals (observed − predicted) on the test set:
 Chosen from the train+validation target distribution (not from test): the median
 ({f(k['q50'], 1)}) and the 90th percentile ({f(k['q90'], 1)}), each rounded to the nearest 10.
 
-| score | indicator | conclusion (`urn:fhir-analytics:code`) |
-|---|---|---|
-| < {f(k['t_elev'], 0)} | info | `diabetes-progression-low` |
-| ≥ {f(k['t_elev'], 0)} | warning | `diabetes-progression-elevated` |
-| ≥ {f(k['t_high'], 0)} | critical | `diabetes-progression-high` |
+{cards.bands_table("score", k['thresholds'], at=lambda v: f(v, 0))}
 
 The ensemble's output is bounded by construction to [{f(lo, 1)}, {f(hi, 1)}], so the lowest
 band (from 0) covers every possible score. The bands are population quantiles, not

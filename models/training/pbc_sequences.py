@@ -41,7 +41,10 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import artifacts as A  # noqa: E402
+import cards  # noqa: E402
 import common as C  # noqa: E402
+import metrics as MET  # noqa: E402
 
 VERSION = "1.0.0"
 SPLIT_SEED = 20240611
@@ -61,8 +64,7 @@ LOOKBACK = "P10Y"
 ONNX_OPSET_SEQ = 14
 CHECK_TOLERANCE = {"auc": 0.005, "brier": 0.005, "accuracy": 0.01}
 GOLDEN_CASES = 32
-LOINC = "http://loinc.org"
-PROJECT = "urn:fhir-analytics:code"
+PROJECT = A.PROJECT
 
 # Input feature order (the last axis of `x`). (name, pbcseq column, unit, log in graph)
 FEATURES = [
@@ -85,25 +87,17 @@ LAB_COLS = [f[1] for f in FEATURES[2:]]  # the time-varying features, in x order
 N_LABS = len(LAB_COLS)
 
 LAB_CODES = {
-    "bilirubin": {"system": LOINC, "code": "1975-2", "display": "Bilirubin.total [Mass/volume] in Serum or Plasma"},
-    "albumin": {"system": LOINC, "code": "1751-7", "display": "Albumin [Mass/volume] in Serum or Plasma"},
-    "alk_phos": {
-        "system": LOINC,
-        "code": "6768-6",
-        "display": "Alkaline phosphatase [Enzymatic activity/volume] in Serum or Plasma",
-    },
-    "ast": {
-        "system": LOINC,
-        "code": "1920-8",
-        "display": "Aspartate aminotransferase [Enzymatic activity/volume] in Serum or Plasma",
-    },
-    "platelets": {"system": LOINC, "code": "777-3", "display": "Platelets [#/volume] in Blood by Automated count"},
-    "protime": {"system": LOINC, "code": "5902-2", "display": "Prothrombin time (PT)"},
-    "cholesterol": {"system": LOINC, "code": "2093-3", "display": "Cholesterol [Mass/volume] in Serum or Plasma"},
-    "ascites": {"system": PROJECT, "code": "pbc-ascites", "display": "Ascites present"},
-    "hepatomegaly": {"system": PROJECT, "code": "pbc-hepatomegaly", "display": "Hepatomegaly present"},
-    "spiders": {"system": PROJECT, "code": "pbc-spiders", "display": "Spider angiomata present"},
-    "edema": {"system": PROJECT, "code": "pbc-edema", "display": "Edema (Mayo PBC edema score)"},
+    "bilirubin": A.loinc("1975-2", "Bilirubin.total [Mass/volume] in Serum or Plasma"),
+    "albumin": A.loinc("1751-7", "Albumin [Mass/volume] in Serum or Plasma"),
+    "alk_phos": A.loinc("6768-6", "Alkaline phosphatase [Enzymatic activity/volume] in Serum or Plasma"),
+    "ast": A.loinc("1920-8", "Aspartate aminotransferase [Enzymatic activity/volume] in Serum or Plasma"),
+    "platelets": A.loinc("777-3", "Platelets [#/volume] in Blood by Automated count"),
+    "protime": A.loinc("5902-2", "Prothrombin time (PT)"),
+    "cholesterol": A.loinc("2093-3", "Cholesterol [Mass/volume] in Serum or Plasma"),
+    "ascites": A.code("pbc-ascites", "Ascites present"),
+    "hepatomegaly": A.code("pbc-hepatomegaly", "Hepatomegaly present"),
+    "spiders": A.code("pbc-spiders", "Spider angiomata present"),
+    "edema": A.code("pbc-edema", "Edema (Mayo PBC edema score)"),
 }
 BOOL_MAP = {"true": 1, "false": 0}
 EDEMA_MAP = {
@@ -349,7 +343,7 @@ def train(kind, prep, cfg, X, M, Y, epochs, X_val=None, M_val=None, Y_val=None):
             loss.backward()
             opt.step()
         if X_val is not None:
-            val_auc.append(C.roc_auc(Y_val, predict(model, X_val, M_val)))
+            val_auc.append(MET.roc_auc(Y_val, predict(model, X_val, M_val)))
     return model, val_auc
 
 
@@ -420,42 +414,36 @@ def nested(x):
 
 
 REQUIRED_LABS = ("bilirubin", "albumin", "protime")
+# Output bands, fixed a priori (manifest and card).
+BANDS = [
+    A.band(0, "info", "pbc-2y-risk-low", "Predicted 2-year risk of death or transplant below 10%"),
+    A.band(0.1, "warning", "pbc-2y-risk-elevated", "Predicted 2-year risk of death or transplant 10% or more"),
+    A.band(0.3, "critical", "pbc-2y-risk-high", "Predicted 2-year risk of death or transplant 30% or more"),
+]
 
 
 def manifest_for(model_id, family, title, metrics, max_batch):
-    feats = [
-        {"name": "age", "source": "patient.age", "required": True, "imputation": {"strategy": "none"}},
-        {
-            "name": "sex",
-            "source": "patient.sex",
-            "required": True,
-            "imputation": {"strategy": "none"},
-            "valueMap": {"female": 1, "male": 0},
-        },
-    ]
+    feats = [A.patient_age(), A.patient_sex({"female": 1, "male": 0})]
     for name, _col, unit, _log in FEATURES[2:]:
-        f = {"name": name, "source": "observation", "codes": [LAB_CODES[name]]}
-        if unit:
-            f["unit"] = unit
-        if name == "cholesterol":
-            f["molecularWeight"] = 386.65
         # Bilirubin, albumin and prothrombin time (the Mayo score's labs) must have been measured at
         # least once: without them a "PBC risk" would rest on age, sex and imputed medians alone.
-        required = name in REQUIRED_LABS
-        f.update({"aggregate": "latest", "lookback": LOOKBACK, "required": required, "imputation": {"strategy": "nan"}})
-        if name in ("ascites", "hepatomegaly", "spiders"):
-            f["valueMap"] = BOOL_MAP
-        if name == "edema":
-            f["valueMap"] = EDEMA_MAP
-        feats.append(f)
+        feats.append(
+            A.observation_feature(
+                name,
+                [LAB_CODES[name]],
+                unit,
+                name in REQUIRED_LABS,
+                molecular_weight=386.65 if name == "cholesterol" else None,
+                lookback=LOOKBACK,
+                imputation={"strategy": "nan"},
+                valueMap=BOOL_MAP if name in ("ascites", "hepatomegaly", "spiders") else EDEMA_MAP if name == "edema" else None,
+            )
+        )
     serving_inputs = [
         {"name": "x", "datatype": "FP32", "dims": [-1, F]},
         {"name": "mask", "datatype": "FP32", "dims": [-1]},
     ]
     serving_outputs = [{"name": "p", "datatype": "FP32", "dims": [1]}]
-
-    def band(at, ind, code, display):
-        return {"atOrAbove": at, "indicator": ind, "conclusion": {"system": PROJECT, "code": code, "display": display}}
 
     manifest = {
         "id": model_id,
@@ -482,42 +470,20 @@ def manifest_for(model_id, family, title, metrics, max_batch):
             "carryForward": CARRY,
             "minSteps": 1,
         },
-        "output": {
-            "kind": "probability",
-            "tensor": "p",
-            "labels": [
-                {"code": {"system": PROJECT, "code": "pbc-no-event-2y", "display": "No death or transplant within 2 years"}},
-                {"code": {"system": PROJECT, "code": "pbc-event-2y", "display": "Death or liver transplant within 2 years"}},
+        "output": A.probability_output(
+            "p",
+            [
+                A.label("pbc-no-event-2y", "No death or transplant within 2 years"),
+                A.label("pbc-event-2y", "Death or liver transplant within 2 years"),
             ],
-            "thresholds": [
-                band(0, "info", "pbc-2y-risk-low", "Predicted 2-year risk of death or transplant below 10%"),
-                band(0.1, "warning", "pbc-2y-risk-elevated", "Predicted 2-year risk of death or transplant 10% or more"),
-                band(0.3, "critical", "pbc-2y-risk-high", "Predicted 2-year risk of death or transplant 30% or more"),
-            ],
-            "unit": "1",
-            "code": {
-                "system": PROJECT,
-                "code": "pbc-2y-event-probability",
-                "display": "Probability of death or liver transplant within 2 years (PBC)",
-            },
-        },
-        "report": {
-            "code": {"system": PROJECT, "code": f"{model_id}-report", "display": f"{title} report"},
-            "category": [
-                {"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "LAB", "display": "Laboratory"}
-            ],
-            "status": "preliminary",
-        },
-        "serving": {
-            "tritonModelName": model_id,
-            "instanceType": "ml.g5.xlarge",
-            "maxBatchSize": max_batch,
-            "inputs": serving_inputs,
-            "outputs": serving_outputs,
-        },
+            BANDS,
+            A.code("pbc-2y-event-probability", "Probability of death or liver transplant within 2 years (PBC)"),
+        ),
+        "report": A.report(f"{model_id}-report", f"{title} report", A.LAB),
+        "serving": A.serving(model_id, "ml.g5.xlarge", max_batch, serving_inputs, serving_outputs),
         "metrics": metrics,
     }
-    return manifest, serving_inputs, serving_outputs
+    return manifest
 
 
 def main() -> None:
@@ -531,7 +497,7 @@ def main() -> None:
     patients = load_pbcseq()
     rows = build_samples(patients)
     pids = np.array([p["id"] for p in patients])
-    split_idx = C.split_rows(len(pids), SPLIT_SEED, (0.6, 0.2, 0.2), ("train", "validation", "test"))
+    split_idx = A.split_rows(len(pids), SPLIT_SEED, (0.6, 0.2, 0.2), ("train", "validation", "test"))
     split = {k: sorted(int(pids[i]) for i in v) for k, v in split_idx.items()}
     part_of = {pid: k for k, v in split.items() for pid in v}
     parts = {k: [r for r in rows if part_of[r["pid"]] == k] for k in split}
@@ -585,14 +551,14 @@ def main() -> None:
         )
 
     mayo_va = mayo_of(parts["validation"], X_va, M_va)
-    C.log(f"pbc: Mayo risk score validation AUC {C.roc_auc(Y_va, mayo_va):.3f}")
+    C.log(f"pbc: Mayo risk score validation AUC {MET.roc_auc(Y_va, mayo_va):.3f}")
 
     demo_expected = {}
     results = {}
     g_te = np.array([r["pid"] for r in parts["test"]])
     mayo_te = mayo_of(parts["test"], X_te, M_te)
-    mayo_auc = C.roc_auc(Y_te, mayo_te)
-    mayo_lo, mayo_hi = C.cluster_bootstrap_ci(C.roc_auc, g_te, [Y_te, mayo_te], BOOT_SEED, N_BOOT)
+    mayo_auc = MET.roc_auc(Y_te, mayo_te)
+    mayo_lo, mayo_hi = MET.cluster_bootstrap_ci(MET.roc_auc, g_te, [Y_te, mayo_te], BOOT_SEED, N_BOOT)
 
     for kind, model_id, family, title in (
         ("gru", "pbc-gru", "rnn", "PBC 2-year death or transplant (GRU over visit history)"),
@@ -614,20 +580,20 @@ def main() -> None:
         model, _ = train(kind, prep_final, best_cfg, X_trva, M_trva, Y_trva, best_ep)
         model.eval()
         p_te = predict(model, X_te, M_te)
-        auc = C.roc_auc(Y_te, p_te)
-        auc_lo, auc_hi = C.cluster_bootstrap_ci(C.roc_auc, g_te, [Y_te, p_te], BOOT_SEED, N_BOOT)
-        acc = C.accuracy_at(Y_te, p_te)
-        acc_lo, acc_hi = C.cluster_bootstrap_ci(C.accuracy_at, g_te, [Y_te, p_te], BOOT_SEED, N_BOOT)
-        brier = C.brier_score(Y_te, p_te)
-        brier_lo, brier_hi = C.cluster_bootstrap_ci(C.brier_score, g_te, [Y_te, p_te], BOOT_SEED, N_BOOT)
-        diff_lo, diff_hi = C.cluster_bootstrap_ci(
-            lambda y, a, b: C.roc_auc(y, a) - C.roc_auc(y, b), g_te, [Y_te, p_te, mayo_te], BOOT_SEED, N_BOOT
+        auc = MET.roc_auc(Y_te, p_te)
+        auc_lo, auc_hi = MET.cluster_bootstrap_ci(MET.roc_auc, g_te, [Y_te, p_te], BOOT_SEED, N_BOOT)
+        acc = MET.accuracy_at(Y_te, p_te)
+        acc_lo, acc_hi = MET.cluster_bootstrap_ci(MET.accuracy_at, g_te, [Y_te, p_te], BOOT_SEED, N_BOOT)
+        brier = MET.brier_score(Y_te, p_te)
+        brier_lo, brier_hi = MET.cluster_bootstrap_ci(MET.brier_score, g_te, [Y_te, p_te], BOOT_SEED, N_BOOT)
+        diff_lo, diff_hi = MET.cluster_bootstrap_ci(
+            lambda y, a, b: MET.roc_auc(y, a) - MET.roc_auc(y, b), g_te, [Y_te, p_te, mayo_te], BOOT_SEED, N_BOOT
         )
         # Secondary view: one sample per test patient (their latest eligible visit).
         last_idx = [i for i, r in enumerate(parts["test"]) if i == len(parts["test"]) - 1 or parts["test"][i + 1]["pid"] != r["pid"]]
-        auc_last = C.roc_auc(Y_te[last_idx], p_te[last_idx])
-        mayo_last = C.roc_auc(Y_te[last_idx], mayo_te[last_idx])
-        rel = C.reliability_table(Y_te, p_te)
+        auc_last = MET.roc_auc(Y_te[last_idx], p_te[last_idx])
+        mayo_last = MET.roc_auc(Y_te[last_idx], mayo_te[last_idx])
+        rel = MET.reliability_table(Y_te, p_te)
         C.log(
             f"{model_id}: held-out test (n={len(Y_te)} samples, {len(split['test'])} patients): AUC {auc:.3f} "
             f"[{auc_lo:.3f}, {auc_hi:.3f}], accuracy {acc:.3f}, Brier {brier:.4f}; Mayo AUC {mayo_auc:.3f} "
@@ -652,7 +618,7 @@ def main() -> None:
             }
             for i, e in zip(gidx, ref)
         ]
-        C.write_golden_inputs(
+        A.write_golden_inputs(
             os.path.join(model_dir, "golden.json"),
             model_id,
             ["x", "mask"],
@@ -660,7 +626,7 @@ def main() -> None:
             cases,
             note="rowId = patient id @ 0-based visit index (the prediction time); x in raw units, null = missing (send NaN); torch float64 outputs",
         )
-        C.write_split(
+        A.write_split(
             os.path.join(model_dir, "split.json"),
             split,
             SPLIT_SEED,
@@ -668,25 +634,14 @@ def main() -> None:
             "split by patient (one row id = one pbcseq patient id, NOT a row position); grid and epochs scored on validation; final model refit on train+validation; test used once; the same split for pbc-gru and pbc-attention",
         )
         metrics = {
-            "auc": round(auc, 4),
-            "aucCi95Low": round(auc_lo, 4),
-            "aucCi95High": round(auc_hi, 4),
-            "accuracy": round(acc, 4),
-            "accuracyCi95Low": round(acc_lo, 4),
-            "accuracyCi95High": round(acc_hi, 4),
+            **A.with_ci("auc", auc, auc_lo, auc_hi),
+            **A.with_ci("accuracy", acc, acc_lo, acc_hi),
             "brier": round(brier, 4),
-            "mayoAuc": round(mayo_auc, 4),
-            "mayoAucCi95Low": round(mayo_lo, 4),
-            "mayoAucCi95High": round(mayo_hi, 4),
+            **A.with_ci("mayoAuc", mayo_auc, mayo_lo, mayo_hi),
             "nTest": int(len(Y_te)),
             "nTestPatients": len(split["test"]),
         }
-        max_batch = 256
-        manifest, s_in, s_out = manifest_for(model_id, family, title, metrics, max_batch)
-        C.write_json(os.path.join(model_dir, "manifest.json"), manifest)
-        C.write_text(
-            os.path.join(model_dir, "config.pbtxt"), C.config_pbtxt(model_id, max_batch, s_in, s_out, kind="KIND_GPU")
-        )
+        A.write_manifest(model_dir, manifest_for(model_id, family, title, metrics, max_batch=256), "KIND_GPU")
         for i, r in enumerate(parts["test"]):
             demo_expected.setdefault((r["pid"], r["visit"]), {})[model_id] = float(p_te[i])
         results[model_id] = dict(
@@ -725,13 +680,13 @@ def main() -> None:
         counts=counts,
         split=split,
         mayo=(mayo_auc, mayo_lo, mayo_hi),
-        mayo_va=C.roc_auc(Y_va, mayo_va),
+        mayo_va=MET.roc_auc(Y_va, mayo_va),
         consts=consts,
         results=results,
         prevalence=float(Y_trva.mean()),
     )
     for model_id in results:
-        C.write_text(os.path.join(args.out, "models", model_id, "card.md"), render_card(model_id, **common))
+        A.write_text(os.path.join(args.out, "models", model_id, "card.md"), render_card(model_id, **common))
 
     # ------------------------------------------------------------ demo cohort (test patients only)
     test_set = set(split["test"])
@@ -774,7 +729,7 @@ def main() -> None:
         ],
         "patients": demo_patients,
     }
-    C.write_json(os.path.join(args.out, "local", "demo", "data", "pbc-heldout.json"), demo)
+    A.write_json(os.path.join(args.out, "local", "demo", "data", "pbc-heldout.json"), demo)
     C.log(f"pbc: done in {time.time() - t0:.1f} s")
 
 
@@ -783,7 +738,7 @@ def main() -> None:
 
 def render_card(model_id, counts, split, mayo, mayo_va, consts, results, prevalence):
     r = results[model_id]
-    f = C.fmt
+    f = cards.fmt
     other_id = next(k for k in results if k != model_id)
     o = results[other_id]
     mayo_auc, mayo_lo, mayo_hi = mayo
@@ -807,7 +762,7 @@ def render_card(model_id, counts, split, mayo, mayo_va, consts, results, prevale
             src = "`patient.sex`, valueMap female 1, male 0"
         else:
             c = LAB_CODES[name]
-            sysname = "LOINC" if c["system"] == LOINC else "`urn:fhir-analytics:code`"
+            sysname = "LOINC" if c["system"] == A.LOINC else "`urn:fhir-analytics:code`"
             src = f"{sysname} {c['code']} {c['display']}"
             if name in ("ascites", "hepatomegaly", "spiders"):
                 src += " (valueBoolean: true 1, false 0)"
@@ -950,7 +905,7 @@ never missing in pbcseq).
 
 Calibration on test (Brier {f(r['brier'], 4)}; training prevalence {f(prevalence)}):
 
-{C.reliability_markdown(r['rel'])}
+{cards.reliability_markdown(r['rel'])}
 
 {calib}
 
@@ -958,11 +913,7 @@ Calibration on test (Brier {f(r['brier'], 4)}; training prevalence {f(prevalence
 
 Fixed a priori (not fitted on test):
 
-| probability | indicator | conclusion (`urn:fhir-analytics:code`) |
-|---|---|---|
-| < 0.1 | info | `pbc-2y-risk-low` |
-| ≥ 0.1 | warning | `pbc-2y-risk-elevated` |
-| ≥ 0.3 | critical | `pbc-2y-risk-high` |
+{cards.bands_table("probability", BANDS)}
 
 ## Export and parity
 

@@ -39,7 +39,10 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import artifacts as A  # noqa: E402
+import cards  # noqa: E402
 import common as C  # noqa: E402
+import metrics as MET  # noqa: E402
 
 MODEL_ID = "diabetes-onset-rf"
 VERSION = "1.0.0"
@@ -58,8 +61,6 @@ GRID = {
     "max_depth": [None, 6],
 }
 
-LOINC = "http://loinc.org"
-PROJECT = "urn:fhir-analytics:code"
 
 # Feature order = the column order of the input tensor `x` = mlbench's column order.
 # (name, mlbench column, unit, description)
@@ -74,10 +75,6 @@ FEATURES = [
     ("age", "age", "a", "age in years"),
 ]
 R_EXPR = "data(PimaIndiansDiabetes2, package = 'mlbench'); .d <- PimaIndiansDiabetes2"
-
-
-def loinc(code, display):
-    return {"system": LOINC, "code": code, "display": display}
 
 
 def load_pima() -> tuple:
@@ -116,10 +113,10 @@ def main() -> None:
     n = len(y)
     assert X.shape == (768, 8), X.shape
     missing = {name: int(np.isnan(X[:, j]).sum()) for j, (name, _, _, _) in enumerate(FEATURES)}
-    split = C.split_rows(n, SPLIT_SEED, (0.6, 0.2, 0.2), ("train", "validation", "test"), stratify=y)
+    split = A.split_rows(n, SPLIT_SEED, (0.6, 0.2, 0.2), ("train", "validation", "test"), stratify=y)
     tr, va, te = (np.asarray(split[k]) for k in ("train", "validation", "test"))
     C.log(f"{MODEL_ID}: {n} women ({int(y.sum())} diabetes), split train {len(tr)} / validation {len(va)} / test {len(te)} (seed {SPLIT_SEED}); missing {missing}")
-    C.write_split(
+    A.write_split(
         os.path.join(model_dir, "split.json"),
         split,
         SPLIT_SEED,
@@ -134,7 +131,7 @@ def main() -> None:
         params = dict(zip(keys, values))
         m = pipeline(**params).fit(X[tr], y[tr])
         p = m.predict_proba(X[va])[:, 1]
-        scores.append((C.auc_score(y[va], p), C.log_loss_score(y[va], p), params))
+        scores.append((MET.auc_score(y[va], p), MET.log_loss_score(y[va], p), params))
     # Highest validation AUC; ties (to 1e-12) go to the earlier grid entry.
     best_auc_va, best_ll_va, best = max(scores, key=lambda s: (round(s[0], 12), -scores.index(s)))
     C.log(f"{MODEL_ID}: grid of {len(scores)} settings; best validation AUC {best_auc_va:.4f} (log loss {best_ll_va:.4f}) with {best}")
@@ -146,13 +143,13 @@ def main() -> None:
     proba_te = model.predict_proba(X[te])
     p_te = proba_te[:, 1]
     y_te = y[te]
-    met = C.classification_metrics(y_te, p_te, BOOT_SEED, N_BOOT)
-    rel = C.tab_reliability_table(y_te, p_te)
+    met = MET.classification_metrics(y_te, p_te, BOOT_SEED, N_BOOT)
+    rel = MET.tab_reliability_table(y_te, p_te)
     medians = [float(v) for v in imputer.statistics_]
     te_missing = int(np.isnan(X[te]).any(axis=1).sum())
     # Complete-case subgroup of test (reported, not tuned on).
     cc = ~np.isnan(X[te]).any(axis=1)
-    auc_cc = C.auc_score(y_te[cc], p_te[cc]) if 0 < y_te[cc].sum() < cc.sum() else float("nan")
+    auc_cc = MET.auc_score(y_te[cc], p_te[cc]) if 0 < y_te[cc].sum() < cc.sum() else float("nan")
     C.log(
         f"{MODEL_ID}: held-out test (n={len(te)}): AUC {met['auc']:.4f} [{met['auc_lo']:.4f}, {met['auc_hi']:.4f}], "
         f"accuracy {met['accuracy']:.4f} [{met['accuracy_lo']:.4f}, {met['accuracy_hi']:.4f}], Brier {met['brier']:.4f}"
@@ -164,11 +161,11 @@ def main() -> None:
     # fitted on train+validation and scored on the same test rows.
     cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=MODEL_SEED)
     cv_aucs = [
-        C.auc_score(y[trva][b], pipeline(**best).fit(X[trva][a], y[trva][a]).predict_proba(X[trva][b])[:, 1])
+        MET.auc_score(y[trva][b], pipeline(**best).fit(X[trva][a], y[trva][a]).predict_proba(X[trva][b])[:, 1])
         for a, b in cv.split(X[trva], y[trva])
     ]
     lr = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(max_iter=1000))
-    auc_lr = C.auc_score(y_te, lr.fit(X[trva], y[trva]).predict_proba(X[te])[:, 1])
+    auc_lr = MET.auc_score(y_te, lr.fit(X[trva], y[trva]).predict_proba(X[te])[:, 1])
     C.log(f"{MODEL_ID}: context: 5-fold CV AUC on train+validation {np.mean(cv_aucs):.4f} ± {np.std(cv_aucs):.4f}; logistic-regression reference test AUC {auc_lr:.4f}")
     importances = sorted(
         ((FEATURES[j][0], float(v)) for j, v in enumerate(rf.feature_importances_)), key=lambda t: -t[1]
@@ -188,36 +185,23 @@ def main() -> None:
     C.log(f"{MODEL_ID}: wrote {os.path.relpath(onnx_path, args.out)} ({os.path.getsize(onnx_path)} bytes), check_model ok")
 
     # ------------------------------------------------------------ golden (all test rows; null = missing → NaN)
-    def raw(v: float):
-        return None if np.isnan(v) else float(v)
-
-    cases = [
-        {"rowId": int(r), "x": [raw(v) for v in X[r]], "expected": [float(proba_te[i, 0]), float(proba_te[i, 1])]}
-        for i, r in enumerate(te)
-    ]
-    C.write_golden(os.path.join(model_dir, "golden.json"), MODEL_ID, "x", "probabilities", cases)
+    cases = A.tabular_cases(te, X, [[float(a), float(b)] for a, b in proba_te])
+    A.write_golden(os.path.join(model_dir, "golden.json"), MODEL_ID, "x", "probabilities", cases)
 
     # ------------------------------------------------------------ manifest
     def obs(name, codes, unit, required):
-        return {
-            "name": name,
-            "source": "observation",
-            "codes": codes,
-            "unit": unit,
-            "aggregate": "latest",
-            "lookback": "P1Y" if name != "pregnancies" else "P5Y",
-            "required": required,
-            "imputation": {"strategy": "none"} if required else {"strategy": "nan"},
-        }
+        lookback = "P1Y" if name != "pregnancies" else "P5Y"
+        imputation = {"strategy": "none"} if required else {"strategy": "nan"}
+        return A.observation_feature(name, codes, unit, required, lookback=lookback, imputation=imputation)
 
     codes = {
-        "pregnancies": [loinc("11996-6", "[#] Pregnancies")],
-        "glucose_2h_ogtt": [loinc("20438-8", "Glucose [Mass/volume] in Serum or Plasma --2 hours post 75 g glucose PO")],
-        "diastolic_bp": [loinc("8462-4", "Diastolic blood pressure")],
-        "triceps_skinfold": [loinc("39106-0", "Triceps skinfold thickness")],
-        "insulin_2h": [loinc("20448-7", "Insulin [Units/volume] in Serum or Plasma")],
-        "bmi": [loinc("39156-5", "Body mass index (BMI) [Ratio]")],
-        "diabetes_pedigree": [{"system": PROJECT, "code": "diabetes-pedigree-function", "display": "Diabetes pedigree function (Smith et al. 1988)"}],
+        "pregnancies": [A.loinc("11996-6", "[#] Pregnancies")],
+        "glucose_2h_ogtt": [A.loinc("20438-8", "Glucose [Mass/volume] in Serum or Plasma --2 hours post 75 g glucose PO")],
+        "diastolic_bp": [A.loinc("8462-4", "Diastolic blood pressure")],
+        "triceps_skinfold": [A.loinc("39106-0", "Triceps skinfold thickness")],
+        "insulin_2h": [A.loinc("20448-7", "Insulin [Units/volume] in Serum or Plasma")],
+        "bmi": [A.loinc("39156-5", "Body mass index (BMI) [Ratio]")],
+        "diabetes_pedigree": [A.code("diabetes-pedigree-function", "Diabetes pedigree function (Smith et al. 1988)")],
     }
     features = [
         obs("pregnancies", codes["pregnancies"], "{#}", False),
@@ -227,27 +211,13 @@ def main() -> None:
         obs("insulin_2h", codes["insulin_2h"], "u[IU]/mL", False),
         obs("bmi", codes["bmi"], "kg/m2", False),
         obs("diabetes_pedigree", codes["diabetes_pedigree"], "1", False),
-        {"name": "age", "source": "patient.age", "required": True, "imputation": {"strategy": "none"}},
+        A.patient_age(),
     ]
     assert [f["name"] for f in features] == [f[0] for f in FEATURES]
-    metrics = {
-        "auc": round(met["auc"], 4),
-        "aucCi95Low": round(met["auc_lo"], 4),
-        "aucCi95High": round(met["auc_hi"], 4),
-        "accuracy": round(met["accuracy"], 4),
-        "accuracyCi95Low": round(met["accuracy_lo"], 4),
-        "accuracyCi95High": round(met["accuracy_hi"], 4),
-        "brier": round(met["brier"], 4),
-        "brierCi95Low": round(met["brier_lo"], 4),
-        "brierCi95High": round(met["brier_hi"], 4),
-        "nTest": int(len(te)),
-    }
+    metrics = {**A.all_with_ci(met, ("auc", "accuracy", "brier")), "nTest": int(len(te))}
     serving_inputs = [{"name": "x", "datatype": "FP32", "dims": [len(FEATURES)]}]
     serving_outputs = [{"name": "probabilities", "datatype": "FP32", "dims": [2]}]
     max_batch = 1024
-
-    def pc(code: str, display: str) -> dict:
-        return {"system": PROJECT, "code": code, "display": display}
 
     manifest = {
         "id": MODEL_ID,
@@ -264,48 +234,32 @@ def main() -> None:
         "notForClinicalUse": True,
         "triggers": [{"resourceType": "Observation", "codes": codes["glucose_2h_ogtt"]}],
         "input": {"kind": "tabular", "tensor": "x", "features": features},
-        "output": {
-            "kind": "probability",
-            "tensor": "probabilities",
-            "labels": [
-                {"code": pc("diabetes-onset-negative", "No diabetes (PimaIndiansDiabetes2 'neg')")},
-                {"code": pc("diabetes-onset-positive", "Diabetes (PimaIndiansDiabetes2 'pos')")},
+        "output": A.probability_output(
+            "probabilities",
+            [
+                A.label("diabetes-onset-negative", "No diabetes (PimaIndiansDiabetes2 'neg')"),
+                A.label("diabetes-onset-positive", "Diabetes (PimaIndiansDiabetes2 'pos')"),
             ],
-            "thresholds": [
-                {"atOrAbove": 0, "indicator": "info", "conclusion": pc("diabetes-onset-risk-low", "Low modelled probability of diabetes")},
-                {"atOrAbove": 0.5, "indicator": "warning", "conclusion": pc("diabetes-onset-risk-elevated", "Elevated modelled probability of diabetes")},
-                {"atOrAbove": 0.8, "indicator": "critical", "conclusion": pc("diabetes-onset-risk-high", "High modelled probability of diabetes")},
+            [
+                A.band(0, "info", "diabetes-onset-risk-low", "Low modelled probability of diabetes"),
+                A.band(0.5, "warning", "diabetes-onset-risk-elevated", "Elevated modelled probability of diabetes"),
+                A.band(0.8, "critical", "diabetes-onset-risk-high", "High modelled probability of diabetes"),
             ],
-            "unit": "1",
-            "code": pc("diabetes-onset-rf-probability", "Probability of diabetes (Pima random forest)"),
-        },
-        "report": {
-            "code": pc("diabetes-onset-rf-report", "Diabetes onset model report"),
-            "category": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "LAB", "display": "Laboratory"}],
-            "status": "preliminary",
-        },
-        "serving": {
-            "tritonModelName": MODEL_ID,
-            "instanceType": "ml.c6i.xlarge",
-            "maxBatchSize": max_batch,
-            "inputs": serving_inputs,
-            "outputs": serving_outputs,
-        },
+            A.code("diabetes-onset-rf-probability", "Probability of diabetes (Pima random forest)"),
+        ),
+        "report": A.report("diabetes-onset-rf-report", "Diabetes onset model report", A.LAB),
+        "serving": A.serving(MODEL_ID, "ml.c6i.xlarge", max_batch, serving_inputs, serving_outputs),
         "metrics": metrics,
     }
-    C.write_json(os.path.join(model_dir, "manifest.json"), manifest)
-    C.write_text(
-        os.path.join(model_dir, "config.pbtxt"),
-        C.config_pbtxt(MODEL_ID, max_batch, serving_inputs, serving_outputs, kind="KIND_CPU"),
-    )
+    A.write_manifest(model_dir, manifest, "KIND_CPU")
 
     # ------------------------------------------------------------ demo cohort source rows (test only)
     demo = {
-        "dataset": "Pima Indians Diabetes, R mlbench PimaIndiansDiabetes2 (zeros recoded as NA)",
-        "licence": "mlbench (Debian r-cran-mlbench), GPL-2; data originally from the National Institute of Diabetes and Digestive and Kidney Diseases via the UCI Machine Learning Repository",
-        "split": "test",
-        "splitFile": f"models/{MODEL_ID}/split.json",
-        "model": MODEL_ID,
+        **A.demo_source(
+            "Pima Indians Diabetes, R mlbench PimaIndiansDiabetes2 (zeros recoded as NA)",
+            "mlbench (Debian r-cran-mlbench), GPL-2; data originally from the National Institute of Diabetes and Digestive and Kidney Diseases via the UCI Machine Learning Repository",
+            MODEL_ID,
+        ),
         "labels": ["negative", "positive"],
         "columns": [
             {"name": name, "rName": rn, "unit": unit, "description": desc} for name, rn, unit, desc in FEATURES
@@ -319,13 +273,13 @@ def main() -> None:
         "rows": [
             {
                 "rowId": int(r),
-                "values": {name: raw(X[r, j]) for j, (name, _, _, _) in enumerate(FEATURES)},
+                "values": {name: A.raw_value(X[r, j]) for j, (name, _, _, _) in enumerate(FEATURES)},
                 "label": int(y[r]),
             }
             for r in te
         ],
     }
-    C.write_json(demo_path, demo)
+    A.write_json(demo_path, demo)
 
     # ------------------------------------------------------------ card
     card = render_card(
@@ -348,9 +302,10 @@ def main() -> None:
         n_trees=len(rf.estimators_),
         n_nodes=int(sum(e.tree_.node_count for e in rf.estimators_)),
         p_te=p_te,
+        thresholds=manifest["output"]["thresholds"],
         onnx_bytes=os.path.getsize(onnx_path),
     )
-    C.write_text(os.path.join(model_dir, "card.md"), card)
+    A.write_text(os.path.join(model_dir, "card.md"), card)
     C.log(f"{MODEL_ID}: wrote {os.path.relpath(model_dir, args.out)}/ and {os.path.relpath(demo_path, args.out)} in {time.time() - t0:.1f} s")
 
 
@@ -358,13 +313,11 @@ def render_card(**k) -> str:
     m = k["met"]
     s = k["split"]
     y = k["y"]
-    f = C.fmt
+    f = cards.fmt
     best = k["best"]
     med = k["medians"]
     miss = k["missing"]
     counts = {part: (len(ids), int(y[np.asarray(ids)].sum())) for part, ids in s.items()}
-    p = k["p_te"]
-    band = lambda lo, hi: int(np.sum((p >= lo) & (p < hi)))  # noqa: E731
     source = {
         "pregnancies": "LOINC 11996-6 [#] Pregnancies",
         "glucose_2h_ogtt": "LOINC 20438-8 Glucose 2 h post 75 g glucose PO (MW 180.156 for mmol/L)",
@@ -396,10 +349,7 @@ logistic regression also scores only {f(k['auc_lr'], 3)} on these rows. The spli
 were not changed after the test figure was seen; the miss stands as measured."""
     )
     imp = ", ".join(f"{name} {f(v, 3)}" for name, v in k["importances"])
-    return f"""# Model card: diabetes-onset-rf 1.0.0
-
-**Not for clinical use.** Research and pipeline demonstration only; it has not been
-validated for, and must not inform, the care of any patient.
+    return f"""{cards.header(MODEL_ID, VERSION)}
 
 ## What it does
 
@@ -465,11 +415,7 @@ Observation features: latest value within P1Y (pregnancies: P5Y). Notes on the c
 
 ## Held-out performance (test, n = {counts['test'][0]}, {counts['test'][1]} positive, evaluated once)
 
-| metric | value | bootstrap 95% CI |
-|---|---|---|
-| AUC | {f(m['auc'], 4)} | [{f(m['auc_lo'], 4)}, {f(m['auc_hi'], 4)}] |
-| accuracy (positive if p ≥ 0.5) | {f(m['accuracy'], 4)} | [{f(m['accuracy_lo'], 4)}, {f(m['accuracy_hi'], 4)}] |
-| Brier score | {f(m['brier'], 4)} | [{f(m['brier_lo'], 4)}, {f(m['brier_hi'], 4)}] |
+{cards.metric_table(cards.classification_rows(m, "accuracy (positive if p ≥ 0.5)"))}
 
 Percentile bootstrap over test rows, {N_BOOT} resamples, seed {BOOT_SEED}. Target was
 AUC ≥ {TARGET_AUC}: {'met' if m['auc'] >= TARGET_AUC else 'NOT met'}. For reference (not tuned on): AUC on the {k['n_cc']}
@@ -481,18 +427,14 @@ within train+validation {f(float(np.mean(k['cv_aucs'])), 4)} (fold SD {f(float(n
 
 ### Calibration (test)
 
-{C.tab_reliability_markdown(k['rel'])}
+{cards.tab_reliability_markdown(k['rel'])}
 
 A random forest's averaged leaf frequencies are not a fitted probability model; they were
 not recalibrated.
 
 ## Output bands
 
-| P(diabetes) | indicator | conclusion (`urn:fhir-analytics:code`) | test women |
-|---|---|---|---|
-| < 0.5 | info | `diabetes-onset-risk-low` | {band(0, 0.5)} |
-| ≥ 0.5 | warning | `diabetes-onset-risk-elevated` | {band(0.5, 0.8)} |
-| ≥ 0.8 | critical | `diabetes-onset-risk-high` | {band(0.8, 1.01)} |
+{cards.bands_table("P(diabetes)", k['thresholds'], counts_label="test women", p=k['p_te'])}
 
 Fixed probability cut-offs for the demonstration, not clinical decision thresholds.
 

@@ -35,7 +35,10 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import artifacts as A  # noqa: E402
+import cards  # noqa: E402
 import common as C  # noqa: E402
+import metrics as MET  # noqa: E402
 
 MODEL_ID = "breast-cancer-svm"
 VERSION = "1.0.0"
@@ -52,8 +55,6 @@ GRID = {
     "C": [0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
     "gamma": [0.001, 0.003, 0.01, 0.03, 0.1],
 }
-
-PROJECT = "urn:fhir-analytics:code"
 
 # The ten nuclear measurements of the WDBC data; each has a mean, a standard error ("se")
 # and a "worst" (mean of the three largest) value over the nuclei in the image.
@@ -108,10 +109,10 @@ def main() -> None:
     y = (np.asarray(ds.target) == 0).astype(int)  # 1 = malignant (the positive class)
     assert list(ds.feature_names) == [f[1] for f in FEATURES], ds.feature_names
     n = len(y)
-    split = C.split_rows(n, SPLIT_SEED, (0.6, 0.2, 0.2), ("train", "validation", "test"), stratify=y)
+    split = A.split_rows(n, SPLIT_SEED, (0.6, 0.2, 0.2), ("train", "validation", "test"), stratify=y)
     tr, va, te = (np.asarray(split[k]) for k in ("train", "validation", "test"))
     C.log(f"{MODEL_ID}: {n} patients ({int(y.sum())} malignant), split train {len(tr)} / validation {len(va)} / test {len(te)} (seed {SPLIT_SEED})")
-    C.write_split(
+    A.write_split(
         os.path.join(model_dir, "split.json"),
         split,
         SPLIT_SEED,
@@ -124,7 +125,7 @@ def main() -> None:
     for c, g in itertools.product(GRID["C"], GRID["gamma"]):
         m = pipeline(c, g).fit(X[tr], y[tr])
         p = m.predict_proba(X[va])[:, 1]
-        scores.append((C.log_loss_score(y[va], p), C.auc_score(y[va], p), {"C": c, "gamma": g}))
+        scores.append((MET.log_loss_score(y[va], p), MET.auc_score(y[va], p), {"C": c, "gamma": g}))
     # Lowest validation log loss (a proper score: rewards ranking and calibration); ties
     # (to 1e-12) go to the earlier grid entry (smaller C, then smaller gamma).
     best_ll, best_auc_va, best = min(scores, key=lambda s: (round(s[0], 12), scores.index(s)))
@@ -136,8 +137,8 @@ def main() -> None:
     proba_te = model.predict_proba(X[te])
     p_te = proba_te[:, 1]
     y_te = y[te]
-    met = C.classification_metrics(y_te, p_te, BOOT_SEED, N_BOOT)
-    rel = C.tab_reliability_table(y_te, p_te)
+    met = MET.classification_metrics(y_te, p_te, BOOT_SEED, N_BOOT)
+    rel = MET.tab_reliability_table(y_te, p_te)
     C.log(
         f"{MODEL_ID}: held-out test (n={len(te)}): AUC {met['auc']:.4f} [{met['auc_lo']:.4f}, {met['auc_hi']:.4f}], "
         f"accuracy {met['accuracy']:.4f} [{met['accuracy_lo']:.4f}, {met['accuracy_hi']:.4f}], Brier {met['brier']:.4f}"
@@ -180,44 +181,17 @@ def main() -> None:
     C.log(f"{MODEL_ID}: wrote {os.path.relpath(onnx_path, args.out)} ({os.path.getsize(onnx_path)} bytes), check_model ok")
 
     # ------------------------------------------------------------ golden (all test rows, float64 outputs)
-    cases = [
-        {"rowId": int(r), "x": [float(v) for v in X[r]], "expected": [float(proba_te[i, 0]), float(proba_te[i, 1])]}
-        for i, r in enumerate(te)
-    ]
-    C.write_golden(os.path.join(model_dir, "golden.json"), MODEL_ID, "x", "probabilities", cases)
+    cases = A.tabular_cases(te, X, [[float(a), float(b)] for a, b in proba_te])
+    A.write_golden(os.path.join(model_dir, "golden.json"), MODEL_ID, "x", "probabilities", cases)
 
     # ------------------------------------------------------------ manifest
-    def feature(name: str, unit: str) -> dict:
-        return {
-            "name": name,
-            "source": "observation",
-            "codes": [{"system": PROJECT, "code": code_of(name), "display": display_of(name)}],
-            "unit": unit,
-            "aggregate": "latest",
-            "lookback": "P1Y",
-            "required": True,
-            "imputation": {"strategy": "none"},
-        }
-
-    features = [feature(name, unit) for name, _, unit, _ in FEATURES]
-    metrics = {
-        "auc": round(met["auc"], 4),
-        "aucCi95Low": round(met["auc_lo"], 4),
-        "aucCi95High": round(met["auc_hi"], 4),
-        "accuracy": round(met["accuracy"], 4),
-        "accuracyCi95Low": round(met["accuracy_lo"], 4),
-        "accuracyCi95High": round(met["accuracy_hi"], 4),
-        "brier": round(met["brier"], 4),
-        "brierCi95Low": round(met["brier_lo"], 4),
-        "brierCi95High": round(met["brier_hi"], 4),
-        "nTest": int(len(te)),
-    }
+    features = [
+        A.observation_feature(name, [A.code(code_of(name), display_of(name))], unit, True) for name, _, unit, _ in FEATURES
+    ]
+    metrics = {**A.all_with_ci(met, ("auc", "accuracy", "brier")), "nTest": int(len(te))}
     serving_inputs = [{"name": "x", "datatype": "FP32", "dims": [len(FEATURES)]}]
     serving_outputs = [{"name": "probabilities", "datatype": "FP32", "dims": [2]}]
     max_batch = 1024
-
-    def concl(code: str, display: str) -> dict:
-        return {"system": PROJECT, "code": code, "display": display}
 
     manifest = {
         "id": MODEL_ID,
@@ -236,68 +210,38 @@ def main() -> None:
             {
                 "resourceType": "Observation",
                 "codes": [
-                    concl("wdbc-fna-cytology-panel", "WDBC FNA nuclear morphometry panel"),
-                    {"system": PROJECT, "code": code_of("mean_radius"), "display": display_of("mean_radius")},
+                    A.code("wdbc-fna-cytology-panel", "WDBC FNA nuclear morphometry panel"),
+                    A.code(code_of("mean_radius"), display_of("mean_radius")),
                 ],
             }
         ],
         "input": {"kind": "tabular", "tensor": "x", "features": features},
-        "output": {
-            "kind": "probability",
-            "tensor": "probabilities",
-            "labels": [
-                {"code": concl("wdbc-benign", "Benign (WDBC diagnosis B)")},
-                {"code": concl("wdbc-malignant", "Malignant (WDBC diagnosis M)")},
+        "output": A.probability_output(
+            "probabilities",
+            [
+                A.label("wdbc-benign", "Benign (WDBC diagnosis B)"),
+                A.label("wdbc-malignant", "Malignant (WDBC diagnosis M)"),
             ],
-            "thresholds": [
-                {
-                    "atOrAbove": 0,
-                    "indicator": "info",
-                    "conclusion": concl("breast-fna-malignancy-unlikely", "Malignancy unlikely by the FNA morphometry model"),
-                },
-                {
-                    "atOrAbove": 0.5,
-                    "indicator": "warning",
-                    "conclusion": concl("breast-fna-malignancy-possible", "Malignancy possible by the FNA morphometry model"),
-                },
-                {
-                    "atOrAbove": 0.8,
-                    "indicator": "critical",
-                    "conclusion": concl("breast-fna-malignancy-likely", "Malignancy likely by the FNA morphometry model"),
-                },
+            [
+                A.band(0, "info", "breast-fna-malignancy-unlikely", "Malignancy unlikely by the FNA morphometry model"),
+                A.band(0.5, "warning", "breast-fna-malignancy-possible", "Malignancy possible by the FNA morphometry model"),
+                A.band(0.8, "critical", "breast-fna-malignancy-likely", "Malignancy likely by the FNA morphometry model"),
             ],
-            "unit": "1",
-            "code": concl("breast-cancer-svm-malignancy-probability", "Probability of malignancy (breast FNA, SVM)"),
-        },
-        "report": {
-            "code": concl("breast-cancer-svm-report", "Breast FNA malignancy model report"),
-            "category": [
-                {"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "CP", "display": "Cytopathology"}
-            ],
-            "status": "preliminary",
-        },
-        "serving": {
-            "tritonModelName": MODEL_ID,
-            "instanceType": "ml.g5.xlarge",
-            "maxBatchSize": max_batch,
-            "inputs": serving_inputs,
-            "outputs": serving_outputs,
-        },
+            A.code("breast-cancer-svm-malignancy-probability", "Probability of malignancy (breast FNA, SVM)"),
+        ),
+        "report": A.report("breast-cancer-svm-report", "Breast FNA malignancy model report", A.CYTOPATHOLOGY),
+        "serving": A.serving(MODEL_ID, "ml.g5.xlarge", max_batch, serving_inputs, serving_outputs),
         "metrics": metrics,
     }
-    C.write_json(os.path.join(model_dir, "manifest.json"), manifest)
-    C.write_text(
-        os.path.join(model_dir, "config.pbtxt"),
-        C.config_pbtxt(MODEL_ID, max_batch, serving_inputs, serving_outputs, kind="KIND_GPU"),
-    )
+    A.write_manifest(model_dir, manifest, "KIND_GPU")
 
     # ------------------------------------------------------------ demo cohort source rows (test only)
     demo = {
-        "dataset": "Wisconsin Diagnostic Breast Cancer (WDBC), sklearn.datasets.load_breast_cancer()",
-        "licence": "scikit-learn's bundled copy (BSD-3-Clause); UCI Machine Learning Repository, CC BY 4.0",
-        "split": "test",
-        "splitFile": f"models/{MODEL_ID}/split.json",
-        "model": MODEL_ID,
+        **A.demo_source(
+            "Wisconsin Diagnostic Breast Cancer (WDBC), sklearn.datasets.load_breast_cancer()",
+            "scikit-learn's bundled copy (BSD-3-Clause); UCI Machine Learning Repository, CC BY 4.0",
+            MODEL_ID,
+        ),
         "labels": ["benign", "malignant"],
         "columns": [
             {"name": name, "sklearnName": sk, "code": code_of(name), "unit": unit, "description": desc}
@@ -317,7 +261,7 @@ def main() -> None:
             for r in te
         ],
     }
-    C.write_json(demo_path, demo)
+    A.write_json(demo_path, demo)
 
     # ------------------------------------------------------------ card
     card = render_card(
@@ -332,9 +276,9 @@ def main() -> None:
         n_sv=n_sv,
         platt=(platt_a, platt_b),
         p_te=p_te,
-        y_te=y_te,
+        thresholds=manifest["output"]["thresholds"],
     )
-    C.write_text(os.path.join(model_dir, "card.md"), card)
+    A.write_text(os.path.join(model_dir, "card.md"), card)
     C.log(f"{MODEL_ID}: wrote {os.path.relpath(model_dir, args.out)}/ and {os.path.relpath(demo_path, args.out)} in {time.time() - t0:.1f} s")
 
 
@@ -342,18 +286,13 @@ def render_card(**k) -> str:
     m = k["met"]
     s = k["split"]
     y = k["y"]
-    f = C.fmt
+    f = cards.fmt
     best = k["best"]
     rows = "\n".join(
         f"| {j} | {name} | `{code_of(name)}` | `{unit}` |" for j, (name, _, unit, _) in enumerate(FEATURES)
     )
     counts = {part: (len(ids), int(y[np.asarray(ids)].sum())) for part, ids in s.items()}
-    p, yt = k["p_te"], k["y_te"]
-    band = lambda lo, hi: int(np.sum((p >= lo) & (p < hi)))  # noqa: E731
-    return f"""# Model card: breast-cancer-svm 1.0.0
-
-**Not for clinical use.** Research and pipeline demonstration only; it has not been
-validated for, and must not inform, the care of any patient.
+    return f"""{cards.header(MODEL_ID, VERSION)}
 
 ## What it does
 
@@ -439,29 +378,21 @@ the mean of the three largest values.
 
 ## Held-out performance (test, n = {counts['test'][0]}, {counts['test'][1]} malignant, evaluated once)
 
-| metric | value | bootstrap 95% CI |
-|---|---|---|
-| AUC | {f(m['auc'], 4)} | [{f(m['auc_lo'], 4)}, {f(m['auc_hi'], 4)}] |
-| accuracy (malignant if p ≥ 0.5) | {f(m['accuracy'], 4)} | [{f(m['accuracy_lo'], 4)}, {f(m['accuracy_hi'], 4)}] |
-| Brier score | {f(m['brier'], 4)} | [{f(m['brier_lo'], 4)}, {f(m['brier_hi'], 4)}] |
+{cards.metric_table(cards.classification_rows(m, "accuracy (malignant if p ≥ 0.5)"))}
 
 Percentile bootstrap over test rows, {N_BOOT} resamples, seed {BOOT_SEED}. Target was
 AUC ≥ {TARGET_AUC}: {'met' if m['auc'] >= TARGET_AUC else 'NOT met'}.
 
 ### Calibration (test)
 
-{C.tab_reliability_markdown(k['rel'])}
+{cards.tab_reliability_markdown(k['rel'])}
 
 With {counts['test'][0]} test patients most predictions sit near 0 or 1 and the middle bins are thin; the
 table shows calibration at the extremes, not a fine-grained curve.
 
 ## Output bands
 
-| P(malignant) | indicator | conclusion (`urn:fhir-analytics:code`) | test patients |
-|---|---|---|---|
-| < 0.5 | info | `breast-fna-malignancy-unlikely` | {band(0, 0.5)} |
-| ≥ 0.5 | warning | `breast-fna-malignancy-possible` | {band(0.5, 0.8)} |
-| ≥ 0.8 | critical | `breast-fna-malignancy-likely` | {band(0.8, 1.01)} |
+{cards.bands_table("P(malignant)", k['thresholds'], counts_label="test patients", p=k['p_te'])}
 
 Fixed probability cut-offs for the demonstration, not clinical decision thresholds.
 

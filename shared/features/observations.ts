@@ -1,7 +1,8 @@
 /**
- * What the tabular and sequence extractors share: a manifest's feature list compiled once
- * (code lookup by `system|code`, value specs with their UCUM converters, lookbacks parsed), and
- * the reading of one Observation into usable candidates per feature, or skip reasons.
+ * What the tabular and sequence extractors share: the reading of one Observation into usable
+ * candidates per feature, or skip reasons. The compiled feature list it reads with is in
+ * feature-compile.ts, and what becomes of a feature's candidates (aggregate, transform, patient
+ * features) in feature-results.ts; both are re-exported here.
  *
  * Rules (the tabular tests pin each):
  * - an Observation matches a feature by any coding of `code`, else of a `component.code`
@@ -12,134 +13,33 @@
  *   start (the lookback) are not used;
  * - values are converted to the feature's UCUM unit.
  */
-import type { Observation, ObservationComponent, Patient } from '@medplum/fhirtypes';
-import type { ObservationFeature, TabularFeature } from '../inference/manifest.js';
-import type { SkippedInput, VersionedReference } from '../types.js';
-import { aggregate, applyTransform, type Candidate } from './aggregate.js';
-import { parseIsoDuration, type IsoDuration } from './duration.js';
-import { FeatureSpecError } from './errors.js';
+import type { Observation, ObservationComponent } from '@medplum/fhirtypes';
+import type { SkippedInput } from '../types.js';
+import type { Candidate } from './aggregate.js';
+import type { CodeIndex, CompiledObservationFeature } from './feature-compile.js';
 import { parseFhirDateTime, type FhirTime } from './fhir-time.js';
-import { patientReference, type PatientOutcome } from './patient.js';
-import type { UnitConverterCache } from './units.js';
-import { isDimensionlessUnit, readValue, type ValueCarrier, type ValueSpec } from './values.js';
+import { readValue, type ValueCarrier } from './values.js';
+
+export {
+  codeKey,
+  compileFeatures,
+  type CodeEntry,
+  type CodeIndex,
+  type CompiledFeature,
+  type CompiledFeatures,
+  type CompiledObservationFeature,
+  type CompiledPatientFeature,
+} from './feature-compile.js';
+export { dedupe, observationResult, patientResult, type FeatureResult } from './feature-results.js';
 
 /** Statuses whose values count. */
 const USABLE_STATUSES: ReadonlySet<string> = new Set(['final', 'amended', 'corrected']);
 const STATUS_PRELIMINARY = 'preliminary';
 
-export interface CompiledObservationFeature {
-  readonly kind: 'observation';
-  readonly index: number;
-  readonly spec: ObservationFeature;
-  readonly lookback: IsoDuration;
-  readonly value: ValueSpec;
-}
-
-export interface CompiledPatientFeature {
-  readonly kind: 'patient.age' | 'patient.sex';
-  readonly index: number;
-  readonly spec: TabularFeature;
-  readonly valueMap: ReadonlyMap<string, number>;
-}
-
-export type CompiledFeature = CompiledObservationFeature | CompiledPatientFeature;
-
-/** One `(system, code)` a manifest names, and the observation features it feeds. */
-export interface CodeEntry {
-  readonly system: string;
-  readonly features: readonly CompiledObservationFeature[];
-}
-
-/**
- * Code value → the systems (with their features) that code is named with. Looked up with the
- * coding's own `code` string, so matching allocates nothing per coding.
- */
-export type CodeIndex = ReadonlyMap<string, readonly CodeEntry[]>;
-
-export interface CompiledFeatures {
-  readonly features: readonly CompiledFeature[];
-  /** `system|code` → the observation features it feeds. */
-  readonly byCode: ReadonlyMap<string, CompiledObservationFeature[]>;
-  /** The same, keyed by code then system: what the hot path reads. */
-  readonly index: CodeIndex;
-  /** Every code value the features name (for a text prefilter on NDJSON lines). */
-  readonly codeValues: readonly string[];
-}
-
-/** The value a feature ended with, before imputation. */
-export interface FeatureResult {
-  readonly value: number | undefined;
-  readonly used: readonly Candidate[];
-  readonly inputs: readonly VersionedReference[];
-}
-
 /** The window of effective times a feature accepts, epoch ms, both ends included. */
 export interface Window {
   readonly from: number;
   readonly to: number;
-}
-
-export const codeKey = (system: unknown, code: unknown): string => `${String(system)}|${String(code)}`;
-
-function compileObservationFeature(
-  spec: ObservationFeature,
-  index: number,
-  units: UnitConverterCache,
-): CompiledObservationFeature {
-  if (spec.unit !== undefined && !units.isValid(spec.unit)) {
-    throw new FeatureSpecError(`feature "${spec.name}": unit "${spec.unit}" is not a valid UCUM unit`);
-  }
-  return {
-    kind: 'observation',
-    index,
-    spec,
-    lookback: parseIsoDuration(spec.lookback),
-    value: {
-      unit: spec.unit,
-      acceptsBareNumber: spec.unit === undefined || isDimensionlessUnit(spec.unit),
-      molecularWeight: spec.molecularWeight,
-      valueMap: spec.valueMap ? new Map(Object.entries(spec.valueMap)) : undefined,
-      units,
-      converters: new Map(),
-    },
-  };
-}
-
-/** Compiles a feature list (tabular or sequence). Throws `FeatureSpecError` for a spec it cannot honour. */
-export function compileFeatures(
-  specs: readonly TabularFeature[],
-  units: UnitConverterCache,
-): CompiledFeatures {
-  const names = new Set<string>();
-  const features: CompiledFeature[] = specs.map((spec, index) => {
-    if (names.has(spec.name)) throw new FeatureSpecError(`feature "${spec.name}" is listed twice`);
-    names.add(spec.name);
-    if (spec.source === 'observation') return compileObservationFeature(spec, index, units);
-    if (spec.source === 'patient.sex' && !spec.valueMap) {
-      throw new FeatureSpecError(`feature "${spec.name}": patient.sex needs a valueMap`);
-    }
-    return { kind: spec.source, index, spec, valueMap: new Map(Object.entries(spec.valueMap ?? {})) };
-  });
-  const byCode = new Map<string, CompiledObservationFeature[]>();
-  const index = new Map<string, { system: string; features: CompiledObservationFeature[] }[]>();
-  for (const f of features) {
-    if (f.kind !== 'observation') continue;
-    for (const c of f.spec.codes) {
-      const key = codeKey(c.system, c.code);
-      const list = byCode.get(key) ?? [];
-      if (!list.includes(f)) list.push(f);
-      byCode.set(key, list);
-      const entries = index.get(c.code) ?? [];
-      let entry = entries.find((e) => e.system === c.system);
-      if (entry === undefined) {
-        entry = { system: c.system, features: [] };
-        entries.push(entry);
-      }
-      if (!entry.features.includes(f)) entry.features.push(f);
-      index.set(c.code, entries);
-    }
-  }
-  return { features, byCode, index, codeValues: [...index.keys()] };
 }
 
 export function versionedReference(obs: Observation): string | undefined {
@@ -344,87 +244,4 @@ export function collectAll(
       skipped.push({ feature: '*', reference: 'Observation', reason: 'resource:malformed' });
     }
   }
-}
-
-/**
- * One candidate per Observation (the first seen), whatever the order the caller sent them in.
- * Returns `candidates` itself when there is no duplicate (the usual case).
- */
-export function dedupe(candidates: Candidate[]): Candidate[] {
-  if (candidates.length < 2) return candidates;
-  const seen = new Set<string>();
-  let out: Candidate[] | undefined;
-  for (let i = 0; i < candidates.length; i++) {
-    const c = candidates[i] as Candidate;
-    if (seen.has(c.reference)) {
-      out ??= candidates.slice(0, i);
-      continue;
-    }
-    seen.add(c.reference);
-    out?.push(c);
-  }
-  return out ?? candidates;
-}
-
-function references(used: readonly Candidate[]): string[] {
-  const out = new Array<string>(used.length);
-  for (let i = 0; i < used.length; i++) out[i] = (used[i] as Candidate).reference;
-  return out;
-}
-
-const NO_RESULT: FeatureResult = Object.freeze({
-  value: undefined,
-  used: Object.freeze([]),
-  inputs: Object.freeze([]),
-});
-
-function rejectAll(
-  name: string,
-  reason: string,
-  used: readonly Candidate[],
-  skipped: SkippedInput[],
-): FeatureResult {
-  for (const c of used) skipped.push({ feature: name, reference: c.reference, reason });
-  return { value: undefined, used: [], inputs: [] };
-}
-
-/** Aggregates, transforms and checks one feature's candidates; rejections go to `skipped`. */
-export function observationResult(
-  feature: CompiledObservationFeature,
-  candidates: Candidate[],
-  skipped: SkippedInput[],
-): FeatureResult {
-  const name = feature.spec.name;
-  const agg = aggregate(feature.spec.aggregate, dedupe(candidates));
-  if (!agg.ok) return agg.used.length > 0 ? rejectAll(name, agg.reason, agg.used, skipped) : NO_RESULT;
-  const transformed = applyTransform(feature.spec.transform, agg.value);
-  if (!transformed.ok) return rejectAll(name, transformed.reason, agg.used, skipped);
-  if (!Number.isFinite(transformed.value)) return rejectAll(name, 'value:not-finite', agg.used, skipped);
-  return { value: transformed.value, used: agg.used, inputs: references(agg.used) };
-}
-
-/** A patient feature's value through `read`; a failure is a skip with its reason. */
-export function patientResult(
-  feature: CompiledPatientFeature,
-  patient: Patient | undefined,
-  read: () => PatientOutcome,
-  skipped: SkippedInput[],
-): FeatureResult {
-  let outcome: PatientOutcome;
-  try {
-    outcome = read();
-  } catch {
-    outcome = { ok: false, reason: 'resource:malformed' };
-  }
-  let reference: string;
-  try {
-    reference = patientReference(patient);
-  } catch {
-    reference = 'Patient';
-  }
-  if (!outcome.ok) {
-    skipped.push({ feature: feature.spec.name, reference, reason: outcome.reason });
-    return { value: undefined, used: [], inputs: [] };
-  }
-  return { value: outcome.value, used: [], inputs: reference === 'Patient' ? [] : [reference] };
 }

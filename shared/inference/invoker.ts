@@ -175,7 +175,14 @@ export function createInvoker(opts: InvokerOptions): Invoker {
     const dims = { Model: manifest.id, Endpoint: endpoint };
     const started = performance.now();
     const fields = { model: manifest.id, endpoint, batch: rows };
-    const timeout = AbortSignal.timeout(timeoutMs);
+    // A timer cleared when the call ends (AbortSignal.timeout would keep one alive for timeoutMs
+    // after every call).
+    const limit = new AbortController();
+    const timer = setTimeout(() => {
+      limit.abort(new DOMException(`timed out after ${String(timeoutMs)} ms`, 'TimeoutError'));
+    }, timeoutMs);
+    timer.unref();
+    const timeout = limit.signal;
     const signal = call.signal ? AbortSignal.any([timeout, call.signal]) : timeout;
     const run = () =>
       send(manifest, inputs, call.outputs ?? [manifest.output.tensor], endpoint, target, signal);
@@ -208,6 +215,8 @@ export function createInvoker(opts: InvokerOptions): Invoker {
         ...errorFields(mapped),
       });
       throw mapped;
+    } finally {
+      clearTimeout(timer);
     }
 
     /** Into the hierarchy, telling the caller's abort from the time limit. */

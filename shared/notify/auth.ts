@@ -10,32 +10,13 @@
  * adapter is `loader = (id) => GetSecretValue(prefix + id).SecretString`).
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import {
-  createLocalJWKSet,
-  jwtVerify,
-  type CryptoKey,
-  type JSONWebKeySet,
-  type JWSHeaderParameters,
-  type JWTVerifyGetKey,
-} from 'jose';
 import { z } from 'zod';
+import { AuthRefusal, verifyJwt as verifyTrustedJwt, type IssuerKeys } from '../auth/jwt.js';
 import type { JwksCache } from '../partner/jwks.js';
 
 const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 
-/** JWS algorithms accepted: asymmetric only (never `none`, never HMAC with a shared key). */
-export const ASYMMETRIC_ALGORITHMS = [
-  'RS256',
-  'RS384',
-  'RS512',
-  'PS256',
-  'PS384',
-  'PS512',
-  'ES256',
-  'ES384',
-  'ES512',
-  'EdDSA',
-] as const;
+export { ASYMMETRIC_ALGORITHMS } from '../auth/jwt.js';
 
 const JwkSet = z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1) });
 
@@ -150,13 +131,8 @@ export function createLoaderAuthStore(
 export type AuthFailure =
   'unknown-subscription' | 'no-credentials' | 'bad-signature' | 'bad-token' | 'no-audience';
 
-export class SenderAuthError extends Error {
+export class SenderAuthError extends AuthRefusal<AuthFailure> {
   override name = 'SenderAuthError';
-  readonly code: AuthFailure;
-  constructor(code: AuthFailure, options?: { cause?: unknown }) {
-    super(code, options);
-    this.code = code;
-  }
 }
 
 export interface SenderProof {
@@ -191,34 +167,30 @@ function hmacMatches(secret: string, body: Buffer, header: string): boolean {
   return timingSafeEqual(expected, Buffer.from(hex, 'hex'));
 }
 
-function publicKeysOnly(jwks: { keys: readonly Record<string, unknown>[] }): JSONWebKeySet {
-  return { keys: jwks.keys.filter((k) => k.kty !== 'oct' && !('d' in k)) };
-}
-
+/** The registration's JWT sender: its one issuer, keys inline or at its JWKS URL (a token's `jku` is ignored). */
 async function verifyJwt(reg: SubscriptionRegistration, token: string, opts: VerifyOptions): Promise<void> {
   const jwt = reg.jwt;
   if (!jwt) throw new SenderAuthError('no-credentials');
   const audience = jwt.audience ?? opts.audience;
   if (!audience) throw new SenderAuthError('no-audience');
-  let getKey: JWTVerifyGetKey;
+  let keys: IssuerKeys;
   if (jwt.jwks) {
-    getKey = createLocalJWKSet(publicKeysOnly(jwt.jwks));
+    keys = { jwks: jwt.jwks };
   } else {
-    const url = jwt.jwksUrl ?? '';
-    const cache = opts.jwks;
-    if (!cache) throw new SenderAuthError('bad-token');
-    getKey = (header: JWSHeaderParameters): Promise<CryptoKey> => cache.key(url, header);
+    if (!opts.jwks) throw new SenderAuthError('bad-token');
+    keys = { jwksUrls: [jwt.jwksUrl ?? ''], jku: 'ignored', cache: opts.jwks };
   }
   try {
-    await jwtVerify(token, getKey, {
-      issuer: jwt.issuer,
+    await verifyTrustedJwt(token, {
+      issuer: (iss) => (iss === jwt.issuer ? { issuer: jwt.issuer, keys } : undefined),
+      requireKid: false,
       audience,
-      algorithms: [...ASYMMETRIC_ALGORITHMS],
       requiredClaims: ['exp'],
-      clockTolerance: opts.clockToleranceSeconds ?? 30,
-      ...(opts.now ? { currentDate: opts.now() } : {}),
+      clockToleranceSeconds: opts.clockToleranceSeconds ?? 30,
+      currentDate: opts.now ? opts.now() : new Date(),
     });
   } catch (err) {
+    // Every JWT refusal is one code here; the shared verifier's finer code is the cause.
     throw new SenderAuthError('bad-token', { cause: err });
   }
 }
