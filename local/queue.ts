@@ -122,7 +122,18 @@ export interface PollerOptions {
   /** Invocations in flight at once. Default 1 (FIFO order per group is kept either way). */
   concurrency?: number;
   /** Called after each invocation with how many records succeeded and failed. */
-  onBatch?: (stats: { received: number; failed: number; ms: number }) => void;
+  onBatch?: (stats: BatchStats) => void;
+  /** Pause after a failed receive, in ms. Default 500. */
+  receiveErrorBackoffMs?: number;
+}
+
+export interface BatchStats {
+  readonly received: number;
+  /** Records the handler failed (left for redelivery). */
+  readonly failed: number;
+  /** Records handled but not deleted (DeleteMessageBatch's `Failed`): they will be delivered again. */
+  readonly deleteFailed: number;
+  readonly ms: number;
 }
 
 export interface Poller {
@@ -130,54 +141,90 @@ export interface Poller {
   stop(): Promise<void>;
 }
 
+/**
+ * One receive loop feeding up to `concurrency` invocations, as Lambda's poller does: it
+ * long-polls only while an invocation slot is free, so there are never several idle long polls
+ * that the queue wakes together for one message (fauxqs wakes every waiter on each send, and
+ * they share this process's event loop with the handler). A FIFO queue hands out a message group
+ * to one receiver at a time, so invocations in flight never hold the same group: order is kept.
+ */
 export function startPoller(opts: PollerOptions): Poller {
-  let running = true;
-  const loops: Promise<void>[] = [];
-  for (let i = 0; i < (opts.concurrency ?? 1); i++) loops.push(pollLoop(opts, () => running));
+  const state = { running: true };
+  const limit = Math.max(1, opts.concurrency ?? 1);
+  const inFlight = new Set<Promise<void>>();
+  const loop = (async () => {
+    while (state.running) {
+      if (inFlight.size >= limit) {
+        await Promise.race(inFlight);
+        continue;
+      }
+      let messages: Message[];
+      try {
+        messages = await receive(opts);
+      } catch {
+        // The event source mapping retries a failed poll; so does this loop, after a pause.
+        await new Promise((r) => setTimeout(r, opts.receiveErrorBackoffMs ?? 500));
+        continue;
+      }
+      if (!messages.length) continue;
+      const invocation = invoke(opts, messages).finally(() => inFlight.delete(invocation));
+      inFlight.add(invocation);
+    }
+    await Promise.all(inFlight);
+  })();
   return {
     stop: async () => {
-      running = false;
-      await Promise.all(loops);
+      state.running = false;
+      await loop;
     },
   };
 }
 
-async function pollLoop(opts: PollerOptions, isRunning: () => boolean): Promise<void> {
-  while (isRunning()) {
-    const { Messages } = await opts.client.send(
-      new ReceiveMessageCommand({
-        QueueUrl: opts.queueUrl,
-        MaxNumberOfMessages: opts.batchSize ?? 10,
-        WaitTimeSeconds: 1,
-        MessageSystemAttributeNames: ['All'],
-        MessageAttributeNames: ['All'],
-      }),
-    );
-    if (!Messages?.length) continue;
-    const started = Date.now();
-    const event: SQSEvent = { Records: Messages.map((m) => toRecord(m, opts.queueArn)) };
-    let failed = new Set<string>(Messages.map((m) => m.MessageId ?? ''));
+async function receive(opts: PollerOptions): Promise<Message[]> {
+  const { Messages } = await opts.client.send(
+    new ReceiveMessageCommand({
+      QueueUrl: opts.queueUrl,
+      MaxNumberOfMessages: opts.batchSize ?? 10,
+      WaitTimeSeconds: 1,
+      MessageSystemAttributeNames: ['All'],
+      MessageAttributeNames: ['All'],
+    }),
+  );
+  return Messages ?? [];
+}
+
+/** One invocation: the handler on the batch, then the successful records deleted. Never throws. */
+async function invoke(opts: PollerOptions, messages: Message[]): Promise<void> {
+  const started = Date.now();
+  const event: SQSEvent = { Records: messages.map((m) => toRecord(m, opts.queueArn)) };
+  let failed = new Set<string>(messages.map((m) => m.MessageId ?? ''));
+  try {
+    const result = await opts.handler(event, lambdaContext());
+    failed = new Set((result?.batchItemFailures ?? []).map((f) => f.itemIdentifier));
+  } catch {
+    // A thrown handler fails the whole batch, as in Lambda: every record is redelivered.
+  }
+  const done = messages.filter((m) => !failed.has(m.MessageId ?? ''));
+  let deleteFailed = 0;
+  if (done.length) {
     try {
-      const result = await opts.handler(event, lambdaContext());
-      failed = new Set((result?.batchItemFailures ?? []).map((f) => f.itemIdentifier));
-    } catch {
-      // A thrown handler fails the whole batch, as in Lambda: every record is redelivered.
-    }
-    const done = Messages.filter((m) => !failed.has(m.MessageId ?? ''));
-    if (done.length) {
-      await opts.client.send(
+      const result = await opts.client.send(
         new DeleteMessageBatchCommand({
           QueueUrl: opts.queueUrl,
           Entries: done.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle ?? '' })),
         }),
       );
+      deleteFailed = result.Failed?.length ?? 0;
+    } catch {
+      deleteFailed = done.length;
     }
-    opts.onBatch?.({
-      received: Messages.length,
-      failed: Messages.length - done.length,
-      ms: Date.now() - started,
-    });
   }
+  opts.onBatch?.({
+    received: messages.length,
+    failed: messages.length - done.length,
+    deleteFailed,
+    ms: Date.now() - started,
+  });
 }
 
 function toRecord(m: Message, queueArn: string): SQSRecord {

@@ -9,6 +9,7 @@ import type { ModelManifest } from './inference/manifest.js';
 import type { Logger } from './log.js';
 import type { ExtractResult, FeatureRow, Outcome, Prediction } from './types.js';
 import type { ResourceEventMessage } from './events/resource-event.js';
+import type { ModelResourceCache } from './reports/model-resources.js';
 import { writtenReport } from './reports/response.js';
 
 /** What the pipeline needs from the outside world. */
@@ -39,6 +40,11 @@ export interface PipelinePorts {
     patient: string,
     row: FeatureRow,
   ) => Promise<string | undefined>;
+  /**
+   * Sends report transactions without the model's Device and card once they are known to be
+   * stored (a per-container cache); absent: every transaction is sent whole.
+   */
+  readonly modelResources?: ModelResourceCache;
   /** Marks resources this system wrote: events about them are ignored. */
   readonly isOwnWrite: (resource: Resource) => boolean;
   readonly logger: Logger;
@@ -245,8 +251,10 @@ async function predictAndWrite(
     prediction,
     issued: asOf,
   });
-  const response = await ports.fhir.transaction(bundle);
-  const written = writtenReport(bundle, response);
+  const { request, response } = ports.modelResources
+    ? await ports.modelResources.write(bundle, (b) => ports.fhir.transaction(b))
+    : { request: bundle, response: await ports.fhir.transaction(bundle) };
+  const written = writtenReport(request, response);
   const reference = written.id ? `DiagnosticReport/${written.id}` : undefined;
   ports.logger.info(written.created ? 'report written' : 'report unchanged', {
     model: manifest.id,

@@ -20,9 +20,11 @@ import type { Logger } from './log.js';
 import type { ExtractorLike, ImageExtractorLike, PipelinePorts } from './pipeline.js';
 import {
   buildReportTransaction,
+  createModelResourceCache,
   IDEMPOTENCY_KEY_SYSTEM,
   idempotencyKey,
   isWrittenByFhirAnalytics,
+  loadModelCards,
 } from './reports/index.js';
 
 /** Compiles a tabular or sequence model's extractor (image models use compileImageExtractor). */
@@ -53,6 +55,8 @@ export async function createPipelinePorts(
     logger.warn('image model off: no DICOMweb allow-list configured', { model: m.id });
   }
   const registry = createRegistry(usable);
+  // Every report names its model card: read them now, so a missing card fails the cold start.
+  const cards = await loadModelCards(config.MODELS_DIR, usable);
   // Compile every extractor now, once per cold start, so a bad manifest fails at start.
   const units = new UnitConverterCache();
   const extractors = new Map<string, ExtractorLike>();
@@ -99,7 +103,8 @@ export async function createPipelinePorts(
     models: registry,
     extractor: (manifest) => lookup(extractors, manifest),
     imageExtractor: (manifest) => lookup(imageExtractors, manifest),
-    buildReport: buildReportTransaction,
+    buildReport: (args) => buildReportTransaction({ ...args, modelCard: cards.get(args.manifest.id) }),
+    modelResources: createModelResourceCache(),
     findReport: async (manifest, patient, row) => {
       const key = idempotencyKey(manifest.id, manifest.version, patient, row.inputs);
       const [found] = await fhir.searchAll<DiagnosticReport>(

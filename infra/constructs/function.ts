@@ -41,7 +41,7 @@ export interface HouseFunctionProps extends Omit<
   readonly logGroupRetention: RetentionDays;
   /** Reserved concurrency: every function has a ceiling (HIPAA.Security-LambdaConcurrency). */
   readonly reservedConcurrentExecutions: number;
-  /** Copy the model manifests into the bundle (`models/<id>/manifest.json`). Default false. */
+  /** Copy the model manifests and cards into the bundle (`models/<id>/{manifest.json,card.md}`). Default false. */
   readonly withManifests?: boolean;
   /** Run in this VPC's private subnets. Default: no VPC (acknowledged, with the reason). */
   readonly vpc?: IVpc;
@@ -92,7 +92,7 @@ export class HouseFunction extends NodejsFunction {
                 beforeBundling: () => [],
                 beforeInstall: () => [],
                 afterBundling: (input: string, output: string) => [
-                  `cd "${input}" && for m in models/*/manifest.json; do mkdir -p "${output}/$(dirname "$m")" && cp "$m" "${output}/$m"; done`,
+                  `cd "${input}" && for m in models/*/manifest.json models/*/card.md; do mkdir -p "${output}/$(dirname "$m")" && cp "$m" "${output}/$m"; done`,
                 ],
               },
             }

@@ -7,7 +7,7 @@
 import type { SearchRequest, WithId } from '@medplum/core';
 import { matchesSearchRequest, toTypedValue } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
-import type { DateValues, TypeIndex } from './search-index.js';
+import type { Candidates, DateValues, TypeIndex } from './search-index.js';
 import { evaluate, expressionFor, indexedPredicate, kindOf, paramValues } from './search-index.js';
 
 /** One stored resource. */
@@ -30,7 +30,7 @@ export function findEntries(
   const filters = searchRequest.filters ?? [];
   const kind = (code: string): ReturnType<typeof kindOf> => kindOf(resourceType, code);
 
-  const sets: ReadonlySet<string>[] = [];
+  const sets: Candidates[] = [];
   const checks: ((e: Entry) => boolean)[] = [];
   for (const filter of filters) {
     const ids = index?.candidates(filter, kind);
@@ -50,7 +50,7 @@ export function findEntries(
   const matched: Entry[] = [];
   if (entries && sets.length > 0) {
     sets.sort((a, b) => a.size - b.size);
-    const [smallest, ...others] = sets as [ReadonlySet<string>, ...ReadonlySet<string>[]];
+    const [smallest, ...others] = sets as [Candidates, ...Candidates[]];
     for (const id of smallest) {
       if (!others.every((s) => s.has(id))) continue;
       const e = entries.get(id);

@@ -178,6 +178,38 @@ export function extractForIndex(resource: Resource): { dates: DateValues; postin
 /** Ids under one key: a lone id is kept inline, which most identifier keys are. */
 type Posting = string | Set<string>;
 
+/**
+ * The ids one filter matches. `size` may over-count a union (it orders the intersection, smallest
+ * first); `has` and iteration are exact.
+ */
+export interface Candidates extends Iterable<string> {
+  readonly size: number;
+  has(id: string): boolean;
+}
+
+const postingHas = (p: Posting, id: string): boolean => (typeof p === 'string' ? p === id : p.has(id));
+
+/**
+ * The union of several postings (`code=a,b,c`) as a view, not a copy: a filter on common codes
+ * covers most of the store, and copying it on every search made `subject` + `code` searches
+ * grow with the store, although the subject's few ids are all the intersection needs to test.
+ */
+function postingUnion(postings: readonly Posting[]): Candidates {
+  let size = 0;
+  for (const p of postings) size += typeof p === 'string' ? 1 : p.size;
+  return {
+    size,
+    has: (id) => postings.some((p) => postingHas(p, id)),
+    *[Symbol.iterator]() {
+      for (const [i, p] of postings.entries()) {
+        for (const id of typeof p === 'string' ? [p] : p) {
+          if (!postings.slice(0, i).some((q) => postingHas(q, id))) yield id;
+        }
+      }
+    },
+  };
+}
+
 /** Posting lists of one resource type: parameter code → key → ids. */
 export class TypeIndex {
   private readonly postings = new Map<string, Map<string, Posting>>();
@@ -213,17 +245,15 @@ export class TypeIndex {
     for (const [code, key] of postings) fn(code, key);
   }
 
-  private lookup(code: string, keys: (string | null)[]): ReadonlySet<string> {
+  private lookup(code: string, keys: (string | null)[]): Candidates {
     const byKey = this.postings.get(code);
-    const found = keys.map((k) => (k === null ? undefined : byKey?.get(k)));
-    const [single] = found;
-    if (found.length === 1 && single instanceof Set) return single;
-    const out = new Set<string>();
-    for (const ids of found) {
-      if (typeof ids === 'string') out.add(ids);
-      else if (ids) for (const id of ids) out.add(id);
+    const found: Posting[] = [];
+    for (const k of keys) {
+      const ids = k === null ? undefined : byKey?.get(k);
+      if (ids !== undefined) found.push(ids);
     }
-    return out;
+    if (found.length === 1 && found[0] instanceof Set) return found[0];
+    return postingUnion(found);
   }
 
   /**
@@ -231,7 +261,7 @@ export class TypeIndex {
    * posting lists (other parameters, modifiers, prefixes, an empty reference value). The set
    * may be the index's own: read it before the next write.
    */
-  candidates(filter: Filter, kindOf: (code: string) => Kind | undefined): ReadonlySet<string> | undefined {
+  candidates(filter: Filter, kindOf: (code: string) => Kind | undefined): Candidates | undefined {
     if (filter.operator !== Operator.EQUALS) return undefined;
     const kind = kindOf(filter.code);
     if (kind === 'token') return this.lookup(filter.code, splitSearchOnComma(filter.value).map(filterKey));

@@ -22,18 +22,19 @@
  * - Heartbeats every `backport-heartbeat-period` seconds (times `heartbeatScale`) when nothing
  *   else was sent in the period; `backport-timeout` bounds each attempt (default 10 s).
  * - Failures: each notification is tried `retry.attempts` times with doubling backoff; then the
- *   subscription goes to `error` and its queue is dropped (the events stay replayable).
+ *   subscription goes to `error` and its queue is dropped (the events stay replayable). Sending,
+ *   signing and retries are in `subscription-delivery.ts`.
  * - Signing: `signingSecretFor(subscription)` returning a secret adds
  *   `X-Signature: sha256=<hex HMAC-SHA256(secret, exact body bytes)>`; `channel.header` lines
  *   are sent as given.
  * - Operations: `$status` and `$events` (`subscription-operations.ts`).
  * - Faults for receiver tests: `deliveryFault` drops, duplicates or reorders event notifications.
  */
-import { createHmac } from 'node:crypto';
 import type { WithId } from '@medplum/core';
 import type { Bundle, Resource, Subscription } from '@medplum/fhirtypes';
 import { errorFields, silentLogger } from '../../shared/log.js';
 import { ensureFhirDefinitions } from './definitions.js';
+import { createDeliver, newCounters } from './subscription-delivery.js';
 import type { ChangeEvent, RunningFhirServer } from './server.js';
 import type {
   NotificationType,
@@ -81,16 +82,7 @@ export function installSubscriptions(
   const pending = new Set<Promise<unknown>>();
   const stopping = new AbortController();
   let closed = false;
-  const counters = {
-    handshakes: 0,
-    heartbeats: 0,
-    delivered: 0,
-    failedAttempts: 0,
-    retries: 0,
-    dropped: 0,
-    duplicated: 0,
-    reordered: 0,
-  };
+  const counters = newCounters();
 
   const track = (p: Promise<unknown>): void => {
     const tracked = p.catch((err: unknown) => {
@@ -99,17 +91,6 @@ export function installSubscriptions(
     pending.add(tracked);
     void tracked.finally(() => pending.delete(tracked));
   };
-
-  const sleep = (ms: number): Promise<void> =>
-    new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        stopping.signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      stopping.signal.addEventListener('abort', done, { once: true });
-    });
 
   const statusInput = (
     state: State,
@@ -180,52 +161,21 @@ export function installSubscriptions(
 
   const random = (): number => (fault?.random ?? Math.random)();
 
-  /** POSTs one bundle with retries; false (and the subscription in `error`) when all attempts fail. */
-  const deliver = async (state: State, job: Job, body: string, retry = true): Promise<boolean> => {
-    const config = state.config;
-    if (!config) return false;
-    const headers: Record<string, string> = {};
-    for (const [name, value] of config.headers) headers[name] = value;
-    headers['Content-Type'] = config.contentType;
-    const secret = opts.signingSecretFor?.(state.resource);
-    if (secret) headers['X-Signature'] = `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
-    const timeoutMs = config.timeout !== undefined ? config.timeout * 1000 : (opts.timeoutMs ?? 10_000);
-    let reason = '';
-    const tries = retry ? attempts : 1;
-    for (let attempt = 1; attempt <= tries; attempt++) {
-      if (closed || job.generation !== state.generation) return false;
-      try {
-        const res = await fetchImpl(config.endpoint, {
-          method: 'POST',
-          headers,
-          body,
-          signal: AbortSignal.any([stopping.signal, AbortSignal.timeout(timeoutMs)]),
-        });
-        await res.arrayBuffer().catch(() => undefined);
-        if (res.ok) {
-          counters.delivered++;
-          state.lastSentAt = Date.now();
-          return true;
-        }
-        reason = `HTTP ${res.status}`;
-      } catch (err) {
-        reason = (err as Error).name;
-      }
-      counters.failedAttempts++;
-      log.debug('notification attempt failed', { subscription: `Subscription/${state.id}`, attempt, reason });
-      if (attempt < tries) {
-        counters.retries++;
-        await sleep(Math.min(maxDelay, baseDelay * 2 ** (attempt - 1)));
-      }
-    }
-    if (retry && !closed && job.generation === state.generation) {
-      markError(
-        state,
-        `Delivery of ${job.type} to ${config.endpoint} failed after ${tries} attempts (${reason})`,
-      );
-    }
-    return false;
-  };
+  const deliver = createDeliver({
+    fetch: fetchImpl,
+    ...(opts.signingSecretFor ? { signingSecretFor: opts.signingSecretFor } : {}),
+    timeoutMs: opts.timeoutMs ?? 10_000,
+    attempts,
+    baseDelayMs: baseDelay,
+    maxDelayMs: maxDelay,
+    counters,
+    stopping: stopping.signal,
+    isClosed: () => closed,
+    log,
+    onExhausted: (state, message) => {
+      markError(state, message);
+    },
+  });
 
   const bodyOf = (state: State, job: Job): string => {
     const content = state.config?.content ?? 'empty';

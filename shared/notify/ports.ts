@@ -14,7 +14,7 @@ import { createJsonAuthStore } from './auth.js';
 import { createFhirCatchUp } from './catch-up.js';
 import { createSqsEventQueue } from './queue.js';
 import type { NotifyPorts } from './request.js';
-import { createDynamoStateStore } from './state.js';
+import { createCachedStateStore, createDynamoStateStore } from './state.js';
 
 /** Local endpoints do not check signatures; real credentials are used in AWS. */
 const LOCAL_CREDENTIALS = { accessKeyId: 'local', secretAccessKey: 'local' };
@@ -38,7 +38,7 @@ export function createNotifyPorts(
   const registry = createJsonAuthStore(config.NOTIFY_SUBSCRIPTIONS);
   return Promise.resolve({
     queue: createSqsEventQueue({ client: sqs, queueUrl: config.QUEUE_URL }),
-    state: createDynamoStateStore(dynamo, config.EVENT_STATE_TABLE),
+    state: createCachedStateStore(createDynamoStateStore(dynamo, config.EVENT_STATE_TABLE)),
     registry,
     catchUp: createFhirCatchUp({
       baseUrl: config.FHIR_BASE_URL,

@@ -216,6 +216,43 @@ async function catchUp(
   }
 }
 
+interface StateRead {
+  readonly stored: SubscriptionState | undefined;
+  readonly current: SubscriptionState;
+  /** The notification's events not queued before, by number. */
+  readonly fresh: Map<number, NotificationEvent>;
+  readonly duplicates: number;
+  /** Fresh events that carry a focus, in number order: queued directly. */
+  readonly direct: NotificationEvent[];
+  /** Numbers up to `upTo` neither queued before nor carried with a focus: to catch up. */
+  readonly missing: number[];
+}
+
+async function readState(
+  ports: ProcessPorts,
+  subscription: string,
+  events: readonly NotificationEvent[],
+  upTo: number,
+  baseline: number,
+  now: string,
+  freshRead: boolean,
+): Promise<StateRead> {
+  const stored = await ports.state.get(subscription, { fresh: freshRead });
+  const current = stored ?? initialState(subscription, baseline, now);
+  const fresh = new Map<number, NotificationEvent>();
+  let duplicates = 0;
+  for (const e of events) {
+    if (isQueued(current, e.eventNumber) || fresh.has(e.eventNumber)) duplicates++;
+    else fresh.set(e.eventNumber, e);
+  }
+  const direct = [...fresh.values()].filter((e) => e.focus).sort((a, b) => a.eventNumber - b.eventNumber);
+  const directNumbers = new Set(direct.map((e) => e.eventNumber));
+  const missing = missingNumbers(current, Math.max(current.highWater, upTo)).filter(
+    (x) => !directNumbers.has(x),
+  );
+  return { stored, current, fresh, duplicates, direct, missing };
+}
+
 async function processBundle(
   ports: ProcessPorts,
   reg: SubscriptionRegistration,
@@ -229,20 +266,12 @@ async function processBundle(
   const numbers = events.map((e) => e.eventNumber);
   // A subscription heard of for the first time: what came before is taken as done.
   const baseline = numbers.length ? Math.min(...numbers) - 1 : (n.eventsSinceSubscriptionStart ?? 0);
-  const stored = await ports.state.get(subscription);
+  const upTo = Math.max(...numbers, n.eventsSinceSubscriptionStart ?? 0);
+  // The state as this container last knew it (a cache); a gap in it is checked against the store.
+  let read = await readState(ports, subscription, events, upTo, baseline, now, false);
+  if (read.missing.length > 0) read = await readState(ports, subscription, events, upTo, baseline, now, true);
+  const { stored, current, fresh, duplicates, direct, missing } = read;
   if (!stored) log.info('subscription first seen', { subscription, baseline });
-  const current = stored ?? initialState(subscription, baseline, now);
-
-  const fresh = new Map<number, NotificationEvent>();
-  let duplicates = 0;
-  for (const e of events) {
-    if (isQueued(current, e.eventNumber) || fresh.has(e.eventNumber)) duplicates++;
-    else fresh.set(e.eventNumber, e);
-  }
-  const direct = [...fresh.values()].filter((e) => e.focus).sort((a, b) => a.eventNumber - b.eventNumber);
-  const directNumbers = new Set(direct.map((e) => e.eventNumber));
-  const upTo = Math.max(current.highWater, ...numbers, n.eventsSinceSubscriptionStart ?? 0);
-  const missing = missingNumbers(current, upTo).filter((x) => !directNumbers.has(x));
 
   const built: Built = { messages: [], ignored: 0 };
   for (const e of direct) eventMessage(subscription, e, n, now, built);

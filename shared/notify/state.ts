@@ -35,7 +35,8 @@ export interface SubscriptionState {
 }
 
 export interface SubscriptionStateStore {
-  get(subscription: string): Promise<SubscriptionState | undefined>;
+  /** The stored state; `fresh` asks a caching store to read through (see `createCachedStateStore`). */
+  get(subscription: string, opts?: { fresh?: boolean }): Promise<SubscriptionState | undefined>;
   /**
    * Writes `next` if the stored revision is still `expectedRevision` (undefined: no item yet).
    * False when another writer got there first.
@@ -148,6 +149,39 @@ export async function applyStateChange(
     if (await store.put(result.state, current?.revision)) return result;
   }
   throw new StateConflictError('subscription state kept changing under concurrent writers');
+}
+
+/**
+ * A per-container cache over a store: `get` answers from the state this container last read or
+ * wrote, so a notification in the steady state costs one conditional write and no read. Safe
+ * because every write stays conditional on the revision: a state another container moved on
+ * makes the write fail, which drops the cache, and `applyStateChange` re-reads and merges. What
+ * a stale cache can do before that write is queue an event another container already queued (the
+ * FIFO deduplication id and the idempotent consumer absorb it) or see a gap that is not there:
+ * so callers re-read with `{ fresh: true }` before they act on a gap.
+ */
+export function createCachedStateStore(inner: SubscriptionStateStore): SubscriptionStateStore {
+  const cache = new Map<string, SubscriptionState>();
+  return {
+    async get(subscription, opts) {
+      const cached = opts?.fresh ? undefined : cache.get(subscription);
+      if (cached) return cached;
+      const state = await inner.get(subscription);
+      if (state) cache.set(subscription, state);
+      else cache.delete(subscription);
+      return state;
+    },
+    async put(next, expected) {
+      let ok = false;
+      try {
+        ok = await inner.put(next, expected);
+      } finally {
+        if (ok) cache.set(next.subscription, next);
+        else cache.delete(next.subscription);
+      }
+      return ok;
+    },
+  };
 }
 
 /** In memory (tests and the local stack without DynamoDB). */

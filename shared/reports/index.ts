@@ -1,4 +1,4 @@
-/** The write-back: DiagnosticReport, result Observation, Provenance and Device in one transaction. */
+/** The write-back: DiagnosticReport, result Observation, Provenance, Device and model card in one transaction. */
 export {
   buildReportTransaction,
   conclusionText,
@@ -18,3 +18,20 @@ export {
 } from './labels.js';
 export { ReportError, ReportInputError } from './errors.js';
 export { writtenReport, type WrittenReport } from './response.js';
+export {
+  AI_MODEL_CARD_CS,
+  MODEL_CARD_EXTENSION,
+  MODEL_CARD_SYSTEM,
+  loadModelCards,
+  modelCardDocument,
+  modelVersionId,
+  type ModelCard,
+  type ModelCards,
+} from './model-card.js';
+export {
+  createModelResourceCache,
+  isModelEntry,
+  pointAtStored,
+  storedReference,
+  type ModelResourceCache,
+} from './model-resources.js';

@@ -1,8 +1,12 @@
 /**
- * The write-back: one FHIR `transaction` Bundle per prediction, holding the model Device, the
- * result Observation, the DiagnosticReport and the Provenance (ARCHITECTURE.md "Write-back").
+ * The write-back: one FHIR `transaction` Bundle per prediction, holding the model's card (a
+ * DocumentReference, when the card is given) and Device, the result Observation, the
+ * DiagnosticReport and the Provenance (ARCHITECTURE.md "Write-back"; PROTOCOLS.md "AI
+ * Transparency": model card and Device before the Provenance).
  *
  * Idempotency (a redelivered event or a re-run must write nothing new):
+ * - Model card: conditional create, `ifNoneExist: identifier=<card system>|<modelId>@<version>`;
+ *   one per model version. The Device names it (extension), the Provenance lists it (entity).
  * - Device: conditional create, `ifNoneExist: identifier=<device system>|<modelId>@<version>`;
  *   one Device per model version, shared by all its reports.
  * - DiagnosticReport: conditional create on its idempotency-key identifier.
@@ -30,6 +34,7 @@ import type {
   Observation,
   ObservationComponent,
   Provenance,
+  ProvenanceEntity,
   Quantity,
   Reference,
 } from '@medplum/fhirtypes';
@@ -38,6 +43,14 @@ import type { FeatureRow, Prediction } from '../types.js';
 import { ReportInputError } from './errors.js';
 import { deterministicUuid, idempotencyKey } from './idempotency.js';
 import { IDEMPOTENCY_KEY_SYSTEM, MODEL_DEVICE_SYSTEM, writtenMeta } from './labels.js';
+import {
+  MODEL_CARD_ENTITY_ROLE,
+  MODEL_CARD_EXTENSION,
+  MODEL_CARD_SYSTEM,
+  modelCardDocument,
+  modelVersionId,
+  type ModelCard,
+} from './model-card.js';
 
 export const UCUM_SYSTEM = 'http://unitsofmeasure.org';
 export const PROVENANCE_PARTICIPANT_TYPE =
@@ -66,6 +79,8 @@ export interface ReportSystemOptions {
   readonly deviceSystem?: string;
   /** Identifier system of the idempotency key. Default `urn:fhir-analytics:idempotency-key`. */
   readonly keySystem?: string;
+  /** Identifier system of model cards. Default `urn:fhir-analytics:model-card`. */
+  readonly modelCardSystem?: string;
 }
 
 export interface ReportTransactionArgs {
@@ -77,6 +92,11 @@ export interface ReportTransactionArgs {
   /** When the report is issued (`DiagnosticReport.issued`, `Provenance.recorded`). */
   readonly issued: Date;
   readonly system?: ReportSystemOptions;
+  /**
+   * The model version's card: written (once per version) as a DocumentReference that the Device
+   * and the Provenance name. Every write-back from the functions and the sweep passes it.
+   */
+  readonly modelCard?: ModelCard;
 }
 
 export interface ReportTransaction {
@@ -142,9 +162,11 @@ export function buildReportTransaction(args: ReportTransactionArgs): ReportTrans
   const inputs = [...new Set(row.inputs)].sort();
   const key = idempotencyKey(manifest.id, manifest.version, patient, inputs);
   const issued = args.issued.toISOString();
-  const modelIdentifier = `${manifest.id}@${manifest.version}`;
+  const modelIdentifier = modelVersionId(manifest);
+  const cardSystem = args.system?.modelCardSystem ?? MODEL_CARD_SYSTEM;
 
   const deviceUrl = `urn:uuid:${deterministicUuid(deviceSystem, modelIdentifier)}`;
+  const cardUrl = `urn:uuid:${deterministicUuid(cardSystem, modelIdentifier)}`;
   const scoreUrl = `urn:uuid:${deterministicUuid(key, 'observation:score')}`;
   const reportUrl = `urn:uuid:${deterministicUuid(key, 'diagnostic-report')}`;
   const provenanceId = deterministicUuid(key, 'provenance');
@@ -158,6 +180,9 @@ export function buildReportTransaction(args: ReportTransactionArgs): ReportTrans
   const device: Device = {
     resourceType: 'Device',
     meta: writtenMeta(),
+    ...(args.modelCard
+      ? { extension: [{ url: MODEL_CARD_EXTENSION, valueReference: { reference: cardUrl } }] }
+      : {}),
     identifier: [{ system: deviceSystem, value: modelIdentifier }],
     status: 'active',
     deviceName: [{ name: manifest.title, type: DEVICE_NAME_TYPE_MODEL }],
@@ -221,10 +246,28 @@ export function buildReportTransaction(args: ReportTransactionArgs): ReportTrans
         who: deviceRef,
       },
     ],
-    entity: inputs.map((reference) => ({ role: 'source', what: { reference } })),
+    entity: [
+      ...inputs.map((reference): ProvenanceEntity => ({ role: 'source', what: { reference } })),
+      ...(args.modelCard
+        ? [{ role: MODEL_CARD_ENTITY_ROLE, what: { reference: cardUrl } } satisfies ProvenanceEntity]
+        : []),
+    ],
   };
 
   const entries: BundleEntry[] = [
+    ...(args.modelCard
+      ? [
+          {
+            fullUrl: cardUrl,
+            resource: modelCardDocument(manifest, args.modelCard, cardSystem),
+            request: {
+              method: 'POST',
+              url: 'DocumentReference',
+              ifNoneExist: `identifier=${cardSystem}|${modelIdentifier}`,
+            },
+          } satisfies BundleEntry,
+        ]
+      : []),
     {
       fullUrl: deviceUrl,
       resource: device,

@@ -15,7 +15,7 @@ import type { ModelManifest } from '../inference/manifest.js';
 import { loadRegistry } from '../inference/registry.js';
 import type { Logger } from '../log.js';
 import type { ExtractorLike } from '../pipeline.js';
-import { buildReportTransaction, isWrittenByFhirAnalytics } from '../reports/index.js';
+import { buildReportTransaction, isWrittenByFhirAnalytics, loadModelCards } from '../reports/index.js';
 import { createTokenProvider, type FhirAuth, type TokenProvider } from './auth.js';
 import { createBulkClient } from './bulk-client.js';
 import { createCheckpointStore, DEFAULT_SWEEP_TABLE } from './checkpoint.js';
@@ -54,6 +54,7 @@ function tokenAuth(tokens: TokenProvider): FhirAuthProvider {
 
 export async function createSweepContext(opts: SweepContextOptions): Promise<SweepContext> {
   const registry = await loadRegistry(opts.modelsDir);
+  const cards = await loadModelCards(opts.modelsDir, registry.all());
   const extractors = new Map<string, ExtractorLike>();
   const extractorOf = (m: ModelManifest): ExtractorLike => {
     let e = extractors.get(m.id);
@@ -83,7 +84,7 @@ export async function createSweepContext(opts: SweepContextOptions): Promise<Swe
         logger: opts.logger,
       }),
       extractor: extractorOf,
-      buildReport: buildReportTransaction,
+      buildReport: (args) => buildReportTransaction({ ...args, modelCard: cards.get(args.manifest.id) }),
       isOwnWrite: isWrittenByFhirAnalytics,
       logger: opts.logger,
       ...(opts.writeConcurrency ? { writeConcurrency: opts.writeConcurrency } : {}),

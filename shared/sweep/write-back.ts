@@ -1,15 +1,15 @@
 /**
- * Batched write-back of report transactions (each from `buildReportTransaction`: Device,
- * score Observation, DiagnosticReport, Provenance).
+ * Batched write-back of report transactions (each from `buildReportTransaction`: model card,
+ * Device, score Observation, DiagnosticReport, Provenance).
  *
  * Measured on the embedded server (2,000 reports, bench in the commit message): one
  * transaction per report 178/s at 8 in flight (288/s one at a time: the server serialises
  * transactions); without the Device entry 341/s; two reports per transaction 543/s. A `batch`
  * bundle cannot carry them (no reference resolution between batch entries), and servers such as
  * Medplum refuse transactions of more than 8 entries with conditional creates. So:
- * - the model's Device is created (conditionally, as the builder asks) once per sweep process,
- *   and each report's `urn:uuid:` Device reference is replaced by `Device/<id>`, which is what
- *   the server would have stored anyway;
+ * - the model's Device and card are created (conditionally, as the builder asks) once per sweep
+ *   process, and each report's `urn:uuid:` references to them are replaced by `Device/<id>` and
+ *   `DocumentReference/<id>`, which is what the server would have stored anyway;
  * - the other three entries of `REPORTS_PER_TRANSACTION` reports go in one transaction
  *   (6 entries ≤ 8), several transactions in flight; each report stays whole in one
  *   transaction, conditional creates keep re-runs idempotent (200, not 201);
@@ -17,6 +17,7 @@
  */
 import type { Bundle, BundleEntry } from '@medplum/fhirtypes';
 import type { FhirGateway } from '../fhir/gateway.js';
+import { isModelEntry, pointAtStored, storedReference } from '../reports/model-resources.js';
 
 export const REPORTS_PER_TRANSACTION = 2;
 const MAX_CONDITIONAL_ENTRIES = 8;
@@ -32,41 +33,41 @@ export interface ReportWriter {
   write(reports: readonly ReportWrite[]): Promise<WriteResult[]>;
 }
 
-const isDevice = (e: BundleEntry): boolean => e.resource?.resourceType === 'Device';
-
 function statusOf(entry: BundleEntry | undefined): boolean | undefined {
   const status = entry?.response?.status;
   return status === undefined ? undefined : status.startsWith('201');
 }
 
 export function createReportWriter(fhir: FhirGateway, opts: { concurrency?: number } = {}): ReportWriter {
-  /** Device fullUrl (deterministic per model version) → `Device/<id>` on the server. */
-  const devices = new Map<string, Promise<string>>();
+  /** The model entries' fullUrls (deterministic per model version) → their references on the server. */
+  const models = new Map<string, Promise<Map<string, string>>>();
 
-  const deviceRef = (entry: BundleEntry): Promise<string> => {
-    const url = entry.fullUrl ?? '';
-    let ref = devices.get(url);
-    if (!ref) {
-      ref = fhir.transaction({ resourceType: 'Bundle', type: 'transaction', entry: [entry] }).then((res) => {
-        const location = res.entry?.[0]?.response?.location ?? '';
-        const match = /(Device\/[^/]+)/.exec(location);
-        if (!match?.[1]) throw new Error('the server named no Device');
-        return match[1];
+  const modelRefs = (model: BundleEntry[]): Promise<Map<string, string>> => {
+    const key = model.map((e) => e.fullUrl ?? '').join(' ');
+    let refs = models.get(key);
+    if (!refs) {
+      refs = fhir.transaction({ resourceType: 'Bundle', type: 'transaction', entry: model }).then((res) => {
+        const out = new Map<string, string>();
+        model.forEach((e, i) => {
+          const ref = storedReference(e, res.entry?.[i]);
+          if (!ref) throw new Error(`the server named no ${e.resource?.resourceType ?? 'resource'}`);
+          out.set(e.fullUrl ?? '', ref);
+        });
+        return out;
       });
-      ref.catch(() => devices.delete(url));
-      devices.set(url, ref);
+      refs.catch(() => models.delete(key));
+      models.set(key, refs);
     }
-    return ref;
+    return refs;
   };
 
-  /** The report's entries without the Device, its references pointing at the stored Device. */
+  /** The report's entries without the model's Device and card, references pointing at the stored ones. */
   const entriesOf = async (bundle: Bundle): Promise<BundleEntry[]> => {
     const entries = bundle.entry ?? [];
-    const device = entries.find(isDevice);
-    const rest = entries.filter((e) => !isDevice(e));
-    if (!device?.fullUrl) return rest;
-    const ref = await deviceRef(device);
-    return JSON.parse(JSON.stringify(rest).split(device.fullUrl).join(ref)) as BundleEntry[];
+    const model = entries.filter((e) => isModelEntry(e) && e.fullUrl);
+    const rest = entries.filter((e) => !model.includes(e));
+    if (!model.length) return rest;
+    return pointAtStored(rest, await modelRefs(model));
   };
 
   const reportIndex = (entries: readonly BundleEntry[]): number =>

@@ -108,6 +108,12 @@ const QUERIES = [
   'status=final',
   'status=final&subject=Patient/p1',
   'subject=Patient/p1&code=2345-7&date=ge2024-01-10',
+  // Unions of codes (resources with two codings are in two postings), alone and intersected.
+  'code=2345-7,4548-4,8480-6',
+  'code=http://loinc.org|2345-7,http://loinc.org|4548-4,|local-1,nothing-here',
+  'subject=Patient/p1&code=http://loinc.org|2345-7,http://loinc.org|4548-4,http://loinc.org|8480-6',
+  'subject=Patient/p1,Patient/p2&code=2345-7,glucose&_sort=-date',
+  'code=2345-7,4548-4&identifier=id-3,id-4,urn:sys:a|id-5',
   'subject=Patient/p1&_sort=-date',
   'subject=Patient/p2&_sort=date&_count=5&_offset=3',
   'patient=Patient/p3&_sort=status,-date&_count=7',

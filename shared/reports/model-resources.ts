@@ -1,0 +1,86 @@
+/**
+ * The model version's own entries of a report transaction (its Device and its model card): the
+ * same in every report of that version. Once the server has them, a caller that holds their
+ * ids can send a report without them: the references point at the stored resources, which is
+ * what the server would have stored anyway, and the two conditional creates (and the card's
+ * bytes) leave the hot path.
+ *
+ * The cache is per process (per Lambda container): it is right in AWS too, as long as nobody
+ * deletes a model's Device or card, which only a new model version replaces.
+ */
+import type { Bundle, BundleEntry } from '@medplum/fhirtypes';
+import { MODEL_DEVICE_SYSTEM } from './labels.js';
+import { MODEL_CARD_SYSTEM } from './model-card.js';
+
+const identifiedBy = (entry: BundleEntry, system: string): boolean =>
+  ((entry.resource as { identifier?: { system?: string }[] } | undefined)?.identifier ?? []).some(
+    (i) => i.system === system,
+  );
+
+/** The model Device or the model card of a report transaction. */
+export function isModelEntry(entry: BundleEntry, systems: { device?: string; card?: string } = {}): boolean {
+  const type = entry.resource?.resourceType;
+  if (type === 'Device') return identifiedBy(entry, systems.device ?? MODEL_DEVICE_SYSTEM);
+  if (type === 'DocumentReference') return identifiedBy(entry, systems.card ?? MODEL_CARD_SYSTEM);
+  return false;
+}
+
+/** `Type/id` of what the server stored for a request entry: from `location`, else the returned resource. */
+export function storedReference(request: BundleEntry, response: BundleEntry | undefined): string | undefined {
+  const type = request.resource?.resourceType;
+  if (!type) return undefined;
+  const match = new RegExp(`(?:^|/)${type}/([A-Za-z0-9\\-.]{1,64})(?:/|$)`).exec(
+    response?.response?.location ?? '',
+  );
+  const id = match?.[1] ?? response?.resource?.id;
+  return id ? `${type}/${id}` : undefined;
+}
+
+/** The entries with every `urn:uuid:` of `stored` replaced by the stored resource's reference. */
+export function pointAtStored(
+  entries: readonly BundleEntry[],
+  stored: ReadonlyMap<string, string>,
+): BundleEntry[] {
+  let json = JSON.stringify(entries);
+  for (const [fullUrl, ref] of stored) json = json.split(`"${fullUrl}"`).join(JSON.stringify(ref));
+  return JSON.parse(json) as BundleEntry[];
+}
+
+export interface ModelResourceCache {
+  /**
+   * Sends a report transaction: whole while its model entries are not known to be stored (they
+   * are created by their conditional creates in the same transaction, and remembered from the
+   * response), without them afterwards. Returns the bundle sent, with the response.
+   */
+  write(
+    bundle: Bundle,
+    send: (bundle: Bundle) => Promise<Bundle>,
+  ): Promise<{ request: Bundle; response: Bundle }>;
+  /** The model entries' `fullUrl` → stored reference known so far (for tests and logs). */
+  readonly known: ReadonlyMap<string, string>;
+}
+
+export function createModelResourceCache(): ModelResourceCache {
+  const known = new Map<string, string>();
+  return {
+    known,
+    async write(bundle, send) {
+      const entries = bundle.entry ?? [];
+      const model = entries.filter((e) => isModelEntry(e) && e.fullUrl);
+      if (model.length > 0 && model.every((e) => known.has(e.fullUrl ?? ''))) {
+        const rest = entries.filter((e) => !model.includes(e));
+        const request: Bundle = { ...bundle, entry: pointAtStored(rest, known) };
+        return { request, response: await send(request) };
+      }
+      const response = await send(bundle);
+      const learned = new Map<string, string>();
+      for (const e of model) {
+        const ref = storedReference(e, response.entry?.[entries.indexOf(e)]);
+        if (ref) learned.set(e.fullUrl ?? '', ref);
+      }
+      // Only a complete answer is kept: a half-known model still goes whole next time.
+      if (learned.size === model.length) for (const [url, ref] of learned) known.set(url, ref);
+      return { request: bundle, response };
+    },
+  };
+}
