@@ -1,26 +1,19 @@
 /**
- * Bundle budget: bundles every `functions/<name>/handler.ts` with esbuild exactly as the CDK app
- * does (the options in `infra/constructs/bundling.ts`: minified ESM, node22, `@aws-sdk/*`
- * external), then reports each bundle's size and its cold init time (a fresh `node` process that
+ * Bundle budget: bundles every `functions/<name>/handler.ts` exactly as the CDK app does (the
+ * one build in `infra/constructs/bundling.ts`: minified ESM, node22, `@aws-sdk/*` external, zod
+ * with its English locale only), then reports each bundle's size and its cold init time (a fresh `node` process that
  * imports the bundle, median of several runs) beside an empty bundle's in the same run.
  * Targets: ≤ 400 KB per bundle; init ≤ 2× the empty bundle's. No onnxruntime in any bundle.
  *
  * Run alone: `npx tsx bench/bundles.ts` (prints JSON).
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
-import { build, type Metafile } from 'esbuild';
-import {
-  BUNDLE_BUDGET_BYTES,
-  BUNDLE_TARGET,
-  ESM_REQUIRE_BANNER,
-  EXTERNAL_MODULES,
-  FORBIDDEN_IN_BUNDLE,
-  MAIN_FIELDS,
-} from '../infra/constructs/bundling.js';
+import type { Metafile } from 'esbuild';
+import { BUNDLE_BUDGET_BYTES, bundleFile, FORBIDDEN_IN_BUNDLE } from '../infra/constructs/bundling.js';
 import { REPO_ROOT } from '../infra/paths.js';
 import { machineInfo } from './machine.js';
 
@@ -49,23 +42,8 @@ export function functionNames(): string[] {
 
 /** Bundles one entry file with the infra's options; `name` names the output folder. */
 export async function bundleEntry(name: string, entry: string): Promise<BundleResult> {
-  const outfile = path.join(OUT_DIR, name, 'index.mjs');
-  const result = await build({
-    entryPoints: [entry],
-    outfile,
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: BUNDLE_TARGET,
-    minify: true,
-    sourcemap: true,
-    mainFields: [...MAIN_FIELDS],
-    external: [...EXTERNAL_MODULES],
-    banner: { js: ESM_REQUIRE_BANNER },
-    metafile: true,
-    logLevel: 'silent',
-  });
-  return { name, file: outfile, bytes: statSync(outfile).size, metafile: result.metafile };
+  const { file, bytes, metafile } = await bundleFile(entry, path.join(OUT_DIR, name, 'index.mjs'));
+  return { name, file, bytes, metafile };
 }
 
 /** Bundles `functions/<name>/handler.ts`. */

