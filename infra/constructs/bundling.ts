@@ -2,12 +2,13 @@
  * The one definition of how a Lambda is bundled. `HouseFunction` bundles through
  * `bundleFunctionSync` (local bundling: a `node` child process runs this file, no Docker) and
  * `bench/bundles.ts` calls `bundleFile` directly; both end in the same `esbuild.build` with the
- * same options and plugins, so the budget the bench measures is the bundle that ships.
+ * same options and plugin (`zodLeanPlugin`), so the budget the bench measures is the bundle that ships.
  *
  * Run alone: `node --import tsx infra/constructs/bundling.ts <entry.ts> <outdir> [--with-manifests]`.
  */
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build, type BuildOptions, type Metafile, type Plugin } from 'esbuild';
@@ -53,24 +54,93 @@ export const BUNDLE_BUDGET_BYTES = 400 * 1024;
 /** zod locales a bundle keeps: English, the one zod configures itself with. */
 export const ZOD_LOCALES_KEPT: readonly string[] = ['en'];
 
-/** zod's locale barrel, imported by its classic namespace (`z.locales`, `z.core.locales`). */
-const ZOD_LOCALE_BARREL = /[\\/]zod[\\/]v4[\\/]locales[\\/]index\.js$/;
+/**
+ * zod modules no code here uses, replaced in the bundles (`test/infra/bundle.test.ts` checks the
+ * sources never call them): the JIT compiler (`z.compile`, `z.withParser`, ~29 KB) and
+ * `z.fromJSONSchema` (~12 KB). The replacements keep every export; the dropped functions throw.
+ */
+export const ZOD_DROPPED_APIS: readonly string[] = ['compile', 'withParser', 'compileFn', 'fromJSONSchema'];
+
+const dropped = (name: string): string =>
+  `export function ${name}() { throw new Error('zod ${name} is not in this Lambda bundle (infra/constructs/bundling.ts)'); }`;
+
+interface ZodStub {
+  /** The module's path under `zod/v4/`. */
+  readonly file: RegExp;
+  /** Its exports, checked against the real module so a zod upgrade that adds one fails the build. */
+  readonly exports: readonly string[];
+  readonly contents: (kept: readonly string[]) => string;
+}
+
+const ZOD_STUBS: readonly ZodStub[] = [
+  {
+    // The locale barrel behind `z.locales` / `z.core.locales`.
+    file: /[\\/]zod[\\/]v4[\\/]locales[\\/]index\.js$/,
+    exports: [],
+    contents: (kept) => kept.map((l) => `export { default as ${l} } from './${l}.js';`).join('\n'),
+  },
+  {
+    file: /[\\/]zod[\\/]v4[\\/]core[\\/]compile\.js$/,
+    exports: [
+      'INVALID',
+      'ZodCompileAsyncError',
+      'ZodCompileUnsupportedError',
+      'compile',
+      'withParser',
+      'compileFn',
+    ],
+    contents: () =>
+      [
+        'export const INVALID = Symbol.for("zod.compile.invalid");',
+        'export class ZodCompileAsyncError extends Error { constructor(message = "z.compile does not support async refinements, transforms, or checks") { super(message); this.name = "ZodCompileAsyncError"; } }',
+        'export class ZodCompileUnsupportedError extends Error { constructor(feature, islandable = true) { super(`z.compile does not support ${feature}; this schema must use the runtime parser`); this.name = "ZodCompileUnsupportedError"; this.islandable = islandable; } }',
+        dropped('compile'),
+        dropped('withParser'),
+        dropped('compileFn'),
+      ].join('\n'),
+  },
+  {
+    file: /[\\/]zod[\\/]v4[\\/]classic[\\/]from-json-schema\.js$/,
+    exports: ['fromJSONSchema'],
+    contents: () => dropped('fromJSONSchema'),
+  },
+];
+
+/** Names a module exports through `export const|let|function|class NAME` (zod's own style). */
+function declaredExports(source: string): string[] {
+  return [...source.matchAll(/^export (?:const|let|function\*?|async function|class) ([\w$]+)/gm)].map(
+    (m) => m[1] ?? '',
+  );
+}
 
 /**
- * zod 4's classic `z` namespace re-exports every locale (`z.locales.*`, ~260 KB minified) and
- * esbuild cannot drop an `export * as` namespace. No code here selects a locale (zod configures
- * English itself; `test/infra/bundle.test.ts` checks that no module names another), so the barrel
- * is replaced with one that re-exports only the kept locales: error messages stay English.
+ * zod 4's classic `z` namespace re-exports every locale (`z.locales.*`, ~260 KB minified), its
+ * compiler and `fromJSONSchema`, and esbuild cannot drop members of an `export * as` namespace.
+ * No code here selects a locale (zod configures English itself) or calls the others, so those
+ * modules are replaced: error messages stay English, every other API is zod's own.
  */
-export function zodEnglishOnlyPlugin(kept: readonly string[] = ZOD_LOCALES_KEPT): Plugin {
+export function zodLeanPlugin(kept: readonly string[] = ZOD_LOCALES_KEPT): Plugin {
   return {
-    name: 'zod-english-only',
+    name: 'zod-lean',
     setup(b) {
-      b.onLoad({ filter: ZOD_LOCALE_BARREL }, (args) => ({
-        contents: kept.map((l) => `export { default as ${l} } from './${l}.js';`).join('\n'),
-        resolveDir: path.dirname(args.path),
-        loader: 'js',
-      }));
+      for (const stub of ZOD_STUBS) {
+        b.onLoad({ filter: stub.file }, async (args) => {
+          if (stub.exports.length > 0) {
+            const real = declaredExports(await readFile(args.path, 'utf8')).sort();
+            const expected = [...stub.exports].sort();
+            if (real.join() !== expected.join()) {
+              return {
+                errors: [
+                  {
+                    text: `zod's ${path.basename(args.path)} exports [${real.join(', ')}], the bundling stub [${expected.join(', ')}]: update ZOD_STUBS in infra/constructs/bundling.ts`,
+                  },
+                ],
+              };
+            }
+          }
+          return { contents: stub.contents(kept), resolveDir: path.dirname(args.path), loader: 'js' };
+        });
+      }
     },
   };
 }
@@ -89,7 +159,7 @@ export function bundleOptions(entry: string, outfile: string): BuildOptions & { 
     mainFields: [...MAIN_FIELDS],
     external: [...EXTERNAL_MODULES],
     banner: { js: ESM_REQUIRE_BANNER },
-    plugins: [zodEnglishOnlyPlugin()],
+    plugins: [zodLeanPlugin()],
     metafile: true,
     logLevel: 'silent',
     absWorkingDir: ROOT,
