@@ -14,7 +14,7 @@
 import { readdirSync, readFileSync, existsSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import ucum from '@lhncbc/ucum-lhc';
+import ucum, { type UcumUnit } from '@lhncbc/ucum-lhc';
 import * as prettier from 'prettier';
 import type { UcumRow } from './ucum-table.js';
 
@@ -48,21 +48,8 @@ export const SOURCE_UNITS: readonly string[] = Object.values(SOURCE_GROUPS).flat
 /** Special-unit functions the table (and `units.ts`) support: ucum-lhc's `cel` and `degf`. */
 export const SUPPORTED_FUNCTIONS: readonly string[] = ['Cel', 'degF'];
 
-interface ParsedUnit {
-  magnitude_: number;
-  dim_: { dimVec_: number[] | null } | null;
-  moleExp_: number;
-  equivalentExp_: number;
-  isArbitrary_: boolean;
-  cnv_: string | null;
-  cnvPfx_: number;
-}
-
-function parse(code: string): ParsedUnit {
-  const utils = ucum.UcumLhcUtils.getInstance() as unknown as {
-    getSpecifiedUnit(code: string, valConv: string, suggest: boolean): { unit: ParsedUnit | null };
-  };
-  const unit = utils.getSpecifiedUnit(code, 'convert', false).unit;
+function parse(code: string): UcumUnit {
+  const unit = ucum.UcumLhcUtils.getInstance().getSpecifiedUnit(code, 'convert', false).unit;
   if (!unit) throw new Error(`"${code}" is not a UCUM unit ucum-lhc can parse`);
   return unit;
 }
