@@ -97,35 +97,52 @@ export function externalImports(metafile: Metafile): string[] {
   return [...names].sort();
 }
 
+/** One cold init: wall time, and the CPU time (user + system) the child process used. */
+interface InitSample {
+  readonly wallMs: number;
+  readonly cpuMs: number;
+}
+
 /**
- * Wall time of a fresh `node` process that imports the bundle and exits: process start plus
- * module evaluation, the local analogue of a Lambda cold start's init phase.
+ * A fresh `node` process that imports the bundle and exits: process start plus module
+ * evaluation, the local analogue of a Lambda cold start's init phase. Wall time is the measure;
+ * the child's own CPU time is reported beside it, as it varies less with the machine's load.
  */
-async function coldInitOnce(file: string): Promise<number> {
+async function coldInitOnce(file: string): Promise<InitSample> {
   const url = pathToFileURL(file).href;
   const started = process.hrtime.bigint();
-  await run(
+  const { stdout } = await run(
     process.execPath,
-    ['--enable-source-maps', '--input-type=module', '-e', `await import(${JSON.stringify(url)});`],
+    [
+      '--enable-source-maps',
+      '--input-type=module',
+      '-e',
+      `await import(${JSON.stringify(url)}); const u = process.resourceUsage(); process.stdout.write(String(u.userCPUTime + u.systemCPUTime));`,
+    ],
     {
       cwd: path.dirname(file),
       env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
     },
   );
-  return Number(process.hrtime.bigint() - started) / 1e6;
+  const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
+  return { wallMs, cpuMs: Number(stdout.trim().split('\n').pop()) / 1000 };
 }
 
 /**
- * Median cold init of each file. The runs are interleaved (one of each file per round), so a
- * change in the machine's load during the bench weighs on every file alike, as it must for
- * figures that are read as ratios of each other.
+ * Median cold init of each file (wall and CPU). The runs are interleaved (one of each file per
+ * round), so a change in the machine's load during the bench weighs on every file alike, as it
+ * must for figures that are read as ratios of each other.
  */
-async function coldInitMs(files: readonly string[], runs = INIT_RUNS): Promise<number[]> {
-  const times = files.map((): number[] => []);
+async function coldInit(files: readonly string[], runs = INIT_RUNS): Promise<InitSample[]> {
+  const samples = files.map((): InitSample[] => []);
   for (let i = 0; i < runs; i++) {
-    for (const [k, file] of files.entries()) times[k]?.push(await coldInitOnce(file));
+    for (const [k, file] of files.entries()) samples[k]?.push(await coldInitOnce(file));
   }
-  return times.map((t) => Math.round(median(t) * 10) / 10);
+  const round = (x: number) => Math.round(x * 10) / 10;
+  return samples.map((s) => ({
+    wallMs: round(median(s.map((x) => x.wallMs))),
+    cpuMs: round(median(s.map((x) => x.cpuMs))),
+  }));
 }
 
 const ratio = (a: number, b: number): number => Math.round((a / b) * 100) / 100;
@@ -146,25 +163,29 @@ export async function benchBundles(): Promise<Record<string, unknown>> {
     writeFileSync(sdkFile, sdk.map((m) => `import ${JSON.stringify(m)};`).join('\n') + '\n');
     bundles.push({ b, sdk, sdkFile });
   }
-  const [emptyInit = Number.NaN, ...inits] = await coldInitMs([
+  const none: InitSample = { wallMs: Number.NaN, cpuMs: Number.NaN };
+  const [emptyInit = none, ...inits] = await coldInit([
     empty.file,
     ...bundles.flatMap(({ b, sdkFile }) => [b.file, sdkFile]),
   ]);
 
   const functions = bundles.map(({ b, sdk }, i) => {
-    const init = inits[2 * i] ?? Number.NaN;
-    const sdkInit = inits[2 * i + 1] ?? Number.NaN;
+    const init = inits[2 * i] ?? none;
+    const sdkInit = inits[2 * i + 1] ?? none;
     return {
       name: b.name,
       bytes: b.bytes,
       kib: Math.round((b.bytes / 1024) * 10) / 10,
       withinSizeBudget: b.bytes <= BUNDLE_BUDGET_BYTES,
-      coldInitMs: init,
-      initRatioToEmpty: ratio(init, emptyInit),
-      withinInitBudget: ratio(init, emptyInit) <= INIT_RATIO_BUDGET,
+      coldInitMs: init.wallMs,
+      initRatioToEmpty: ratio(init.wallMs, emptyInit.wallMs),
+      withinInitBudget: ratio(init.wallMs, emptyInit.wallMs) <= INIT_RATIO_BUDGET,
+      coldInitCpuMs: init.cpuMs,
+      initCpuRatioToEmpty: ratio(init.cpuMs, emptyInit.cpuMs),
       sdkClients: sdk,
-      sdkOnlyColdInitMs: sdkInit,
-      sdkOnlyRatioToEmpty: ratio(sdkInit, emptyInit),
+      sdkOnlyColdInitMs: sdkInit.wallMs,
+      sdkOnlyRatioToEmpty: ratio(sdkInit.wallMs, emptyInit.wallMs),
+      sdkOnlyCpuRatioToEmpty: ratio(sdkInit.cpuMs, emptyInit.cpuMs),
       forbidden: forbiddenModules(b.metafile),
       topPackages: topPackages(b.metafile).map((p) => `${p.pkg} ${Math.round(p.bytes / 1024)} KiB`),
     };
@@ -172,7 +193,7 @@ export async function benchBundles(): Promise<Record<string, unknown>> {
   return {
     bench: 'bundles',
     budget: { bytes: BUNDLE_BUDGET_BYTES, initRatio: INIT_RATIO_BUDGET },
-    empty: { bytes: empty.bytes, coldInitMs: emptyInit },
+    empty: { bytes: empty.bytes, coldInitMs: emptyInit.wallMs, coldInitCpuMs: emptyInit.cpuMs },
     runsPerMedian: INIT_RUNS,
     loadAverage: loadavg().map((l) => Math.round(l * 100) / 100),
     functions,
