@@ -1,25 +1,26 @@
 /**
- * The house Lambda: arm64, Node 22, minified ESM bundle with source maps (local esbuild), X-Ray
+ * The house Lambda: arm64, Node 22, minified ESM bundle with source maps (local esbuild through
+ * `bundling.ts`, the same build `npm run bench` measures; no Docker), X-Ray
  * tracing, an explicit KMS-encrypted log group with retention, reserved concurrency, and
  * `bind*()` helpers that grant least-privilege access and set the environment variable in one
  * call.
  */
 import * as path from 'node:path';
-import { Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import { AssetHashType, DockerImage, Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import type { IVpc } from 'aws-cdk-lib/aws-ec2';
 import { SubnetType } from 'aws-cdk-lib/aws-ec2';
 import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import type { IKey } from 'aws-cdk-lib/aws-kms';
-import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
-import { NodejsFunction, OutputFormat, type NodejsFunctionProps } from 'aws-cdk-lib/aws-lambda-nodejs';
+import { Architecture, Code, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
+import { NodejsFunction, type NodejsFunctionProps } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { IBucket } from 'aws-cdk-lib/aws-s3';
 import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
 import { functionEntry, REPO_ROOT } from '../paths.js';
-import { BUNDLE_TARGET, ESM_REQUIRE_BANNER, EXTERNAL_MODULES, MAIN_FIELDS } from './bundling.js';
+import { bundleFunctionSync } from './bundling.js';
 
 /** What a function may invoke: SageMaker endpoints by name (see `ModelEndpoints`). */
 export interface IEndpointCatalog {
@@ -31,7 +32,17 @@ export interface IEndpointCatalog {
 
 export interface HouseFunctionProps extends Omit<
   NodejsFunctionProps,
-  'entry' | 'runtime' | 'architecture' | 'functionName' | 'logGroup' | 'logRetention'
+  | 'entry'
+  | 'runtime'
+  | 'architecture'
+  | 'functionName'
+  | 'logGroup'
+  | 'logRetention'
+  | 'code'
+  | 'handler'
+  | 'bundling'
+  | 'projectRoot'
+  | 'depsLockFilePath'
 > {
   /** The function's folder under `functions/` (its entry is `functions/<entryName>/handler.ts`). */
   readonly entryName: string;
@@ -45,6 +56,34 @@ export interface HouseFunctionProps extends Omit<
   readonly withManifests?: boolean;
   /** Run in this VPC's private subnets. Default: no VPC (acknowledged, with the reason). */
   readonly vpc?: IVpc;
+}
+
+/**
+ * The function's code asset: `functions/<entryName>/handler.ts` bundled locally by `bundling.ts`
+ * (which can run esbuild plugins; NodejsFunction's own bundling cannot), plus the model manifests
+ * when asked. The asset hash is the output's, as NodejsFunction's; `command` only names the
+ * bundle in the asset cache key and the Docker image is never used (local bundling answers or
+ * throws).
+ */
+function houseCode(entryName: string, withManifests: boolean): Code {
+  const entry = functionEntry(entryName);
+  return Code.fromAsset(REPO_ROOT, {
+    assetHashType: AssetHashType.OUTPUT,
+    bundling: {
+      image: DockerImage.fromRegistry('local-bundling-only'),
+      command: [
+        'bundling.ts',
+        path.relative(REPO_ROOT, entry),
+        ...(withManifests ? ['--with-manifests'] : []),
+      ],
+      local: {
+        tryBundle(outputDir: string): boolean {
+          bundleFunctionSync(entry, outputDir, { withManifests });
+          return true;
+        },
+      },
+    },
+  });
 }
 
 export class HouseFunction extends NodejsFunction {
@@ -70,35 +109,11 @@ export class HouseFunction extends NodejsFunction {
       tracing: Tracing.ACTIVE,
       ...rest,
       logGroup,
-      entry: functionEntry(entryName),
-      handler: 'handler',
+      code: houseCode(entryName, withManifests ?? false),
+      handler: 'index.handler',
       runtime: Runtime.NODEJS_22_X,
       architecture: Architecture.ARM_64,
-      projectRoot: REPO_ROOT,
-      depsLockFilePath: path.join(REPO_ROOT, 'package-lock.json'),
       ...(vpc ? { vpc, vpcSubnets: { subnetType: SubnetType.PRIVATE_WITH_EGRESS } } : {}),
-      bundling: {
-        format: OutputFormat.ESM,
-        minify: true,
-        sourceMap: true,
-        target: BUNDLE_TARGET,
-        forceDockerBundling: false,
-        mainFields: [...MAIN_FIELDS],
-        banner: ESM_REQUIRE_BANNER,
-        externalModules: [...EXTERNAL_MODULES],
-        ...(withManifests
-          ? {
-              commandHooks: {
-                beforeBundling: () => [],
-                beforeInstall: () => [],
-                afterBundling: (input: string, output: string) => [
-                  `cd "${input}" && for m in models/*/manifest.json models/*/card.md; do mkdir -p "${output}/$(dirname "$m")" && cp "$m" "${output}/$m"; done`,
-                ],
-              },
-            }
-          : {}),
-        ...props.bundling,
-      },
       environment: {
         NODE_OPTIONS: '--enable-source-maps',
         ...(withManifests ? { MODELS_DIR: '/var/task/models' } : {}),

@@ -1,6 +1,7 @@
 /**
- * The part of `@lhncbc/ucum-lhc` 7.x we use (the package ships no types). See
- * `node_modules/@lhncbc/ucum-lhc/source-cjs/ucumLhcUtils.js`.
+ * The part of `@lhncbc/ucum-lhc` 7.x we use (the package ships no types): only
+ * `ucum-table.generate.ts` and the tests load it; the Lambdas convert through the table it
+ * generates. See `node_modules/@lhncbc/ucum-lhc/source-cjs/ucumLhcUtils.js` and `unit.js`.
  */
 declare module '@lhncbc/ucum-lhc' {
   export interface UcumConvertResult {
@@ -14,7 +15,22 @@ declare module '@lhncbc/ucum-lhc' {
     ucumCode: string | null;
     msg: string[];
   }
+  /** A parsed unit: the fields `Unit.convertFrom` and `Unit.convertMolMass` read. */
+  export interface UcumUnit {
+    magnitude_: number;
+    dim_: { dimVec_: number[] | null } | null;
+    moleExp_: number;
+    equivalentExp_: number;
+    isArbitrary_: boolean;
+    cnv_: string | null;
+    cnvPfx_: number;
+  }
   export interface UcumLhcUtilsInstance {
+    getSpecifiedUnit(
+      uName: string,
+      valConv: 'validate' | 'convert',
+      suggest?: boolean,
+    ): { unit: UcumUnit | null };
     convertUnitTo(
       fromUnitCode: string,
       fromVal: number,

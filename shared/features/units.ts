@@ -1,48 +1,79 @@
 /**
- * UCUM unit conversion through `@lhncbc/ucum-lhc`, cached per (from, to, molecular weight).
+ * UCUM unit conversion from a table generated from `@lhncbc/ucum-lhc` (`ucum-table.ts`), cached
+ * per (from, to, molecular weight).
  *
- * Each pair is resolved once: the library converts 0, 1 and 1000; when the result is linear
- * and offset-free (every clinical concentration, mass, pressure, …) the cached converter is a
- * single multiply. Special units with an offset or a function (`Cel`, `[degF]`, `[pH]`) keep
- * calling the library per value. Unknown or incommensurable units resolve to `undefined`, and
- * that answer is cached too. The library is loaded on first use, never at import time.
+ * The table holds, for every code a model manifest asks for and the clinical units a FHIR
+ * server commonly sends, what ucum-lhc's own conversion reads from its parse of the code; the
+ * converters below apply ucum-lhc's formulas to it (`Unit.convertFrom`, `Unit.convertMolMass`),
+ * so each converts exactly as the library does (`test/unit/units.test.ts` checks every pair).
+ * A bare annotation (`{score}`) is the unit `1`, as in UCUM. Codes outside the table, and pairs
+ * ucum-lhc refuses (incommensurable, arbitrary `[IU]` units, mass↔mol without a molecular
+ * weight), resolve to `undefined`, the answer an unknown unit always had; that answer is cached
+ * too. The library itself stays out of the Lambda bundles.
  */
-import ucum from '@lhncbc/ucum-lhc';
-import type { UcumLhcUtilsInstance } from '@lhncbc/ucum-lhc';
+import { MASS_DIMENSION_INDEX, MOLE_MAGNITUDE, UCUM_UNITS, type UcumRow } from './ucum-table.js';
 
 /** The UCUM code system URI, as FHIR Quantities carry it. */
 export const UCUM_SYSTEM = 'http://unitsofmeasure.org';
 
-/** Converts a value from one unit to another; returns NaN when the library cannot. */
+/** Converts a value from one unit to another. */
 export type UnitConverter = (value: number) => number;
 
 /** The identity converter, for a value already in the wanted unit. */
 export const IDENTITY_CONVERTER: UnitConverter = (value) => value;
 
-const LINEARITY_PROBE = 1000;
-const RELATIVE_TOLERANCE = 1e-9;
-
 /** UCUM expressions are printable ASCII without spaces; anything else is not a unit code. */
 const UCUM_SHAPE = /^[!-~]{1,64}$/;
 
+/** An annotation alone (`{score}`, `{#}`): any printable ASCII but braces, between braces. */
+const BARE_ANNOTATION = /^\{[!-z|~]*\}$/;
+
+/** ucum-lhc's special-unit functions the table carries (`ucumFunctions.js`: `cel`, `degf`). */
+const FUNCTIONS: Readonly<Record<string, { cnvTo(x: number): number; cnvFrom(x: number): number }>> = {
+  Cel: { cnvTo: (x) => x - 273.15, cnvFrom: (x) => x + 273.15 },
+  degF: { cnvTo: (x) => x - 459.67, cnvFrom: (x) => x + 459.67 },
+};
+
+/** The mass↔mol comparison of `isMolMassCommensurable`: mol counted as mass, dimensions equal. */
+function molMassCommensurable(a: UcumRow, b: UcumRow): boolean {
+  const shift = (r: UcumRow) =>
+    r.d
+      .split(',')
+      .map((e, i) => (i === MASS_DIMENSION_INDEX ? Number(e) + r.mol : Number(e)))
+      .join(',');
+  return shift(a) === shift(b);
+}
+
+/** ucum-lhc's `Unit.convertFrom` for two table rows (same mole power); `undefined` where it throws. */
+function normalConverter(from: UcumRow, to: UcumRow): UnitConverter | undefined {
+  if (from.arb || to.arb || from.d !== to.d) return undefined;
+  const fromFn = from.cnv === undefined ? undefined : FUNCTIONS[from.cnv];
+  const toFn = to.cnv === undefined ? undefined : FUNCTIONS[to.cnv];
+  if ((from.cnv !== undefined && !fromFn) || (to.cnv !== undefined && !toFn)) return undefined;
+  const fromPfx = from.pfx ?? 1;
+  const toPfx = to.pfx ?? 1;
+  return (num) => {
+    const x = fromFn ? fromFn.cnvFrom(num * fromPfx) * from.m : num * from.m;
+    return toFn ? toFn.cnvTo(x / to.m) / toPfx : x / to.m;
+  };
+}
+
+/** ucum-lhc's `Unit.convertMolMass` (mass↔mol with a molecular weight in g/mol). */
+function molMassConverter(from: UcumRow, to: UcumRow, molecularWeight?: number): UnitConverter | undefined {
+  if (!molMassCommensurable(from, to) || !molecularWeight) return undefined;
+  const factor = Math.pow(molecularWeight / MOLE_MAGNITUDE, from.mol - to.mol);
+  return (amt) => (from.m / to.m) * factor * amt;
+}
+
 export class UnitConverterCache {
   private readonly converters = new Map<string, UnitConverter | undefined>();
-  private readonly validity = new Map<string, boolean>();
-  private utils: UcumLhcUtilsInstance | undefined;
 
-  /** `utils` defaults to the library's shared instance, created on first use. */
-  constructor(utils?: UcumLhcUtilsInstance) {
-    this.utils = utils;
-  }
+  /** `table` defaults to the generated one (tests pass their own). */
+  constructor(private readonly table: Readonly<Record<string, UcumRow>> = UCUM_UNITS) {}
 
-  /** Whether `unit` is a valid UCUM expression (cached). */
+  /** Whether `unit` is a UCUM code the table knows (every bare annotation included). */
   isValid(unit: string): boolean {
-    let valid = this.validity.get(unit);
-    if (valid === undefined) {
-      valid = UCUM_SHAPE.test(unit) && this.library().validateUnitString(unit).status === 'valid';
-      this.validity.set(unit, valid);
-    }
-    return valid;
+    return this.row(unit) !== undefined;
   }
 
   /**
@@ -70,39 +101,19 @@ export class UnitConverterCache {
     return this.converters.size;
   }
 
-  private library(): UcumLhcUtilsInstance {
-    this.utils ??= ucum.UcumLhcUtils.getInstance();
-    return this.utils;
-  }
-
-  private callLibrary(value: number, from: string, to: string, molecularWeight?: number): number {
-    try {
-      const result = this.library().convertUnitTo(from, value, to, {
-        molecularWeight: molecularWeight ?? null,
-      });
-      return result.status === 'succeeded' && typeof result.toVal === 'number' ? result.toVal : Number.NaN;
-    } catch {
-      return Number.NaN;
-    }
+  private row(unit: string): UcumRow | undefined {
+    if (!UCUM_SHAPE.test(unit)) return undefined;
+    if (Object.hasOwn(this.table, unit)) return this.table[unit];
+    return BARE_ANNOTATION.test(unit) ? this.table['1'] : undefined;
   }
 
   private resolve(from: string, to: string, molecularWeight?: number): UnitConverter | undefined {
-    // Strings that cannot be UCUM never reach the library: it prints the unit string it fails
-    // to parse to stdout, and a unit string from a resource is free text.
-    if (!UCUM_SHAPE.test(from) || !UCUM_SHAPE.test(to)) return undefined;
-    if (from === to && this.isValid(from)) return IDENTITY_CONVERTER;
-    const one = this.callLibrary(1, from, to, molecularWeight);
-    if (!Number.isFinite(one)) return undefined;
-    const zero = this.callLibrary(0, from, to, molecularWeight);
-    const probe = this.callLibrary(LINEARITY_PROBE, from, to, molecularWeight);
-    const offsetFree = zero === 0 || Math.abs(zero) <= RELATIVE_TOLERANCE * Math.abs(one);
-    const linear =
-      Number.isFinite(probe) &&
-      Math.abs(probe - LINEARITY_PROBE * one) <= RELATIVE_TOLERANCE * Math.abs(LINEARITY_PROBE * one);
-    if (offsetFree && linear && one !== 0) {
-      if (one === 1) return IDENTITY_CONVERTER;
-      return (value) => value * one;
-    }
-    return (value) => this.callLibrary(value, from, to, molecularWeight);
+    const source = this.row(from);
+    const target = this.row(to);
+    if (!source || !target) return undefined;
+    if (from === to) return IDENTITY_CONVERTER;
+    return source.mol === target.mol
+      ? normalConverter(source, target)
+      : molMassConverter(source, target, molecularWeight);
   }
 }

@@ -1,11 +1,40 @@
 /**
  * The Lambda bundles, built as the CDK app builds them: ESM for Node 22 with the AWS SDK left to
- * the runtime, and never onnxruntime (the local endpoint server's native runtime).
+ * the runtime, never onnxruntime (the local endpoint server's native runtime) nor ucum-lhc (the
+ * generated unit table replaces it), and zod without its other locales, compiler and
+ * `fromJSONSchema`, which no source may then use.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { join, relative } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { bundleEntry, bundleFunction, forbiddenModules, functionNames } from '../../bench/bundles.js';
+import {
+  BUNDLE_BUDGET_BYTES,
+  bundleFunctionSync,
+  FORBIDDEN_IN_BUNDLE,
+  ZOD_LOCALES_KEPT,
+} from '../../infra/constructs/bundling.js';
+import { REPO_ROOT } from '../../infra/paths.js';
+
+function probeDir(prefix: string): string {
+  mkdirSync(join(REPO_ROOT, '.bench'), { recursive: true });
+  return mkdtempSync(join(REPO_ROOT, '.bench', prefix));
+}
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true, recursive: true })
+    .filter((e) => e.isFile() && e.name.endsWith('.ts'))
+    .map((e) => join(e.parentPath, e.name));
+}
 
 describe('function bundles', () => {
   it.each(functionNames())(
@@ -21,12 +50,96 @@ describe('function bundles', () => {
       const entryPoints =
         name === 'population-sweep' ? ['startHandler', 'itemHandler', 'finishHandler'] : ['handler'];
       for (const e of entryPoints) expect(output?.exports).toContain(e);
+      // zod keeps English only; ucum-lhc and the other forbidden packages never come in.
+      const locales = inputs.filter((i) => /zod\/v4\/locales\/(?!index\.js$)/.test(i));
+      expect(locales.map((i) => i.replace(/.*\//, ''))).toEqual(ZOD_LOCALES_KEPT.map((l) => `${l}.js`));
+      expect(FORBIDDEN_IN_BUNDLE).toContain('@lhncbc/ucum-lhc');
+      expect(b.bytes).toBeLessThanOrEqual(BUNDLE_BUDGET_BYTES);
     },
   );
 
+  it('bundled zod still parses, reports in English and writes JSON Schema; what was dropped says so', async () => {
+    const dir = probeDir('zod-probe-');
+    const entry = join(dir, 'entry.ts');
+    writeFileSync(
+      entry,
+      [
+        "import { z } from 'zod';",
+        'const S = z.object({ id: z.string(), n: z.number().int().min(1) });',
+        'export const bad = S.safeParse({ id: 1, n: 0 });',
+        'export const good = S.parse({ id: "a", n: 2 });',
+        'export const schema = z.toJSONSchema(S);',
+        'export const locales = Object.keys(z.locales);',
+        'export const compile = () => z.compile(S);',
+        'export const fromJson = () => z.fromJSONSchema({ type: "string" });',
+      ].join('\n'),
+    );
+    try {
+      const b = await bundleEntry(relative(join(REPO_ROOT, '.bench', 'bundles'), dir), entry);
+      const m = (await import(pathToFileURL(b.file).href)) as {
+        bad: { success: boolean; error?: { issues: { path: unknown[]; message: string }[] } };
+        good: unknown;
+        schema: { properties?: Record<string, unknown> };
+        locales: string[];
+        compile: () => unknown;
+        fromJson: () => unknown;
+      };
+      expect(m.bad.success).toBe(false);
+      expect(m.bad.error?.issues.map((i) => [i.path.join('.'), i.message])).toEqual([
+        ['id', 'Invalid input: expected string, received number'],
+        ['n', 'Too small: expected number to be >=1'],
+      ]);
+      expect(m.good).toEqual({ id: 'a', n: 2 });
+      expect(Object.keys(m.schema.properties ?? {})).toEqual(['id', 'n']);
+      expect(m.locales).toEqual([...ZOD_LOCALES_KEPT]);
+      expect(m.compile).toThrow(/zod compile is not in this Lambda bundle/);
+      expect(m.fromJson).toThrow(/zod fromJSONSchema is not in this Lambda bundle/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('no function source selects a zod locale or calls what the bundles drop', () => {
+    const dropped =
+      /\b(?:z\.compile|withParser|compileFn|fromJSONSchema)\b|\blocales\.|zod\/(?:v4\/)?locales|(?:from |import\()'@lhncbc\/ucum-lhc'/;
+    const hits = ['functions', 'shared']
+      .flatMap((d) => sourceFiles(join(REPO_ROOT, d)))
+      .filter((f) => !f.endsWith('ucum-table.generate.ts'))
+      .filter((f) => dropped.test(readFileSync(f, 'utf8').replace(/^\s*(?:\*|\/\/).*$/gm, '')))
+      .map((f) => relative(REPO_ROOT, f));
+    expect(hits).toEqual([]);
+  });
+
+  it('bundles for cdk synth through the same build, with the model manifests and cards when asked', () => {
+    const dir = probeDir('synth-probe-');
+    try {
+      bundleFunctionSync(join(REPO_ROOT, 'functions', 'resource-event', 'handler.ts'), dir, {
+        withManifests: true,
+      });
+      expect(existsSync(join(dir, 'index.mjs'))).toBe(true);
+      expect(existsSync(join(dir, 'index.mjs.map'))).toBe(true);
+      expect(readFileSync(join(dir, 'index.mjs'), 'utf8')).not.toMatch(/onnxruntime|@lhncbc/);
+      const manifests = readdirSync(join(REPO_ROOT, 'models')).filter((id) =>
+        existsSync(join(REPO_ROOT, 'models', id, 'manifest.json')),
+      );
+      expect(manifests.length).toBeGreaterThan(0);
+      for (const id of manifests) {
+        expect(existsSync(join(dir, 'models', id, 'manifest.json'))).toBe(true);
+        // The functions turn card.md into the model-card DocumentReference at cold start.
+        expect(readFileSync(join(dir, 'models', id, 'card.md'), 'utf8')).toBe(
+          readFileSync(join(REPO_ROOT, 'models', id, 'card.md'), 'utf8'),
+        );
+      }
+      expect(() => {
+        bundleFunctionSync(join(dir, 'missing.ts'), dir);
+      }).toThrow(/bundling .*missing\.ts failed/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('catches onnxruntime when an entry pulls it in', async () => {
-    mkdirSync(join(process.cwd(), '.bench'), { recursive: true });
-    const dir = mkdtempSync(join(process.cwd(), '.bench', 'onnx-probe-'));
+    const dir = probeDir('onnx-probe-');
     const entry = join(dir, 'entry.ts');
     writeFileSync(entry, "import * as ort from 'onnxruntime-node';\nexport const handler = () => ort.env;\n");
     try {
