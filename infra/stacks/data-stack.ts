@@ -11,6 +11,7 @@ import type { IVpc } from 'aws-cdk-lib/aws-ec2';
 import type { IBucket } from 'aws-cdk-lib/aws-s3';
 import { Secret } from 'aws-cdk-lib/aws-secretsmanager';
 import type { Construct } from 'constructs';
+import { sweepTableDefinition } from '../../shared/sweep/checkpoint.js';
 import { logRetention, type AppConfig } from '../config.js';
 import { allowLogsToUseKey } from '../constructs/keys.js';
 import { Network } from '../constructs/network.js';
@@ -82,9 +83,10 @@ export class DataStack extends Stack {
     new CfnOutput(this, 'ArtifactBucketName', { value: this.artifactBucket.bucketName });
     new CfnOutput(this, 'ExportBucketName', { value: this.exportBucket.bucketName });
 
-    const table = (tid: string, partitionKey: string, ttl?: string) =>
+    const table = (tid: string, partitionKey: string, ttl?: string, sortKey?: string) =>
       new Table(this, tid, {
         partitionKey: { name: partitionKey, type: AttributeType.STRING },
+        ...(sortKey ? { sortKey: { name: sortKey, type: AttributeType.STRING } } : {}),
         billingMode: BillingMode.PAY_PER_REQUEST,
         encryption: TableEncryption.CUSTOMER_MANAGED,
         encryptionKey: this.key,
@@ -93,7 +95,10 @@ export class DataStack extends Stack {
         removalPolicy: RemovalPolicy.RETAIN,
         ...(ttl ? { timeToLiveAttribute: ttl } : {}),
       });
-    this.checkpointTable = table('Checkpoints', 'sweep');
+    // The key schema the sweep's checkpoint store reads and writes (`sweepId` + `item`).
+    const sweepKeys = sweepTableDefinition().KeySchema ?? [];
+    const keyOf = (type: 'HASH' | 'RANGE') => sweepKeys.find((k) => k.KeyType === type)?.AttributeName;
+    this.checkpointTable = table('Checkpoints', keyOf('HASH') ?? 'sweepId', undefined, keyOf('RANGE'));
     this.eventStateTable = table('EventState', 'subscription');
     this.replayCacheTable = table('ReplayCache', 'key', 'expiresAt');
 
