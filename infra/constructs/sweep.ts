@@ -1,59 +1,140 @@
 /**
- * Population sweeps: EventBridge Scheduler → a Step Functions state machine → the sweep worker.
+ * Population sweeps: EventBridge Scheduler → a Step Functions state machine → the three entry
+ * points of `functions/population-sweep/handler.ts` (one Lambda function each):
  *
- * The worker is one function with three phases (its payload's `phase`):
- * - `export`: read the checkpoint, kick off Bulk `$export` (`_since` = last transactionTime),
- *   answer `{ status: 'in-progress', pollUrl, retryAfterSeconds }` or
- *   `{ status: 'complete', transactionTime, files: [{ type, url, count }] }`;
- * - `poll`: the same answer for `pollUrl`;
- * - `process`: one NDJSON file (`file`): group by patient, batched inference, batched write-back;
- * - `commit`: write `transactionTime` to the checkpoint table.
- * The files fan out through a Distributed Map (each child one file, `maxConcurrency` at once).
- * Execution data stays out of the logs (it holds references); the state machine is
- * encrypted with the customer-managed key.
+ *   Start   startHandler  { definition, sweepId: <execution name> }
+ *             → $.start = { sweepId, bucket, itemsKey, items, mode, resumed }
+ *   Items   Distributed Map, ItemReader = the JSON array s3://{$.start.bucket}/{$.start.itemsKey};
+ *             each item (a `SweepItem`, passed as is) → itemHandler, `maxConcurrency` at once
+ *   Finish  finishHandler { sweepId: $.start.sweepId } → the summary (also in S3, so discarded here)
+ *
+ * The sweep id is the execution name, so a retried Start, and a redriven execution, resume the
+ * sweep already staged instead of exporting again; a retried item continues after its last
+ * checkpoint. Retries back off on Lambda service errors and on the handler's retryable errors
+ * (`RETRYABLE_ERRORS`); any other error is caught, recorded in the checkpoint table as
+ * `(sweepId, "#failure")` and fails the execution. Execution data stays out of the logs; the state
+ * machine is encrypted with the customer-managed key.
  */
 import { Duration, RemovalPolicy, Stack, TimeZone, Validations } from 'aws-cdk-lib';
-import { Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
+import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
+import { PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import type { IKey } from 'aws-cdk-lib/aws-kms';
 import type { IFunction } from 'aws-cdk-lib/aws-lambda';
 import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { IBucket } from 'aws-cdk-lib/aws-s3';
 import { Schedule, ScheduleExpression, ScheduleTargetInput } from 'aws-cdk-lib/aws-scheduler';
 import { StepFunctionsStartExecution } from 'aws-cdk-lib/aws-scheduler-targets';
 import {
-  Choice,
-  Condition,
   CustomerManagedEncryptionConfiguration,
   DefinitionBody,
   DistributedMap,
+  Fail,
   JsonPath,
   LogLevel,
+  S3JsonItemReader,
   StateMachine,
   TaskInput,
-  Wait,
-  WaitTime,
+  type TaskStateBase,
 } from 'aws-cdk-lib/aws-stepfunctions';
-import { LambdaInvoke } from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import { DynamoAttributeValue, DynamoPutItem, LambdaInvoke } from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
+import type { SweepDefinitionInput } from '../../shared/sweep/definition.js';
+import { FhirUnavailableError } from '../../shared/fhir/errors.js';
+import {
+  CircuitOpenError,
+  InferenceInternalDependencyError,
+  InferenceInternalFailureError,
+  InferenceModelNotReadyError,
+  InferenceNetworkError,
+  InferenceServiceUnavailableError,
+  InferenceThrottlingError,
+  InferenceTimeoutError,
+} from '../../shared/inference/errors.js';
+import { ExportExpiredError } from '../../shared/sweep/errors.js';
+
+/** Lambda's own transient errors (the service, the SDK Step Functions calls it with, throttling). */
+export const LAMBDA_SERVICE_ERRORS = [
+  'Lambda.ServiceException',
+  'Lambda.AWSLambdaException',
+  'Lambda.SdkClientException',
+  'Lambda.ClientExecutionTimeoutException',
+  'Lambda.TooManyRequestsException',
+] as const;
+
+/**
+ * The handler's errors worth another attempt (their `name` is the Lambda error type Step
+ * Functions matches): the FHIR server or an endpoint unavailable for now, export files that
+ * expired (Start kicks the export off again), and the AWS SDK's throttling and 5xx answers from
+ * S3 and DynamoDB. Everything else (a bad definition or event, a failed export, items not done)
+ * would fail again.
+ */
+export const RETRYABLE_ERRORS: readonly string[] = [
+  ...[
+    FhirUnavailableError,
+    ExportExpiredError,
+    InferenceThrottlingError,
+    InferenceServiceUnavailableError,
+    InferenceInternalFailureError,
+    InferenceInternalDependencyError,
+    InferenceModelNotReadyError,
+    InferenceTimeoutError,
+    InferenceNetworkError,
+    CircuitOpenError,
+  ].map((e) => e.name),
+  'ThrottlingException',
+  'ProvisionedThroughputExceededException',
+  'RequestLimitExceeded',
+  'InternalServerError',
+  'SlowDown',
+  'InternalError',
+  'ServiceUnavailable',
+  'TimeoutError',
+];
 
 export interface SweepSchedule {
   readonly name: string;
   /** `cron(...)` or `rate(...)`. */
   readonly expression: string;
   readonly timeZone: string;
+  /** A Group's members (`Group/[id]/$export`); default every patient. */
   readonly groupId?: string;
 }
 
+export interface SweepFunctions {
+  /** `startHandler`: export and stage the cohort, answer where the items lie. */
+  readonly start: IFunction;
+  /** `itemHandler`: one Distributed Map item. */
+  readonly item: IFunction;
+  /** `finishHandler`: the summary; advances the next incremental `_since`. */
+  readonly finish: IFunction;
+}
+
 export interface SweepProps {
-  /** The sweep worker (`functions/population-sweep` once it exists). */
-  readonly worker: IFunction;
+  readonly functions: SweepFunctions;
+  /** The staging bucket (the handler names it in its answer) and the prefix the sweep writes under. */
+  readonly bucket: IBucket;
+  readonly prefix: string;
+  /** The checkpoint table; failures are recorded in it. */
+  readonly table: ITable;
   readonly schedules: readonly SweepSchedule[];
   /** Concurrent Distributed Map children. */
   readonly maxConcurrency: number;
   /** Encrypts the state machine, its logs and the schedules. */
   readonly key: IKey;
   readonly logRetention: RetentionDays;
-  /** Share of files that may fail before the sweep fails. Default 5. */
+  /** Share of items that may fail before the map fails. Default 0: a sweep is all or nothing. */
   readonly toleratedFailurePercentage?: number;
+}
+
+/** What EventBridge Scheduler sends the state machine for a schedule. */
+export function scheduleInput(s: SweepSchedule): { definition: SweepDefinitionInput } {
+  return {
+    definition: {
+      name: s.name,
+      cohort: s.groupId ? { kind: 'group', group: s.groupId } : { kind: 'all' },
+      since: 'incremental',
+    },
+  };
 }
 
 export class Sweep extends Construct {
@@ -62,56 +143,80 @@ export class Sweep extends Construct {
 
   constructor(scope: Construct, id: string, props: SweepProps) {
     super(scope, id);
-    const invoke = (name: string, payload: Record<string, unknown>, resultPath: string) =>
+    const { functions: fns } = props;
+    const retries = (task: TaskStateBase, extra: readonly string[] = []): void => {
+      task.addRetry({
+        errors: [...LAMBDA_SERVICE_ERRORS],
+        interval: Duration.seconds(2),
+        maxAttempts: 6,
+        backoffRate: 2,
+        maxDelay: Duration.minutes(2),
+      });
+      task.addRetry({
+        errors: [...RETRYABLE_ERRORS, ...extra],
+        interval: Duration.seconds(30),
+        maxAttempts: 3,
+        backoffRate: 2,
+      });
+    };
+    const invoke = (name: string, fn: IFunction, payload: TaskInput, resultPath: string): LambdaInvoke =>
       new LambdaInvoke(this, name, {
-        lambdaFunction: props.worker,
-        payload: TaskInput.fromObject(payload),
-        payloadResponseOnly: true,
+        lambdaFunction: fn,
+        payload,
+        resultSelector: { 'Payload.$': '$.Payload' },
         resultPath,
-        retryOnServiceExceptions: true,
+        retryOnServiceExceptions: false,
       });
 
-    const startExport = invoke(
-      'StartExport',
-      { phase: 'export', sweep: JsonPath.stringAt('$.sweep'), groupId: JsonPath.stringAt('$.groupId') },
-      '$.export',
+    const start = invoke(
+      'Start',
+      fns.start,
+      TaskInput.fromObject({
+        definition: JsonPath.objectAt('$.definition'),
+        sweepId: JsonPath.executionName,
+      }),
+      '$.start',
     );
-    const pollExport = invoke(
-      'PollExport',
-      { phase: 'poll', sweep: JsonPath.stringAt('$.sweep'), pollUrl: JsonPath.stringAt('$.export.pollUrl') },
-      '$.export',
-    );
-    const wait = new Wait(this, 'WaitForExport', {
-      time: WaitTime.secondsPath('$.export.retryAfterSeconds'),
-    });
-    const processFile = invoke(
-      'ProcessFile',
-      { phase: 'process', sweep: JsonPath.stringAt('$.sweep'), file: JsonPath.objectAt('$.file') },
-      '$.result',
-    );
-    const fanOut = new DistributedMap(this, 'ProcessFiles', {
-      itemsPath: '$.export.files',
-      itemSelector: { 'sweep.$': '$.sweep', 'file.$': '$$.Map.Item.Value' },
+    retries(start);
+    const item = invoke('Item', fns.item, TaskInput.fromJsonPathAt('$'), JsonPath.DISCARD);
+    // A timed-out item resumes after its last checkpoint.
+    retries(item, ['Sandbox.Timedout']);
+    const items = new DistributedMap(this, 'Items', {
+      itemReader: new S3JsonItemReader({
+        bucketNamePath: JsonPath.stringAt('$.start.Payload.bucket'),
+        key: JsonPath.stringAt('$.start.Payload.itemsKey'),
+      }),
       maxConcurrency: props.maxConcurrency,
-      toleratedFailurePercentage: props.toleratedFailurePercentage ?? 5,
-      // Children report their counts in their own logs and metrics; results stay out of the
-      // execution history (256 KB state limit, and they would hold references).
+      toleratedFailurePercentage: props.toleratedFailurePercentage ?? 0,
+      // Children report their counts in their checkpoints, logs and metrics; results stay out of
+      // the execution history (256 KB state limit).
       resultPath: JsonPath.DISCARD,
     });
-    fanOut.itemProcessor(processFile);
-    const commit = invoke(
-      'Commit',
-      {
-        phase: 'commit',
-        sweep: JsonPath.stringAt('$.sweep'),
-        transactionTime: JsonPath.stringAt('$.export.transactionTime'),
-      },
+    items.itemProcessor(item);
+    const finish = invoke(
+      'Finish',
+      fns.finish,
+      TaskInput.fromObject({ sweepId: JsonPath.stringAt('$.start.Payload.sweepId') }),
       JsonPath.DISCARD,
     );
-    const ready = new Choice(this, 'ExportReady')
-      .when(Condition.stringEquals('$.export.status', 'complete'), fanOut.next(commit))
-      .otherwise(wait.next(pollExport));
-    pollExport.next(ready);
+    retries(finish);
+
+    const recordFailure = new DynamoPutItem(this, 'RecordFailure', {
+      table: props.table,
+      item: {
+        sweepId: DynamoAttributeValue.fromString(JsonPath.executionName),
+        item: DynamoAttributeValue.fromString('#failure'),
+        body: DynamoAttributeValue.fromString(JsonPath.jsonToString(JsonPath.objectAt('$.failure'))),
+      },
+      resultPath: JsonPath.DISCARD,
+    });
+    recordFailure.addRetry({ errors: ['States.ALL'], interval: Duration.seconds(2), maxAttempts: 3 });
+    const failed = new Fail(this, 'SweepFailed', {
+      errorPath: '$.failure.Error',
+      causePath: '$.failure.Cause',
+    });
+    recordFailure.next(failed);
+    for (const state of [start, items, finish]) state.addCatch(recordFailure, { resultPath: '$.failure' });
 
     const logs = new LogGroup(this, 'Logs', {
       encryptionKey: props.key,
@@ -119,17 +224,27 @@ export class Sweep extends Construct {
       removalPolicy: RemovalPolicy.RETAIN,
     });
     this.stateMachine = new StateMachine(this, 'StateMachine', {
-      definitionBody: DefinitionBody.fromChainable(startExport.next(ready)),
+      definitionBody: DefinitionBody.fromChainable(start.next(items).next(finish)),
       timeout: Duration.hours(24),
       tracingEnabled: true,
       logs: { destination: logs, level: LogLevel.ERROR, includeExecutionData: false },
       encryptionConfiguration: new CustomerManagedEncryptionConfiguration(props.key),
     });
+    // The ItemReader reads items.json under the sweep prefix only (and decrypts it); the failure
+    // record needs the table's key.
+    this.stateMachine.addToRolePolicy(
+      new PolicyStatement({
+        actions: ['s3:GetObject'],
+        resources: [props.bucket.arnForObjects(`${props.prefix}*`)],
+      }),
+    );
+    props.bucket.encryptionKey?.grantDecrypt(this.stateMachine);
+    props.table.encryptionKey?.grantEncryptDecrypt(this.stateMachine);
     // Covers the role's default policy and the DistributedMapPolicy CDK adds beside it.
     Validations.of(this.stateMachine).acknowledge({
       id: 'HIPAA.Security-IAMNoInlinePolicy',
       reason:
-        "The state machine's own role: CDK-generated policies to invoke the worker, run its Distributed Map children (states:StartExecution on itself) and deliver its logs.",
+        "The state machine's own role: CDK-generated policies to invoke the sweep functions, read the items under the sweep prefix, record failures in the checkpoint table, run its Distributed Map children (states:StartExecution on itself) and deliver its logs.",
     });
     const schedulerRole = new Role(this, 'SchedulerRole', {
       assumedBy: new ServicePrincipal('scheduler.amazonaws.com', {
@@ -145,7 +260,7 @@ export class Sweep extends Construct {
 
     for (const s of props.schedules) {
       const target = new StepFunctionsStartExecution(this.stateMachine, {
-        input: ScheduleTargetInput.fromObject({ sweep: s.name, groupId: s.groupId ?? null }),
+        input: ScheduleTargetInput.fromObject(scheduleInput(s)),
         role: schedulerRole,
         retryAttempts: 3,
         maxEventAge: Duration.hours(1),

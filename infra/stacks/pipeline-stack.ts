@@ -6,11 +6,12 @@
  * Function entries default to their folders under `functions/`; `entries` lets a test stand
  * one function in for another that does not exist yet.
  */
-import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import { CfnOutput, Duration, RemovalPolicy, Size, Stack, type StackProps } from 'aws-cdk-lib';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import type { IVpc } from 'aws-cdk-lib/aws-ec2';
 import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import { Key } from 'aws-cdk-lib/aws-kms';
+import type { CfnFunction } from 'aws-cdk-lib/aws-lambda';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { IBucket } from 'aws-cdk-lib/aws-s3';
@@ -18,6 +19,7 @@ import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
 import { ENV } from '../../shared/config.js';
+import type { SweepConfig } from '../../shared/sweep/config.js';
 import { logRetention, type AppConfig } from '../config.js';
 import { HouseFunction, type IEndpointCatalog } from '../constructs/function.js';
 import { allowAlarmsToUseKey, allowLogsToUseKey } from '../constructs/keys.js';
@@ -42,8 +44,30 @@ const DEFAULT_CONCURRENCY: Record<FunctionRole, number> = {
   resourceEvent: 20,
   notify: 20,
   partnerApi: 20,
-  populationSweep: 0, // sweeps.maxConcurrency + 2 (the export, poll and commit calls)
+  populationSweep: 0, // the item worker: sweeps.maxConcurrency
 };
+
+/** The sweep's coordinator functions (same bundle as the item worker, other entry points). */
+type SweepPhaseRole = 'populationSweepStart' | 'populationSweepFinish';
+
+/**
+ * The sweep's settings (`shared/sweep/config.ts`), by name. The type checks each name is a key
+ * of the sweep's parsed configuration; test/infra/sweep-env.test.ts checks the sweep parses them.
+ */
+export const SWEEP_ENV = {
+  SWEEP_TABLE: 'SWEEP_TABLE',
+  SWEEP_BUCKET: 'SWEEP_BUCKET',
+  SWEEP_PREFIX: 'SWEEP_PREFIX',
+  SWEEP_TMP_DIR: 'SWEEP_TMP_DIR',
+  SWEEP_EXPORT_MAX_WAIT_MS: 'SWEEP_EXPORT_MAX_WAIT_MS',
+} as const satisfies { readonly [K in keyof SweepConfig]?: K };
+
+/** Where the sweep stages exports, items and summaries (no trailing slash: the sweep adds `/<id>/`). */
+export const SWEEP_PREFIX = `${PREFIX.bulk}sweeps`;
+
+/** Start's timeout, and its bound on waiting for the export (the rest of the 15 min stages it). */
+export const SWEEP_START_TIMEOUT = Duration.minutes(15);
+export const SWEEP_EXPORT_MAX_WAIT = Duration.minutes(10);
 
 export interface PipelineStackProps extends StackProps {
   readonly config: AppConfig;
@@ -63,7 +87,8 @@ export class PipelineStack extends Stack {
   readonly key: Key;
   readonly queue: Queue;
   readonly deadLetterQueue: Queue;
-  readonly functions: Partial<Record<FunctionRole, HouseFunction>> = {};
+  /** By role; the sweep's start and finish functions beside its item worker (`populationSweep`). */
+  readonly functions: Partial<Record<FunctionRole | SweepPhaseRole, HouseFunction>> = {};
   readonly notifyApi?: NotifyApi;
   readonly partnerApi?: PartnerApi;
   readonly sweep?: Sweep;
@@ -172,20 +197,7 @@ export class PipelineStack extends Stack {
       new CfnOutput(this, 'PartnerApiUrl', { value: this.partnerApi.stage.url });
     }
 
-    if (config.sweeps.enabled) {
-      const worker = this.fn('populationSweep', { timeout: Duration.minutes(15), withManifests: true })
-        .bindEndpointInvoker(props.endpoints)
-        .bindBucket(props.exportBucket, 'EXPORT_BUCKET', PREFIX.bulk, 'readWrite')
-        .bindTable(props.checkpointTable, 'CHECKPOINT_TABLE');
-      this.sweep = new Sweep(this, 'Sweep', {
-        worker,
-        schedules: config.sweeps.schedules,
-        maxConcurrency: config.sweeps.maxConcurrency,
-        key: this.key,
-        logRetention: this.retention,
-      });
-      new CfnOutput(this, 'SweepStateMachineArn', { value: this.sweep.stateMachine.stateMachineArn });
-    }
+    if (config.sweeps.enabled) this.sweep = this.sweeps();
 
     this.monitoring = new Monitoring(this, 'Monitoring', {
       alarmEmail: config.alarms.email,
@@ -197,6 +209,64 @@ export class PipelineStack extends Stack {
       modelLatencyMs: config.alarms.modelLatencyMs,
     });
     new CfnOutput(this, 'QueueUrl', { value: this.queue.queueUrl });
+  }
+
+  /**
+   * The three sweep functions (one bundle, `startHandler` / `itemHandler` / `finishHandler`) with
+   * the sweep's settings and grants, and the state machine that runs them.
+   */
+  private sweeps(): Sweep {
+    const { config, exportBucket: bucket, checkpointTable: table } = this.props;
+    const env = {
+      [SWEEP_ENV.SWEEP_BUCKET]: bucket.bucketName,
+      [SWEEP_ENV.SWEEP_PREFIX]: SWEEP_PREFIX,
+      [SWEEP_ENV.SWEEP_TABLE]: table.tableName,
+      [SWEEP_ENV.SWEEP_TMP_DIR]: '/tmp',
+      [SWEEP_ENV.SWEEP_EXPORT_MAX_WAIT_MS]: String(SWEEP_EXPORT_MAX_WAIT.toMilliseconds()),
+    };
+    const objects = `${SWEEP_PREFIX}/*`;
+    const coordinators = Math.max(2, config.sweeps.schedules.length + 1);
+    const start = this.fn('populationSweepStart', {
+      entryRole: 'populationSweep',
+      handler: 'startHandler',
+      timeout: SWEEP_START_TIMEOUT,
+      concurrency: coordinators,
+      withManifests: true,
+    });
+    // The item worker: sorted runs spill to /tmp (2x the largest item's bytes, docs/sweeps.md).
+    const item = this.fn('populationSweep', {
+      handler: 'itemHandler',
+      timeout: Duration.minutes(15),
+      memorySize: 2048,
+      ephemeralStorageSize: Size.gibibytes(4),
+      withManifests: true,
+    }).bindEndpointInvoker(this.props.endpoints);
+    const finish = this.fn('populationSweepFinish', {
+      entryRole: 'populationSweep',
+      handler: 'finishHandler',
+      timeout: Duration.minutes(5),
+      concurrency: coordinators,
+      withManifests: true,
+    });
+    for (const fn of [start, item, finish]) {
+      for (const [k, v] of Object.entries(env)) fn.addEnvironment(k, v);
+      table.grantReadWriteData(fn);
+    }
+    bucket.grantReadWrite(start, objects);
+    bucket.grantRead(item, objects);
+    bucket.grantReadWrite(finish, objects);
+    const sweep = new Sweep(this, 'Sweep', {
+      functions: { start, item, finish },
+      bucket,
+      prefix: `${SWEEP_PREFIX}/`,
+      table,
+      schedules: config.sweeps.schedules,
+      maxConcurrency: config.sweeps.maxConcurrency,
+      key: this.key,
+      logRetention: this.retention,
+    });
+    new CfnOutput(this, 'SweepStateMachineArn', { value: sweep.stateMachine.stateMachineArn });
+    return sweep;
   }
 
   private get retention(): RetentionDays {
@@ -228,13 +298,30 @@ export class PipelineStack extends Stack {
     fn.addEnvironment(ENV.FHIR_CREDENTIALS_SECRET_ARN, secret.secretArn);
   }
 
-  /** A house function for a role, with FHIR access and its environment. */
-  private fn(role: FunctionRole, extra: { timeout?: Duration; withManifests?: boolean } = {}): HouseFunction {
+  /**
+   * A house function for a role, with FHIR access and its environment. `entryRole` names the
+   * function folder when the role shares another's bundle; `handler` its exported entry point
+   * (default `handler`).
+   */
+  private fn(
+    role: FunctionRole | SweepPhaseRole,
+    extra: {
+      entryRole?: FunctionRole;
+      handler?: string;
+      concurrency?: number;
+      timeout?: Duration;
+      memorySize?: number;
+      ephemeralStorageSize?: Size;
+      withManifests?: boolean;
+    } = {},
+  ): HouseFunction {
     const { config } = this.props;
-    const entryName = this.props.entries?.[role] ?? FUNCTION_ENTRIES[role];
+    const entryRole = extra.entryRole ?? (role as FunctionRole);
+    const entryName = this.props.entries?.[entryRole] ?? FUNCTION_ENTRIES[entryRole];
     const concurrency =
-      config.reservedConcurrency[FUNCTION_ENTRIES[role]] ??
-      (role === 'populationSweep' ? config.sweeps.maxConcurrency + 2 : DEFAULT_CONCURRENCY[role]);
+      extra.concurrency ??
+      config.reservedConcurrency[FUNCTION_ENTRIES[entryRole]] ??
+      (entryRole === 'populationSweep' ? config.sweeps.maxConcurrency : DEFAULT_CONCURRENCY[entryRole]);
     const fn = new HouseFunction(this, `${role[0]?.toUpperCase() ?? ''}${role.slice(1)}Function`, {
       entryName,
       logKey: this.key,
@@ -242,6 +329,8 @@ export class PipelineStack extends Stack {
       reservedConcurrentExecutions: concurrency,
       vpc: this.props.vpc,
       ...(extra.timeout ? { timeout: extra.timeout } : {}),
+      ...(extra.memorySize ? { memorySize: extra.memorySize } : {}),
+      ...(extra.ephemeralStorageSize ? { ephemeralStorageSize: extra.ephemeralStorageSize } : {}),
       withManifests: extra.withManifests ?? false,
       environment: {
         [ENV.FHIR_BASE_URL]: config.fhir.baseUrl,
@@ -267,7 +356,7 @@ export class PipelineStack extends Stack {
             'healthlake:SearchWithPost',
             'healthlake:CreateResource',
             'healthlake:UpdateResource',
-            ...(role === 'populationSweep'
+            ...(role === 'populationSweepStart'
               ? [
                   'healthlake:StartFHIRExportJobWithGet',
                   'healthlake:DescribeFHIRExportJobWithGet',
@@ -281,6 +370,9 @@ export class PipelineStack extends Stack {
     } else if (this.props.fhirCredentials) {
       this.grantFhirCredentials(fn, this.props.fhirCredentials);
     }
+    // HouseFunction bundles `handler.ts` as `index.mjs` and points at `index.handler`; the sweep's
+    // bundle exports one entry point per state instead.
+    if (extra.handler) (fn.node.defaultChild as CfnFunction).handler = `index.${extra.handler}`;
     this.functions[role] = fn;
     return fn;
   }

@@ -4,8 +4,7 @@
  * functions' own loaders accept the values (CloudFormation references replaced by values of
  * their shape). Also: the FHIR credentials grant is GetSecretValue on the one secret only.
  *
- * The sweep worker is left out: its settings are parsed by shared/sweep/config.ts and its
- * state machine does not yet call the handlers functions/population-sweep exports.
+ * The sweep functions are checked in sweep.test.ts: they also read shared/sweep/config.ts.
  */
 import { describe, expect, it } from 'vitest';
 import { ENV, fhirAuthMode, loadConfig } from '../../shared/config.js';
@@ -112,8 +111,8 @@ describe('FHIR credentials grant', () => {
         (p.PolicyDocument as { Statement: { Action: string | string[]; Resource: unknown }[] }).Statement,
     );
     const secretStatements = statements.filter((s) => JSON.stringify(s.Action).includes('secretsmanager:'));
-    // resource-event, notify, partner-api and the sweep worker each read it.
-    expect(secretStatements).toHaveLength(4);
+    // resource-event, notify, partner-api and the sweep's start, item and finish each read it.
+    expect(secretStatements).toHaveLength(6);
     for (const s of secretStatements) {
       expect(s.Action).toBe('secretsmanager:GetSecretValue');
       expect(JSON.stringify(s.Resource)).toMatch(/FhirCredentials/);

@@ -123,8 +123,9 @@ describe('encryption at rest', () => {
 
   it('encrypts every log group with a key and keeps it at least 90 days', () => {
     const groups = resourcesOf(all, 'AWS::Logs::LogGroup');
-    // 4 functions, notify access + WAF logs, partner access logs, state machine.
-    expect(groups).toHaveLength(8);
+    // 6 functions (the sweep's start, item and finish among them), notify access + WAF logs,
+    // partner access logs, state machine.
+    expect(groups).toHaveLength(10);
     for (const [, g] of groups) {
       expect(g.KmsKeyId).toBeDefined();
       expect(g.RetentionInDays).toBeGreaterThanOrEqual(90);
@@ -167,14 +168,17 @@ describe('encryption at rest', () => {
 });
 
 describe('functions', () => {
-  it('builds four arm64 Node 22 functions with tracing, reserved concurrency and their own log group', () => {
+  it('builds six arm64 Node 22 functions with tracing, reserved concurrency and their own log group', () => {
     const fns = resourcesOf([app.templates.pipeline], 'AWS::Lambda::Function');
-    expect(fns).toHaveLength(4);
-    for (const [, f] of fns) {
+    expect(fns).toHaveLength(6);
+    for (const [id, f] of fns) {
       expect(f).toMatchObject({
         Architectures: ['arm64'],
         Runtime: 'nodejs22.x',
-        Handler: 'index.handler',
+        // The sweep's bundle has one entry point per state (test/infra/sweep.test.ts).
+        Handler: id.startsWith('PopulationSweep')
+          ? expect.stringMatching(/^index\.(start|item|finish)Handler$/)
+          : 'index.handler',
         TracingConfig: { Mode: 'Active' },
         LoggingConfig: { LogGroup: { Ref: expect.stringMatching(/Logs/) } },
       });
@@ -188,7 +192,7 @@ describe('functions', () => {
       });
     }
     const sweepWorker = fns.find(([id]) => id.startsWith('PopulationSweepFunction'));
-    expect(sweepWorker?.[1].ReservedConcurrentExecutions).toBe(10);
+    expect(sweepWorker?.[1].ReservedConcurrentExecutions).toBe(8);
   });
 
   it('feeds resource-event from the queue with partial batch failures', () => {
@@ -217,8 +221,9 @@ describe('functions', () => {
       expect.arrayContaining(['QUEUE_URL', 'EVENT_STATE_TABLE', 'NOTIFY_SUBSCRIPTIONS', 'NOTIFY_AUDIENCE']),
     );
     expect(env('PopulationSweepFunction')).toMatchObject({
-      EXPORT_BUCKET_PREFIX: 'bulk/',
-      CHECKPOINT_TABLE: expect.anything(),
+      SWEEP_BUCKET: expect.anything(),
+      SWEEP_PREFIX: 'bulk/sweeps',
+      SWEEP_TABLE: expect.anything(),
     });
   });
 });
@@ -356,12 +361,12 @@ describe('sweeps', () => {
     });
   });
 
-  it('fans the export files out through a Distributed Map to the worker, without logging execution data', () => {
+  it('fans the staged items out through a Distributed Map, without logging execution data', () => {
     const sm = resourcesOf([app.templates.pipeline], 'AWS::StepFunctions::StateMachine')[0]?.[1];
     const definition = JSON.stringify(sm?.DefinitionString);
     expect(definition).toContain('\\"ProcessorConfig\\":{\\"Mode\\":\\"DISTRIBUTED\\"');
     expect(definition).toContain('\\"MaxConcurrency\\":8');
-    expect(definition).toContain('\\"ItemsPath\\":\\"$.export.files\\"');
+    expect(definition).toContain('\\"ItemReader\\"');
     expect(sm?.LoggingConfiguration).toMatchObject({ IncludeExecutionData: false, Level: 'ERROR' });
     expect(sm?.TracingConfiguration).toEqual({ Enabled: true });
   });
@@ -370,7 +375,7 @@ describe('sweeps', () => {
 describe('monitoring', () => {
   it('alarms on DLQ depth, each function error rate, each endpoint latency and 5xx, all to the topic', () => {
     const alarms = resourcesOf([app.templates.pipeline], 'AWS::CloudWatch::Alarm');
-    expect(alarms).toHaveLength(1 + 4 + 2 * app.models.length);
+    expect(alarms).toHaveLength(1 + 6 + 2 * app.models.length);
     for (const [, a] of alarms) {
       expect(a.AlarmActions).toEqual([{ Ref: expect.stringMatching(/^MonitoringAlarms/) }]);
     }

@@ -1,0 +1,133 @@
+/**
+ * Reads a synthesized state machine as Step Functions would run it, far enough to check its
+ * wiring: the definition with CloudFormation references replaced by placeholders, JSONPath
+ * parameters resolved against a state's input and the context object, ResultSelector and
+ * ResultPath applied, Distributed Map children run on the items a reader answers.
+ */
+import type { Template } from 'aws-cdk-lib/assertions';
+
+export type Json = unknown;
+export interface State {
+  readonly Type: string;
+  readonly Next?: string;
+  readonly End?: boolean;
+  readonly Resource?: string;
+  readonly Parameters?: Json;
+  readonly ResultSelector?: Json;
+  readonly ResultPath?: string | null;
+  readonly Retry?: { ErrorEquals: string[]; IntervalSeconds?: number; BackoffRate?: number }[];
+  readonly Catch?: { ErrorEquals: string[]; Next: string; ResultPath?: string | null }[];
+  readonly ItemReader?: { Resource: string; ReaderConfig?: Json; Parameters: Json };
+  readonly ItemSelector?: Json;
+  readonly ItemProcessor?: { ProcessorConfig: { Mode: string }; StartAt: string; States: States };
+  readonly MaxConcurrency?: number;
+  readonly ToleratedFailurePercentage?: number;
+  readonly ErrorPath?: string;
+  readonly CausePath?: string;
+}
+export type States = Readonly<Record<string, State>>;
+export interface Definition {
+  readonly StartAt: string;
+  readonly States: States;
+}
+
+/** `{ Ref }` → `ref:X`, `{ Fn::GetAtt: [X, A] }` → `getatt:X.A`, `{ Fn::ImportValue }` → `import:…`. */
+function placeholder(token: Json): string {
+  const t = token as Record<string, unknown>;
+  if (typeof t.Ref === 'string') return t.Ref === 'AWS::Partition' ? 'aws' : `ref:${t.Ref}`;
+  const att = t['Fn::GetAtt'];
+  if (Array.isArray(att)) return `getatt:${att.join('.')}`;
+  if ('Fn::ImportValue' in t) return `import:${JSON.stringify(t['Fn::ImportValue']).replace(/\W+/g, '')}`;
+  throw new Error(`unexpected token in the definition: ${JSON.stringify(token)}`);
+}
+
+/** The one state machine of a template, parsed. */
+export function stateMachineDefinition(template: Template): Definition {
+  const machines = Object.values(template.findResources('AWS::StepFunctions::StateMachine'));
+  if (machines.length !== 1) throw new Error(`expected one state machine, found ${machines.length}`);
+  const body = (machines[0] as { Properties: { DefinitionString: Json } }).Properties.DefinitionString;
+  if (typeof body === 'string') return JSON.parse(body) as Definition;
+  const [sep, parts] = (body as { 'Fn::Join': [string, Json[]] })['Fn::Join'];
+  return JSON.parse(parts.map((p) => (typeof p === 'string' ? p : placeholder(p))).join(sep)) as Definition;
+}
+
+/** A reference path (`$.a.b`, `$$.Execution.Name`); no filters or wildcards. */
+export function readPath(path: string, input: Json, context: Json): Json {
+  const [root, rest] = path.startsWith('$$') ? [context, path.slice(2)] : [input, path.slice(1)];
+  if (!/^(\.[A-Za-z_][A-Za-z0-9_]*)*$/.test(rest)) throw new Error(`unsupported path ${path}`);
+  let v = root;
+  for (const seg of rest.split('.').slice(1)) {
+    if (v === null || typeof v !== 'object' || !(seg in v)) throw new Error(`${path}: nothing at "${seg}"`);
+    v = (v as Record<string, unknown>)[seg];
+  }
+  return v;
+}
+
+function evaluate(expr: string, input: Json, context: Json): Json {
+  const json = /^States\.JsonToString\((\$[^)]*)\)$/.exec(expr);
+  if (json?.[1]) return JSON.stringify(readPath(json[1], input, context));
+  if (expr.startsWith('States.')) throw new Error(`unsupported intrinsic ${expr}`);
+  return readPath(expr, input, context);
+}
+
+/** Parameters (or a selector) with every `key.$` replaced by the value its path selects. */
+export function resolve(template: Json, input: Json, context: Json): Json {
+  if (Array.isArray(template)) return template.map((t) => resolve(t, input, context));
+  if (template === null || typeof template !== 'object') return template;
+  const out: Record<string, Json> = {};
+  for (const [k, v] of Object.entries(template)) {
+    if (k.endsWith('.$')) {
+      if (typeof v !== 'string') throw new Error(`${k}: not a path`);
+      out[k.slice(0, -2)] = evaluate(v, input, context);
+    } else out[k] = resolve(v, input, context);
+  }
+  return out;
+}
+
+/** `ResultPath`: null keeps the input, `$` replaces it, `$.a.b` sets that field of a copy. */
+export function applyResultPath(input: Json, path: string | null | undefined, result: Json): Json {
+  if (path === null) return input;
+  if (path === undefined || path === '$') return result;
+  const segs = path.replace(/^\$\./, '').split('.');
+  const out = structuredClone(input) as Record<string, Json>;
+  let at = out;
+  for (const s of segs.slice(0, -1)) at = (at[s] ??= {}) as Record<string, Json>;
+  at[segs[segs.length - 1] as string] = result;
+  return out;
+}
+
+export interface Visitor {
+  /** A Task's resolved parameters → its raw result. */
+  task(name: string, state: State, parameters: Json): Json;
+  /** A Distributed Map's resolved ItemReader parameters → the items. */
+  items(name: string, state: State, reader: Json): Json[];
+}
+
+/** Runs states from `startAt` on the happy path (Next / End), at most 50 transitions. */
+export function run(states: States, startAt: string, input: Json, context: Json, visit: Visitor): Json {
+  let name: string | undefined = startAt;
+  let data = input;
+  for (let n = 0; name !== undefined && n < 50; n++) {
+    const s: State | undefined = states[name];
+    if (!s) throw new Error(`no state ${name}`);
+    if (s.Type === 'Task') {
+      const raw = visit.task(name, s, resolve(s.Parameters, data, context));
+      const selected = s.ResultSelector ? resolve(s.ResultSelector, raw, context) : raw;
+      data = applyResultPath(data, s.ResultPath, selected);
+    } else if (s.Type === 'Map') {
+      if (!s.ItemReader || !s.ItemProcessor) throw new Error(`${name}: not a Distributed Map over a reader`);
+      for (const [index, item] of visit
+        .items(name, s, resolve(s.ItemReader.Parameters, data, context))
+        .entries()) {
+        const mapContext = { ...(context as object), Map: { Item: { Index: index, Value: item } } };
+        const childInput = s.ItemSelector ? resolve(s.ItemSelector, data, mapContext) : item;
+        run(s.ItemProcessor.States, s.ItemProcessor.StartAt, childInput, mapContext, visit);
+      }
+      data = applyResultPath(data, s.ResultPath, []);
+    } else if (s.Type === 'Fail' || s.Type === 'Succeed') {
+      return data;
+    } else throw new Error(`${name}: state type ${s.Type} not simulated`);
+    name = s.End ? undefined : s.Next;
+  }
+  return data;
+}
