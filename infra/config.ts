@@ -193,7 +193,7 @@ export const ConfigSchema = z
       .object({
         enabled: z.boolean().default(false),
         schedules: z.array(ScheduleSchema).default([]),
-        /** Concurrent Distributed Map children (each one NDJSON file). */
+        /** Concurrent Distributed Map children (each one staged partition of the export); the item worker's reserved concurrency. */
         maxConcurrency: z.number().int().min(1).max(1000).default(10),
       })
       .default({ enabled: false, schedules: [], maxConcurrency: 10 }),
