@@ -145,12 +145,14 @@ export class Sweep extends Construct {
     super(scope, id);
     const { functions: fns } = props;
     const retries = (task: TaskStateBase, extra: readonly string[] = []): void => {
+      // About 8 minutes in all: long enough for a sweep whose schedules overlap to wait out the
+      // item worker's reserved concurrency (Lambda.TooManyRequestsException).
       task.addRetry({
         errors: [...LAMBDA_SERVICE_ERRORS],
         interval: Duration.seconds(2),
-        maxAttempts: 6,
+        maxAttempts: 8,
         backoffRate: 2,
-        maxDelay: Duration.minutes(2),
+        maxDelay: Duration.minutes(5),
       });
       task.addRetry({
         errors: [...RETRYABLE_ERRORS, ...extra],
