@@ -16,6 +16,7 @@ import { loadRegistry } from '../inference/registry.js';
 import type { Logger } from '../log.js';
 import type { ExtractorLike } from '../pipeline.js';
 import { buildReportTransaction, isWrittenByFhirAnalytics } from '../reports/index.js';
+import { TAG_WRITTEN_BY } from '../reports/labels.js';
 import { createTokenProvider, type FhirAuth, type TokenProvider } from './auth.js';
 import { createBulkClient } from './bulk-client.js';
 import { createCheckpointStore, DEFAULT_SWEEP_TABLE } from './checkpoint.js';
@@ -119,6 +120,8 @@ export async function createSweepContext(opts: SweepContextOptions): Promise<Swe
     store: { s3: opts.s3, bucket: opts.bucket },
     checkpoints: createCheckpointStore(opts.dynamo, opts.table ?? DEFAULT_SWEEP_TABLE),
     tmpDir: opts.tmpDir,
+    // The tag code every own write carries (`isWrittenByFhirAnalytics`), as JSON text.
+    ownWriteMarker: JSON.stringify(TAG_WRITTEN_BY),
     ...(opts.prefix ? { prefix: opts.prefix } : {}),
     ...opts.extra,
   };

@@ -21,9 +21,8 @@ import type { FhirGateway } from '../fhir/gateway.js';
 export const REPORTS_PER_TRANSACTION = 2;
 const MAX_CONDITIONAL_ENTRIES = 8;
 
-export interface ReportWrite {
-  readonly bundle: Bundle;
-}
+/** A report transaction, built (`bundle`) or to be built when a worker takes it (`build`). */
+export type ReportWrite = { readonly bundle: Bundle } | { readonly build: () => Bundle };
 
 /** Per report: true created (201), false found (200), or the error. */
 export type WriteResult = { ok: true; created: boolean } | { ok: false; error: Error };
@@ -37,6 +36,18 @@ const isDevice = (e: BundleEntry): boolean => e.resource?.resourceType === 'Devi
 function statusOf(entry: BundleEntry | undefined): boolean | undefined {
   const status = entry?.response?.status;
   return status === undefined ? undefined : status.startsWith('201');
+}
+
+/** Replaces, in place, every string equal to `from` (a `urn:uuid:` fullUrl) by `to`. */
+function replaceReferences(value: unknown, from: string, to: string): unknown {
+  if (typeof value === 'string') return value === from ? to : value;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = replaceReferences(value[i], from, to);
+  } else if (typeof value === 'object' && value !== null) {
+    const o = value as Record<string, unknown>;
+    for (const k of Object.keys(o)) o[k] = replaceReferences(o[k], from, to);
+  }
+  return value;
 }
 
 export function createReportWriter(fhir: FhirGateway, opts: { concurrency?: number } = {}): ReportWriter {
@@ -59,20 +70,24 @@ export function createReportWriter(fhir: FhirGateway, opts: { concurrency?: numb
     return ref;
   };
 
-  /** The report's entries without the Device, its references pointing at the stored Device. */
-  const entriesOf = async (bundle: Bundle): Promise<BundleEntry[]> => {
+  /**
+   * The report's entries without the Device, its references pointing at the stored Device.
+   * A `bundle` given built may be shared: it is copied before its references change.
+   */
+  const entriesOf = async (report: ReportWrite): Promise<BundleEntry[]> => {
+    const bundle = 'build' in report ? report.build() : (structuredClone(report.bundle) as Bundle);
     const entries = bundle.entry ?? [];
     const device = entries.find(isDevice);
     const rest = entries.filter((e) => !isDevice(e));
     if (!device?.fullUrl) return rest;
     const ref = await deviceRef(device);
-    return JSON.parse(JSON.stringify(rest).split(device.fullUrl).join(ref)) as BundleEntry[];
+    return replaceReferences(rest, device.fullUrl, ref) as BundleEntry[];
   };
 
   const reportIndex = (entries: readonly BundleEntry[]): number =>
     entries.findIndex((e) => e.resource?.resourceType === 'DiagnosticReport');
 
-  const writeGroup = async (group: BundleEntry[][]): Promise<WriteResult[]> => {
+  const writeGroup = async (group: readonly BundleEntry[][]): Promise<WriteResult[]> => {
     const entry = group.flat();
     const response = await fhir.transaction({ resourceType: 'Bundle', type: 'transaction', entry });
     let offset = 0;
@@ -83,56 +98,74 @@ export function createReportWriter(fhir: FhirGateway, opts: { concurrency?: numb
     });
   };
 
+  /** Writes one group; when the transaction fails, each report alone, so one bad report fails alone. */
+  const writeWithFallback = async (
+    group: readonly { index: number; entries: BundleEntry[] }[],
+    results: WriteResult[],
+  ): Promise<void> => {
+    if (group.length === 0) return;
+    try {
+      const out = await writeGroup(group.map((g) => g.entries));
+      group.forEach(
+        (g, k) => (results[g.index] = out[k] ?? { ok: false, error: new Error('no response entry') }),
+      );
+    } catch (err) {
+      if (group.length === 1) {
+        results[group[0]?.index ?? 0] = { ok: false, error: err as Error };
+        return;
+      }
+      for (const g of group) {
+        try {
+          const [one] = await writeGroup([g.entries]);
+          results[g.index] = one ?? { ok: false, error: new Error('no response entry') };
+        } catch (e) {
+          results[g.index] = { ok: false, error: e as Error };
+        }
+      }
+    }
+  };
+
   return {
     async write(reports) {
       const results = new Array<WriteResult>(reports.length);
-      const prepared: { index: number; entries: BundleEntry[] }[] = [];
-      for (const [index, r] of reports.entries()) {
-        try {
-          prepared.push({ index, entries: await entriesOf(r.bundle) });
-        } catch (err) {
-          results[index] = { ok: false, error: err as Error };
-        }
-      }
-      const groups: (typeof prepared)[] = [];
-      for (const p of prepared) {
-        const last = groups[groups.length - 1];
-        const size = last?.reduce((n, x) => n + x.entries.length, 0) ?? Infinity;
-        if (
-          last &&
-          last.length < REPORTS_PER_TRANSACTION &&
-          size + p.entries.length <= MAX_CONDITIONAL_ENTRIES
-        )
-          last.push(p);
-        else groups.push([p]);
-      }
       let next = 0;
-      const worker = async (): Promise<void> => {
-        while (next < groups.length) {
-          const group = groups[next++] ?? [];
+      /** Takes the next report and builds it; undefined when none is left. */
+      const take = async (): Promise<{ index: number; entries: BundleEntry[] } | undefined> => {
+        while (next < reports.length) {
+          const index = next++;
           try {
-            const out = await writeGroup(group.map((g) => g.entries));
-            group.forEach(
-              (g, k) => (results[g.index] = out[k] ?? { ok: false, error: new Error('no response entry') }),
-            );
+            return { index, entries: await entriesOf(reports[index] as ReportWrite) };
           } catch (err) {
-            if (group.length === 1) {
-              results[group[0]?.index ?? 0] = { ok: false, error: err as Error };
-              continue;
-            }
-            for (const g of group) {
-              try {
-                const [one] = await writeGroup([g.entries]);
-                results[g.index] = one ?? { ok: false, error: new Error('no response entry') };
-              } catch (e) {
-                results[g.index] = { ok: false, error: e as Error };
-              }
-            }
+            results[index] = { ok: false, error: err as Error };
           }
+        }
+        return undefined;
+      };
+      // Each worker fills a transaction with up to REPORTS_PER_TRANSACTION reports (at most
+      // MAX_CONDITIONAL_ENTRIES entries), writes it, and takes the next ones.
+      const worker = async (): Promise<void> => {
+        let carry: { index: number; entries: BundleEntry[] } | undefined;
+        for (;;) {
+          const first = carry ?? (await take());
+          carry = undefined;
+          if (!first) return;
+          const group = [first];
+          let size = first.entries.length;
+          while (group.length < REPORTS_PER_TRANSACTION) {
+            const more = await take();
+            if (!more) break;
+            if (size + more.entries.length > MAX_CONDITIONAL_ENTRIES) {
+              carry = more;
+              break;
+            }
+            group.push(more);
+            size += more.entries.length;
+          }
+          await writeWithFallback(group, results);
         }
       };
       await Promise.all(
-        Array.from({ length: Math.max(1, Math.min(opts.concurrency ?? 8, groups.length)) }, worker),
+        Array.from({ length: Math.max(1, Math.min(opts.concurrency ?? 8, reports.length)) }, worker),
       );
       return results;
     },
