@@ -160,7 +160,7 @@ export class PartitionWriter {
 
   constructor(private readonly opts: PartitionWriterOptions) {
     this.partBytes = opts.partBytes ?? 4 * 1024 * 1024;
-    this.bufferBytes = Math.max(this.partBytes, opts.bufferBytes ?? 8 * 1024 * 1024);
+    this.bufferBytes = opts.bufferBytes ?? 8 * 1024 * 1024;
     this.staged = Array.from({ length: opts.partitions }, (_, partition) => ({
       partition,
       keys: [],

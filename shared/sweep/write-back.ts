@@ -75,7 +75,7 @@ export function createReportWriter(fhir: FhirGateway, opts: { concurrency?: numb
    * A `bundle` given built may be shared: it is copied before its references change.
    */
   const entriesOf = async (report: ReportWrite): Promise<BundleEntry[]> => {
-    const bundle = 'build' in report ? report.build() : (structuredClone(report.bundle) as Bundle);
+    const bundle = 'build' in report ? report.build() : structuredClone<Bundle>(report.bundle);
     const entries = bundle.entry ?? [];
     const device = entries.find(isDevice);
     const rest = entries.filter((e) => !isDevice(e));
