@@ -44,7 +44,16 @@ function child(args: Record<string, string>): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
     const p = spawn(
       process.execPath,
-      ['--import', 'tsx', path.join(ROOT, 'bench', 'sweep.ts'), '--child', JSON.stringify(args)],
+      [
+        // BENCH_SWEEP_NODE_ARGS: node flags for each child, the sweep process alone (e.g.
+        // `--cpu-prof --cpu-prof-dir=/tmp/prof`, or `--trace-gc`: what it prints goes to stderr).
+        ...(process.env.BENCH_SWEEP_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+        '--import',
+        'tsx',
+        path.join(ROOT, 'bench', 'sweep.ts'),
+        '--child',
+        JSON.stringify(args),
+      ],
       {
         cwd: ROOT,
         stdio: ['ignore', 'pipe', 'inherit'],
@@ -54,15 +63,34 @@ function child(args: Record<string, string>): Promise<ChildResult> {
     p.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
     p.on('error', reject);
     p.on('exit', (code) => {
-      const last = out.trim().split('\n').pop() ?? '';
+      const all = out.trim().split('\n');
+      const last = all.pop() ?? '';
+      if (all.length > 0) process.stderr.write(all.join('\n') + '\n');
       if (code !== 0) reject(new Error(`bench child exited ${code}: ${last}`));
       else resolve(JSON.parse(last) as ChildResult);
     });
   });
 }
 
+/** Peaks of the child's memory by kind (MB), sampled every 50 ms: what the RSS is made of. */
+function sampleMemory(): () => Record<string, number> {
+  const peak = { rss: 0, heapTotal: 0, heapUsed: 0, external: 0, arrayBuffers: 0 };
+  const sample = (): void => {
+    const m = process.memoryUsage();
+    for (const k of Object.keys(peak) as (keyof typeof peak)[]) peak[k] = Math.max(peak[k], m[k] / 2 ** 20);
+  };
+  const timer = setInterval(sample, 50);
+  timer.unref();
+  return () => {
+    sample();
+    clearInterval(timer);
+    return Object.fromEntries(Object.entries(peak).map(([k, v]) => [k, Math.round(v)]));
+  };
+}
+
 async function childMain(args: Record<string, string>): Promise<void> {
   const started = Date.now();
+  const memory = sampleMemory();
   const base = args.fhir ?? '';
   if (args.mode === 'ceiling') {
     // The export read alone: kick-off, poll, download and parse every line (no staging, no scoring).
@@ -86,6 +114,7 @@ async function childMain(args: Record<string, string>): Promise<void> {
         maxRssMb: process.resourceUsage().maxRSS / 1024,
         patients,
         resources,
+        memoryPeaksMb: memory(),
         written: 0,
         unchanged: 0,
         mode: 'ceiling',
@@ -136,6 +165,7 @@ async function childMain(args: Record<string, string>): Promise<void> {
       unchanged: summary.patients.unchanged,
       skipped: summary.patients.skippedUnchanged,
       mode: summary.mode,
+      memoryPeaksMb: memory(),
     }) + '\n',
   );
 }
@@ -200,6 +230,9 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
         [`at${patients}`]: round(first.maxRssMb, 0),
         ratio: round(first.maxRssMb / smallRun.maxRssMb),
         target: '≤ 1.2',
+        // The sweep child alone (the servers run in this process): sampled peaks by kind.
+        [`peaksAt${small}`]: smallRun.memoryPeaksMb,
+        [`peaksAt${patients}`]: first.memoryPeaksMb,
       },
       unchangedRerun: {
         ms: rerun.ms,
