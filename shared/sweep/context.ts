@@ -21,6 +21,7 @@ import { createTokenProvider, type FhirAuth, type TokenProvider } from './auth.j
 import { createBulkClient } from './bulk-client.js';
 import { createCheckpointStore, DEFAULT_SWEEP_TABLE } from './checkpoint.js';
 import type { SweepContext } from './sweep.js';
+import { createTransactionClient } from './transaction-client.js';
 import { createReportWriter } from './write-back.js';
 
 export interface SweepContextOptions {
@@ -95,10 +96,22 @@ export async function createSweepContext(opts: SweepContextOptions): Promise<Swe
   const timeoutMs = opts.callTimeoutMs ?? 30_000;
   const prefix = opts.endpointPrefix ?? '';
   const fhir = gatewayWithTokens(opts.fhirBaseUrl, tokens, timeoutMs, opts.logger);
+  // The write-back's transactions go through a lean keep-alive client (see transaction-client.ts).
+  const transactions = createTransactionClient({
+    baseUrl: opts.fhirBaseUrl,
+    headers: () => tokens.headers(),
+    timeoutMs,
+    onRetry: (status, attempt) => {
+      opts.logger.warn('fhir retry', { operation: 'transaction', status: status ?? null, attempt });
+    },
+  });
   return {
+    close: () => {
+      transactions.close();
+    },
     ports: {
       fhir,
-      writer: createReportWriter(fhir, { concurrency: opts.writeConcurrency ?? 8 }),
+      writer: createReportWriter(transactions, { concurrency: opts.writeConcurrency ?? 8 }),
       inference: createInvoker({
         client: opts.sagemaker,
         endpointName: (m) => `${prefix}${m.id}`,

@@ -81,6 +81,8 @@ export interface SweepContext {
    */
   readonly ownWriteMarker?: string;
   readonly onProgress?: (event: SweepProgress) => void;
+  /** Releases what the context holds open (kept-alive sockets). */
+  readonly close?: () => void;
   /** Called after each checkpoint is stored (logs; tests). */
   readonly onCheckpoint?: (checkpoint: ItemCheckpoint) => void;
 }

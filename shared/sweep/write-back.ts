@@ -50,7 +50,10 @@ function replaceReferences(value: unknown, from: string, to: string): unknown {
   return value;
 }
 
-export function createReportWriter(fhir: FhirGateway, opts: { concurrency?: number } = {}): ReportWriter {
+export function createReportWriter(
+  fhir: Pick<FhirGateway, 'transaction'>,
+  opts: { concurrency?: number } = {},
+): ReportWriter {
   /** Device fullUrl (deterministic per model version) → `Device/<id>` on the server. */
   const devices = new Map<string, Promise<string>>();
 
