@@ -65,9 +65,18 @@ function child(args: Record<string, string>): Promise<ChildResult> {
     p.on('exit', (code) => {
       const all = out.trim().split('\n');
       const last = all.pop() ?? '';
-      if (all.length > 0) process.stderr.write(all.join('\n') + '\n');
+      // With `--trace-gc`: the largest heap left after a full GC, what the process really held.
+      const live = all
+        .map((l) => /Mark-Compact [\d.]+ \([\d.]+\) -> ([\d.]+)/.exec(l)?.[1])
+        .filter((v): v is string => v !== undefined)
+        .map(Number);
+      const others = all.filter((l) => !l.includes('Mark-Compact') && !l.includes('Scavenge'));
+      if (others.length > 0) process.stderr.write(others.join('\n') + '\n');
       if (code !== 0) reject(new Error(`bench child exited ${code}: ${last}`));
-      else resolve(JSON.parse(last) as ChildResult);
+      else {
+        const result = JSON.parse(last) as ChildResult;
+        resolve(live.length > 0 ? { ...result, liveHeapAfterGcMb: Math.max(...live) } : result);
+      }
     });
   });
 }
@@ -155,6 +164,7 @@ async function childMain(args: Record<string, string>): Promise<void> {
   const summary = JSON.parse(await readFile(path.join(out, 'summary.json'), 'utf8')) as {
     mode: string;
     patients: { processed: number; written: number; unchanged: number; skippedUnchanged: number };
+    phasesMs?: Record<string, number>;
   };
   process.stdout.write(
     JSON.stringify({
@@ -165,6 +175,7 @@ async function childMain(args: Record<string, string>): Promise<void> {
       unchanged: summary.patients.unchanged,
       skipped: summary.patients.skippedUnchanged,
       mode: summary.mode,
+      phasesMs: summary.phasesMs,
       memoryPeaksMb: memory(),
     }) + '\n',
   );
@@ -222,6 +233,7 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
         ms: first.ms,
         patientsPerSecond: round(sweepRate, 0),
         written: first.written,
+        phasesMs: first.phasesMs,
         shareOfCeiling: round(sweepRate / ceilingRate),
         target: '≥ 0.25',
       },
@@ -231,6 +243,11 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
         ratio: round(first.maxRssMb / smallRun.maxRssMb),
         target: '≤ 1.2',
         // The sweep child alone (the servers run in this process): sampled peaks by kind.
+        // With BENCH_SWEEP_NODE_ARGS=--trace-gc: the largest heap left after a full GC.
+        liveHeapAfterGcMb: {
+          [`at${small}`]: smallRun.liveHeapAfterGcMb,
+          [`at${patients}`]: first.liveHeapAfterGcMb,
+        },
         [`peaksAt${small}`]: smallRun.memoryPeaksMb,
         [`peaksAt${patients}`]: first.memoryPeaksMb,
       },

@@ -133,9 +133,9 @@ export interface PartitionWriterOptions {
   /** Object keys are `<prefix>/p<nnnn>/<seq>.kndjson`. */
   readonly prefix: string;
   readonly partitions: number;
-  /** A part is written once past this many bytes. Default 4 MiB. */
+  /** A part is written once past this many bytes. Default 1 MiB. */
   readonly partBytes?: number;
-  /** All partitions' buffers together: past it, the fullest is written. Default 8 MiB. */
+  /** All partitions' buffers together: past it, the fullest is written. Default 4 MiB. */
   readonly bufferBytes?: number;
   /** Drops resources this system wrote. */
   readonly isOwnWrite: (resource: Resource) => boolean;
@@ -159,8 +159,8 @@ export class PartitionWriter {
   routedUnparsed = 0;
 
   constructor(private readonly opts: PartitionWriterOptions) {
-    this.partBytes = opts.partBytes ?? 4 * 1024 * 1024;
-    this.bufferBytes = opts.bufferBytes ?? 8 * 1024 * 1024;
+    this.partBytes = opts.partBytes ?? 1024 * 1024;
+    this.bufferBytes = opts.bufferBytes ?? 4 * 1024 * 1024;
     this.staged = Array.from({ length: opts.partitions }, (_, partition) => ({
       partition,
       keys: [],

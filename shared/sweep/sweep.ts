@@ -27,7 +27,7 @@ import {
 } from './batch.js';
 import type { BulkClient } from './bulk-client.js';
 import type { CheckpointStore, ItemCheckpoint, SweepRecord } from './checkpoint.js';
-import { parseSweepDefinition, type SweepDefinition } from './definition.js';
+import { parseSweepDefinition, selectModels } from './definition.js';
 import { ExportUnsupportedError, SweepError, SweepInputError } from './errors.js';
 import { ExternalSorter, groupByKey } from './external-sort.js';
 import { stageExport, stageSearch, type StagedExport, type StageOptions } from './stage.js';
@@ -71,7 +71,7 @@ export interface SweepContext {
     StageOptions,
     'resourcesPerPartition' | 'maxPartitions' | 'partBytes' | 'maxExportAttempts'
   >;
-  /** Bytes of keyed lines held before a sorted run spills. Default 8 MiB. */
+  /** Bytes of keyed lines held before a sorted run spills. Default 4 MiB. */
   readonly runBytes?: number;
   /** Incremental runs: patients whose inputs are read at once. Default 8. */
   readonly fetchConcurrency?: number;
@@ -98,19 +98,6 @@ export interface StartResult {
 }
 
 const prefixOf = (ctx: SweepContext, sweepId: string): string => `${ctx.prefix ?? 'sweeps'}/${sweepId}`;
-
-/** The definition's models: known ids, Observation-driven (image models need DICOMweb, not a sweep). */
-export function selectModels(all: readonly ModelManifest[], definition: SweepDefinition): ModelManifest[] {
-  const usable = all.filter((m) => m.input.kind !== 'image');
-  if (definition.models.length === 0) return usable;
-  return definition.models.map((id) => {
-    const m = all.find((x) => x.id === id);
-    if (!m) throw new SweepInputError(`unknown model "${id}"`);
-    if (m.input.kind === 'image')
-      throw new SweepInputError(`model "${id}" reads images: not available in sweeps`);
-    return m;
-  });
-}
 
 function itemsOf(sweepId: string, staged: StagedExport): SweepItem[] {
   const mode = staged.since ? 'incremental' : 'full';
@@ -391,9 +378,17 @@ export async function runSweep(
   ctx: SweepContext,
   input: unknown,
   opts: { sweepId?: string; itemConcurrency?: number } = {},
-): Promise<SweepSummary & { resumed: boolean }> {
+): Promise<SweepSummary & { resumed: boolean; phasesMs: { start: number; items: number; finish: number } }> {
+  const t0 = Date.now();
   const started = await startSweep(ctx, input, opts);
+  const t1 = Date.now();
   await mapLimit(started.items, opts.itemConcurrency ?? 1, (item) => processItem(ctx, item));
+  const t2 = Date.now();
   const summary = await finishSweep(ctx, started.sweepId, started.items);
-  return { ...summary, resumed: started.resumed };
+  return {
+    ...summary,
+    resumed: started.resumed,
+    // This process's wall time per phase: export and staging, the items, the summary.
+    phasesMs: { start: t1 - t0, items: t2 - t1, finish: Date.now() - t2 },
+  };
 }
