@@ -6,8 +6,11 @@
  * - the sweep: patients per second, and its share of the ceiling (target ≥ 25%);
  * - peak RSS of the sweep process at N/10 (a Group of the first N/10 patients) and at N
  *   (target: ≤ 1.2×); each sweep runs in a child process (the servers stay in this one), and
- *   reports `process.resourceUsage().maxRSS`;
- * - a second run with nothing changed (incremental `_since`), against the first (target ≤ 10%).
+ *   reports `process.resourceUsage().maxRSS`, with sampled peaks by kind (heap, external) and,
+ *   under `BENCH_SWEEP_NODE_ARGS=--trace-gc`, the largest heap left after a full GC (what the
+ *   process held, apart from what V8 had not collected yet);
+ * - a second run with nothing changed (incremental `_since`), against the first (target ≤ 10%);
+ * - the sweep's phases (export + staging, items, summary) in its own wall time.
  *
  * `npx tsx bench/sweep.ts [patients]`, or `benchSweep({ patients })` from the bench runner.
  */
