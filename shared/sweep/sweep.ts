@@ -243,11 +243,12 @@ export async function processItem(ctx: SweepContext, item: SweepItem): Promise<I
   const clock = ctx.ports.clock ?? ((): Date => new Date());
   interface Batch {
     readonly asOf: Date;
-    readonly patients: { id: string; lines: string[] }[];
+    /** Incremental runs: the ids whose inputs are read from the server when the batch is full. */
+    readonly ids: string[];
     readonly prepared: PreparedPatient[];
     malformed: number;
   }
-  const newBatch = (): Batch => ({ asOf: clock(), patients: [], prepared: [], malformed: 0 });
+  const newBatch = (): Batch => ({ asOf: clock(), ids: [], prepared: [], malformed: 0 });
   // One batch is scored and written while the next is grouped and featurised: the FHIR
   // server works on batch k while this process parses batch k + 1. Checkpoints stay in order.
   let inflight: Promise<void> = Promise.resolve();
@@ -255,11 +256,11 @@ export async function processItem(ctx: SweepContext, item: SweepItem): Promise<I
   const score = async (batch: Batch): Promise<void> => {
     const prepared =
       item.mode === 'incremental'
-        ? await mapLimit(batch.patients, ctx.fetchConcurrency ?? 8, async (p) =>
+        ? await mapLimit(batch.ids, ctx.fetchConcurrency ?? 8, async (id) =>
             preparePatient(
               ctx.ports,
               models,
-              await fetchInputs(ctx.ports.fhir, p.id, codes, isOwnWrite),
+              await fetchInputs(ctx.ports.fhir, id, codes, isOwnWrite),
               batch.asOf,
             ),
           )
@@ -295,7 +296,7 @@ export async function processItem(ctx: SweepContext, item: SweepItem): Promise<I
     let batch = newBatch();
     for await (const group of groupByKey(sorter.sorted())) {
       if (resumeAfter !== undefined && group.key <= resumeAfter) continue;
-      if (item.mode === 'incremental') batch.patients.push({ id: group.key, lines: [] });
+      if (item.mode === 'incremental') batch.ids.push(group.key);
       else {
         // One parse per line, here: Observation lines that name none of the models' codes are
         // skipped unparsed (the features' prefilter); what does not parse is counted.
@@ -311,12 +312,12 @@ export async function processItem(ctx: SweepContext, item: SweepItem): Promise<I
           ),
         );
       }
-      if (batch.patients.length + batch.prepared.length >= definition.batchSize) {
+      if (batch.ids.length + batch.prepared.length >= definition.batchSize) {
         await score(batch);
         batch = newBatch();
       }
     }
-    if (batch.patients.length + batch.prepared.length > 0) await score(batch);
+    if (batch.ids.length + batch.prepared.length > 0) await score(batch);
     await inflight;
     if (failure !== undefined) throw failure as Error;
   } finally {
