@@ -51,6 +51,8 @@ export interface BulkExportOptions {
   fileTtlMs?: number;
   /** Patients per step of a patient- or group-level job (its cursor over the cohort). Default 500. */
   patientsPerPage?: number;
+  /** `_since` jobs with at most this many changed resources read them in one search per type. Default 50,000. */
+  changesAtOnce?: number;
   /** Hold each job back this long before it starts (to test polling). Default 0. */
   startDelayMs?: number;
 }
@@ -150,6 +152,7 @@ export function installBulkExport(server: RunningFhirServer, opts: BulkExportOpt
         maxResourcesPerFile: opts.chunkSize ?? 10_000,
         maxBytesPerFile: opts.maxFileBytes ?? 64 * 1024 * 1024,
         ...(opts.patientsPerPage ? { patientsPerPage: opts.patientsPerPage } : {}),
+        ...(opts.changesAtOnce !== undefined ? { changesAtOnce: opts.changesAtOnce } : {}),
         faults,
         isCancelled: () => closed || job.status === 'cancelled',
       });

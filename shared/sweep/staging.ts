@@ -137,6 +137,8 @@ export interface PartitionWriterOptions {
   readonly partBytes?: number;
   /** All partitions' buffers together: past it, the fullest is written. Default 4 MiB. */
   readonly bufferBytes?: number;
+  /** Part uploads in flight at once. Default 4. */
+  readonly uploads?: number;
   /** Drops resources this system wrote. */
   readonly isOwnWrite: (resource: Resource) => boolean;
   /**
@@ -157,6 +159,8 @@ export class PartitionWriter {
   private readonly bufferBytes: number;
   /** Lines routed from their text, unparsed. */
   routedUnparsed = 0;
+  private readonly inFlight = new Set<Promise<void>>();
+  private uploadError: unknown;
 
   constructor(private readonly opts: PartitionWriterOptions) {
     this.partBytes = opts.partBytes ?? 1024 * 1024;
@@ -239,13 +243,32 @@ export class PartitionWriter {
     this.buffered -= buffer.bytes;
     buffer.lines = [];
     buffer.bytes = 0;
-    await putObject(this.opts.store, key, body);
-    staged.keys.push(key);
+    // A few PUTs in flight: the download goes on while a part uploads (one at a time, each PUT's
+    // round trip stalled it). Memory: at most `uploads` bodies besides the buffers.
+    const put: Promise<void> = putObject(this.opts.store, key, body)
+      .then(
+        () => {
+          staged.keys.push(key);
+        },
+        (err: unknown) => {
+          this.uploadError ??= err;
+        },
+      )
+      .finally(() => this.inFlight.delete(put));
+    this.inFlight.add(put);
+    if (this.inFlight.size >= (this.opts.uploads ?? 4)) await Promise.race(this.inFlight);
+    this.throwIfFailed();
   }
 
-  /** Writes what is left in every buffer. */
+  private throwIfFailed(): void {
+    if (this.uploadError !== undefined) throw this.uploadError as Error;
+  }
+
+  /** Writes what is left in every buffer, and waits for every upload. */
   async close(): Promise<StagedPartition[]> {
     for (let p = 0; p < this.opts.partitions; p++) await this.flush(p);
+    await Promise.all(this.inFlight);
+    this.throwIfFailed();
     return this.staged;
   }
 }

@@ -146,4 +146,40 @@ describe('$export paging', () => {
     expect(new Set(groupExport.map(key)).size).toBe(groupExport.length);
     expect(incremental.map(key)).toEqual([key(changed as Observation)]);
   });
+
+  it('an incremental export with many changes walks the cursor and finds the same changes', async () => {
+    // Arrange: a server that treats any change count as many (cursor walk even for one change).
+    const server = await startFhirServer({ port: 0 });
+    const cursorOnly = installBulkExport(server, {
+      retryAfterSeconds: 0,
+      patientsPerPage: 4,
+      changesAtOnce: 0,
+    });
+    await loadSyntheticCohort(server.repo, { patients: 30, seed: 3 });
+    const since = new Date().toISOString();
+    await new Promise((r) => setTimeout(r, 5));
+    const [obs] = await server.repo.searchResources<Observation>({
+      resourceType: 'Observation',
+      filters: [{ code: 'subject', operator: Operator.EQUALS, value: `Patient/${syntheticPatientId(17)}` }],
+    });
+    await server.repo.updateResource<Observation>({ ...(obs as Observation), status: 'amended' });
+    const patient = await server.repo.readResource<Patient>('Patient', syntheticPatientId(2));
+    await server.repo.updateResource<Patient>({ ...patient, gender: 'other' });
+    const client = createBulkClient({ baseUrl: server.baseUrl, minPollMs: 0 });
+
+    // Act
+    const status = await client.kickOff({ level: 'patient', types: ['Patient', 'Observation'], since });
+    const manifest = await client.waitForManifest(status);
+    const found: Resource[] = [];
+    for (const o of manifest.output)
+      for await (const line of lines(await client.download(o.url, false)))
+        found.push(JSON.parse(line) as Resource);
+    await cursorOnly.close();
+    await server.close();
+
+    // Assess
+    expect(found.map(key).sort()).toEqual(
+      [key(obs as Observation), `Patient/${syntheticPatientId(2)}`].sort(),
+    );
+  });
 });

@@ -151,6 +151,36 @@ describe('PartitionWriter', () => {
   });
 });
 
+describe('PartitionWriter uploads', () => {
+  it('keeps a few part uploads in flight and fails the staging when one fails', async () => {
+    // Arrange: the third PUT fails.
+    let calls = 0;
+    s3.on(PutObjectCommand).callsFake(() => {
+      calls++;
+      if (calls === 3) throw Object.assign(new Error('slow down'), { name: 'SlowDown' });
+      return {};
+    });
+    const w = new PartitionWriter({
+      store: { s3: new S3Client({ region: 'us-east-1' }), bucket: 'b' },
+      prefix: 'sweeps/s2',
+      partitions: 2,
+      partBytes: 1024,
+      isOwnWrite: (r) => isWrittenByFhirAnalytics(r),
+      ownWriteMarker: MARKER,
+      uploads: 2,
+    });
+
+    // Act
+    const staging = (async (): Promise<void> => {
+      for (let i = 0; i < 200; i++) await w.addLine(JSON.stringify(observation(`p${i % 7}`)));
+      await w.close();
+    })();
+
+    // Assess
+    await expect(staging).rejects.toThrow('slow down');
+  });
+});
+
 describe('tally: bounded size, exact counts', () => {
   it('holds the same few numbers after 100,000 scores and 5,000 failures, and every count is exact', () => {
     // Arrange
