@@ -126,7 +126,7 @@ export interface RunJobOptions {
   readonly faults: ExportFaults;
   /** Patients per step of a patient- or group-level job's cursor. Default 500. */
   readonly patientsPerPage?: number;
-  /** A `_since` job with at most this many changes reads them in one search per type. Default 50,000. */
+  /** A `_since` job with at most this many changes reads them in one search per type. Default 250,000. */
   readonly changesAtOnce?: number;
   /** Checked between pages (the job yields to the event loop there, so the server keeps answering). */
   readonly isCancelled: () => boolean;
@@ -193,7 +193,7 @@ export async function runJob(job: ExportJob, opts: RunJobOptions): Promise<void>
   if (request.level === 'system') await systemLevel(job, opts, emit, sinceFilters);
   else if (
     request.since &&
-    (await changesCount(opts.repo, request.types, sinceFilters)) <= (opts.changesAtOnce ?? 50_000)
+    (await changesCount(opts.repo, request.types, sinceFilters)) <= (opts.changesAtOnce ?? 250_000)
   ) {
     // A `_since` export with few changes: one search per type for what changed (a cheap date
     // check per resource, nothing cloned but the changes), rather than a walk over every

@@ -51,7 +51,7 @@ export interface BulkExportOptions {
   fileTtlMs?: number;
   /** Patients per step of a patient- or group-level job (its cursor over the cohort). Default 500. */
   patientsPerPage?: number;
-  /** `_since` jobs with at most this many changed resources read them in one search per type. Default 50,000. */
+  /** `_since` jobs with at most this many changed resources read them in one search per type. Default 250,000 (the unchanged re-run after a 100,000-patient sweep holds its 85,500 score Observations). */
   changesAtOnce?: number;
   /** Hold each job back this long before it starts (to test polling). Default 0. */
   startDelayMs?: number;
