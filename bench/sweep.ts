@@ -6,8 +6,11 @@
  * - the sweep: patients per second, and its share of the ceiling (target ≥ 25%);
  * - peak RSS of the sweep process at N/10 (a Group of the first N/10 patients) and at N
  *   (target: ≤ 1.2×); each sweep runs in a child process (the servers stay in this one), and
- *   reports `process.resourceUsage().maxRSS`;
- * - a second run with nothing changed (incremental `_since`), against the first (target ≤ 10%).
+ *   reports `process.resourceUsage().maxRSS`, with sampled peaks by kind (heap, external) and,
+ *   under `BENCH_SWEEP_NODE_ARGS=--trace-gc`, the largest heap left after a full GC (what the
+ *   process held, apart from what V8 had not collected yet);
+ * - a second run with nothing changed (incremental `_since`), against the first (target ≤ 10%);
+ * - the sweep's phases (export + staging, items, summary) in its own wall time.
  *
  * `npx tsx bench/sweep.ts [patients]`, or `benchSweep({ patients })` from the bench runner.
  */
@@ -44,7 +47,16 @@ function child(args: Record<string, string>): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
     const p = spawn(
       process.execPath,
-      ['--import', 'tsx', path.join(ROOT, 'bench', 'sweep.ts'), '--child', JSON.stringify(args)],
+      [
+        // BENCH_SWEEP_NODE_ARGS: node flags for each child, the sweep process alone (e.g.
+        // `--cpu-prof --cpu-prof-dir=/tmp/prof`, or `--trace-gc`: what it prints goes to stderr).
+        ...(process.env.BENCH_SWEEP_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+        '--import',
+        'tsx',
+        path.join(ROOT, 'bench', 'sweep.ts'),
+        '--child',
+        JSON.stringify(args),
+      ],
       {
         cwd: ROOT,
         stdio: ['ignore', 'pipe', 'inherit'],
@@ -54,15 +66,43 @@ function child(args: Record<string, string>): Promise<ChildResult> {
     p.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
     p.on('error', reject);
     p.on('exit', (code) => {
-      const last = out.trim().split('\n').pop() ?? '';
+      const all = out.trim().split('\n');
+      const last = all.pop() ?? '';
+      // With `--trace-gc`: the largest heap left after a full GC, what the process really held.
+      const live = all
+        .map((l) => /Mark-Compact [\d.]+ \([\d.]+\) -> ([\d.]+)/.exec(l)?.[1])
+        .filter((v): v is string => v !== undefined)
+        .map(Number);
+      const others = all.filter((l) => !l.includes('Mark-Compact') && !l.includes('Scavenge'));
+      if (others.length > 0) process.stderr.write(others.join('\n') + '\n');
       if (code !== 0) reject(new Error(`bench child exited ${code}: ${last}`));
-      else resolve(JSON.parse(last) as ChildResult);
+      else {
+        const result = JSON.parse(last) as ChildResult;
+        resolve(live.length > 0 ? { ...result, liveHeapAfterGcMb: Math.max(...live) } : result);
+      }
     });
   });
 }
 
+/** Peaks of the child's memory by kind (MB), sampled every 250 ms (memoryUsage() costs ~1 ms): what the RSS is made of. */
+function sampleMemory(): () => Record<string, number> {
+  const peak = { rss: 0, heapTotal: 0, heapUsed: 0, external: 0, arrayBuffers: 0 };
+  const sample = (): void => {
+    const m = process.memoryUsage();
+    for (const k of Object.keys(peak) as (keyof typeof peak)[]) peak[k] = Math.max(peak[k], m[k] / 2 ** 20);
+  };
+  const timer = setInterval(sample, 250);
+  timer.unref();
+  return () => {
+    sample();
+    clearInterval(timer);
+    return Object.fromEntries(Object.entries(peak).map(([k, v]) => [k, Math.round(v)]));
+  };
+}
+
 async function childMain(args: Record<string, string>): Promise<void> {
   const started = Date.now();
+  const memory = sampleMemory();
   const base = args.fhir ?? '';
   if (args.mode === 'ceiling') {
     // The export read alone: kick-off, poll, download and parse every line (no staging, no scoring).
@@ -86,6 +126,7 @@ async function childMain(args: Record<string, string>): Promise<void> {
         maxRssMb: process.resourceUsage().maxRSS / 1024,
         patients,
         resources,
+        memoryPeaksMb: memory(),
         written: 0,
         unchanged: 0,
         mode: 'ceiling',
@@ -126,6 +167,7 @@ async function childMain(args: Record<string, string>): Promise<void> {
   const summary = JSON.parse(await readFile(path.join(out, 'summary.json'), 'utf8')) as {
     mode: string;
     patients: { processed: number; written: number; unchanged: number; skippedUnchanged: number };
+    phasesMs?: Record<string, number>;
   };
   process.stdout.write(
     JSON.stringify({
@@ -136,6 +178,8 @@ async function childMain(args: Record<string, string>): Promise<void> {
       unchanged: summary.patients.unchanged,
       skipped: summary.patients.skippedUnchanged,
       mode: summary.mode,
+      phasesMs: summary.phasesMs,
+      memoryPeaksMb: memory(),
     }) + '\n',
   );
 }
@@ -192,6 +236,7 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
         ms: first.ms,
         patientsPerSecond: round(sweepRate, 0),
         written: first.written,
+        phasesMs: first.phasesMs,
         shareOfCeiling: round(sweepRate / ceilingRate),
         target: '≥ 0.25',
       },
@@ -200,6 +245,14 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
         [`at${patients}`]: round(first.maxRssMb, 0),
         ratio: round(first.maxRssMb / smallRun.maxRssMb),
         target: '≤ 1.2',
+        // The sweep child alone (the servers run in this process): sampled peaks by kind.
+        // With BENCH_SWEEP_NODE_ARGS=--trace-gc: the largest heap left after a full GC.
+        liveHeapAfterGcMb: {
+          [`at${small}`]: smallRun.liveHeapAfterGcMb,
+          [`at${patients}`]: first.liveHeapAfterGcMb,
+        },
+        [`peaksAt${small}`]: smallRun.memoryPeaksMb,
+        [`peaksAt${patients}`]: first.memoryPeaksMb,
       },
       unchangedRerun: {
         ms: rerun.ms,

@@ -270,6 +270,7 @@ export async function sweepCommand(argv: string[]): Promise<number> {
       ...(writeConcurrency ? { writeConcurrency } : {}),
       extra: { onProgress: progress.on },
     });
+    closers.push(() => Promise.resolve(ctx.close?.()));
     const summary = await runSweep(
       ctx,
       definition,

@@ -9,6 +9,7 @@ import type { Operator as OperatorType } from '@medplum/core';
 import { Operator } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
 import type { IndexedRepository } from './indexed-repository.js';
+import { kindOf } from './search-index.js';
 
 /** Fault knobs, each counted down as it is used. */
 export interface ExportFaults {
@@ -65,7 +66,7 @@ export function patientIdOf(resource: Resource): string | undefined {
 /** Resource types a patient-level export reads by default (the patient compartment we serve). */
 export const PATIENT_TYPES = ['Patient', 'Observation', 'ImagingStudy', 'Condition', 'DiagnosticReport'];
 
-const PAGE = 2000;
+const SYSTEM_PAGE = 2000;
 
 class NdjsonWriter {
   private stream: WriteStream | undefined;
@@ -123,69 +124,132 @@ export interface RunJobOptions {
   readonly maxResourcesPerFile: number;
   readonly maxBytesPerFile: number;
   readonly faults: ExportFaults;
-  /** Yields to the event loop between pages, so the server keeps answering. */
+  /** Patients per step of a patient- or group-level job's cursor. Default 500. */
+  readonly patientsPerPage?: number;
+  /** A `_since` job with at most this many changes reads them in one search per type. Default 250,000. */
+  readonly changesAtOnce?: number;
+  /** Checked between pages (the job yields to the event loop there, so the server keeps answering). */
   readonly isCancelled: () => boolean;
+}
+
+const yieldToLoop = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+/**
+ * The version of `r` the export holds: `r` itself when it was last written at or before the
+ * job's transactionTime, else the newest older version from its history (undefined when it did
+ * not exist then). So a job is a snapshot as of its transactionTime, whatever is written while
+ * it runs; what was written after is the next `_since` export's.
+ */
+async function asOf(repo: IndexedRepository, r: Resource, txTime: number): Promise<Resource | undefined> {
+  const updated = r.meta?.lastUpdated ? Date.parse(r.meta.lastUpdated) : 0;
+  if (updated <= txTime) return r;
+  const history = await repo.readHistory(r.resourceType, r.id ?? '');
+  for (const e of history.entry ?? []) {
+    const at = e.resource?.meta?.lastUpdated;
+    if (at && Date.parse(at) <= txTime) return e.resource;
+  }
+  return undefined;
+}
+
+/** The indexed reference parameter that finds a type's resources by patient, if any. */
+function patientParam(type: string): string | undefined {
+  return ['subject', 'patient'].find((code) => kindOf(type, code) === 'reference');
 }
 
 /** Writes a job's files. Members of a Group export come from `Group.member.entity`. */
 export async function runJob(job: ExportJob, opts: RunJobOptions): Promise<void> {
   await mkdir(job.dir, { recursive: true });
   const { request } = job;
-  let members: Set<string> | undefined;
-  if (request.level === 'group' && request.groupId) {
-    const group = await opts.repo.readResource<Resource & { member?: { entity?: { reference?: string } }[] }>(
-      'Group',
-      request.groupId,
-    );
-    members = new Set(
-      (group.member ?? [])
-        .map((m) => m.entity?.reference)
-        .filter((r): r is string => r?.startsWith('Patient/') === true)
-        .map((r) => r.slice(8)),
-    );
-  }
-  const patientLevel = request.level !== 'system';
   const faults = opts.faults;
-  const malformed = faults.malformedLines ?? 0;
+  let malformed = faults.malformedLines ?? 0;
   faults.malformedLines = 0;
   const txTime = Date.parse(job.transactionTime);
-  for (const [t, type] of request.types.entries()) {
-    const writer = new NdjsonWriter(job, type, opts.maxResourcesPerFile, opts.maxBytesPerFile, job.output);
-    let injected = type === 'Observation' ? malformed : 0;
-    const filters = request.since
-      ? [{ code: '_lastUpdated', operator: Operator.GREATER_THAN as OperatorType, value: request.since }]
-      : [];
-    for (let offset = 0; ; offset += PAGE) {
+  const since = request.since ? Date.parse(request.since) : undefined;
+  const writers = new Map<string, NdjsonWriter>();
+  const writerOf = (type: string): NdjsonWriter => {
+    let w = writers.get(type);
+    if (!w) {
+      w = new NdjsonWriter(job, type, opts.maxResourcesPerFile, opts.maxBytesPerFile, job.output);
+      writers.set(type, w);
+    }
+    return w;
+  };
+  /** Writes the job's version of `r` when it belongs in the export. */
+  const emit = async (r: Resource): Promise<void> => {
+    const v = await asOf(opts.repo, r, txTime);
+    if (!v) return;
+    if (since !== undefined && !(v.meta?.lastUpdated && Date.parse(v.meta.lastUpdated) > since)) return;
+    const writer = writerOf(v.resourceType);
+    await writer.write(JSON.stringify(v));
+    if (v.resourceType === 'Observation' && malformed > 0 && writer.written() % 3 === 1) {
+      await writer.write('{"resourceType":"Observation", this is not json', false);
+      malformed--;
+    }
+  };
+  const sinceFilters = request.since
+    ? [{ code: '_lastUpdated', operator: Operator.GREATER_THAN as OperatorType, value: request.since }]
+    : [];
+
+  if (request.level === 'system') await systemLevel(job, opts, emit, sinceFilters);
+  else if (
+    request.since &&
+    (await changesCount(opts.repo, request.types, sinceFilters)) <= (opts.changesAtOnce ?? 250_000)
+  ) {
+    // A `_since` export with few changes: one search per type for what changed (a cheap date
+    // check per resource, nothing cloned but the changes), rather than a walk over every
+    // patient: an unchanged re-run costs a scan, not the population.
+    const members = request.level === 'group' ? new Set(await cohortOf(job, opts.repo)) : undefined;
+    for (const type of request.types) {
       if (opts.isCancelled()) return;
-      const bundle = await opts.repo.search({
+      if (type !== 'Patient' && !patientParam(type)) continue;
+      const found = await opts.repo.search({
         resourceType: type as Resource['resourceType'],
-        filters,
-        offset,
-        count: PAGE,
+        filters: sinceFilters,
       });
-      const page = bundle.entry ?? [];
-      for (const entry of page) {
-        const r = entry.resource;
-        if (!r) continue;
-        // Written after the kick-off: the next `_since` export picks it up.
-        if (r.meta?.lastUpdated && Date.parse(r.meta.lastUpdated) > txTime) continue;
-        if (patientLevel) {
-          const pid = patientIdOf(r);
-          if (pid === undefined || (members && !members.has(pid))) continue;
-        }
-        await writer.write(JSON.stringify(r));
-        if (injected > 0 && writer.written() % 3 === 1) {
-          await writer.write('{"resourceType":"Observation", this is not json', false);
-          injected--;
+      for (const entry of found.entry ?? []) {
+        const pid = entry.resource ? patientIdOf(entry.resource) : undefined;
+        if (entry.resource && pid !== undefined && (!members || members.has(pid))) await emit(entry.resource);
+      }
+      job.progress = `changes: ${type}`;
+      await yieldToLoop();
+    }
+  } else {
+    const ids = await cohortOf(job, opts.repo);
+    const perPage = opts.patientsPerPage ?? 500;
+    const compartment = request.types.filter((t) => t !== 'Patient');
+    for (let from = 0; from < ids.length; from += perPage) {
+      if (opts.isCancelled()) return;
+      const page = ids.slice(from, from + perPage);
+      const inPage = new Set(page);
+      if (request.types.includes('Patient')) {
+        for (const id of page) {
+          const patient = await opts.repo.readResource('Patient', id).catch(() => undefined);
+          if (patient) await emit(patient);
         }
       }
-      job.progress = `${type} ${t + 1}/${request.types.length}, ${offset + page.length} read`;
-      await new Promise((r) => setImmediate(r));
-      if (page.length < PAGE) break;
+      const refs = page.map((id) => `Patient/${id}`).join(',');
+      for (const type of compartment) {
+        const code = patientParam(type);
+        if (!code) continue; // not in the patient compartment as served here
+        const found = await opts.repo.search({
+          resourceType: type as Resource['resourceType'],
+          filters: [{ code, operator: Operator.EQUALS, value: refs }, ...sinceFilters],
+        });
+        for (const entry of found.entry ?? []) {
+          // Each resource once: in the page of the patient it names.
+          const pid = entry.resource ? patientIdOf(entry.resource) : undefined;
+          if (entry.resource && pid !== undefined && inPage.has(pid)) await emit(entry.resource);
+        }
+      }
+      job.progress = `${Math.min(from + perPage, ids.length)}/${ids.length} patients`;
+      await yieldToLoop();
     }
-    while (injected-- > 0) await writer.write('not json at all', false);
-    await writer.close();
   }
+  if (malformed > 0) {
+    const writer = writerOf('Observation');
+    while (malformed-- > 0) await writer.write('not json at all', false);
+  }
+  for (const w of writers.values()) await w.close();
   if ((faults.errorEntries ?? 0) > 0) {
     faults.errorEntries = (faults.errorEntries ?? 0) - 1;
     const writer = new NdjsonWriter(job, 'OperationOutcome', 1, Infinity, job.error);
@@ -206,6 +270,72 @@ export async function runJob(job: ExportJob, opts: RunJobOptions): Promise<void>
   if ((faults.expiredJobs ?? 0) > 0) {
     faults.expiredJobs = (faults.expiredJobs ?? 0) - 1;
     job.expired = true;
+  }
+}
+
+/** Resources of `types` changed since the filter's instant (counted, none cloned). */
+async function changesCount(
+  repo: IndexedRepository,
+  types: readonly string[],
+  filters: { code: string; operator: OperatorType; value: string }[],
+): Promise<number> {
+  let n = 0;
+  for (const type of types) {
+    const counted = await repo.search({ resourceType: type as Resource['resourceType'], filters, count: 0 });
+    n += counted.total ?? 0;
+  }
+  return n;
+}
+
+/**
+ * The job's patients, its cursor: a Group's members in member order, or every Patient's id
+ * read at once (one synchronous search: a consistent snapshot; later Patients are the next
+ * export's). Pages then read by id and by the posting lists of `subject`/`patient`, so a
+ * page costs what it returns, whatever the population: no offset, no rescans.
+ */
+async function cohortOf(job: ExportJob, repo: IndexedRepository): Promise<string[]> {
+  const { request } = job;
+  if (request.level === 'group' && request.groupId) {
+    const group = await repo.readResource<Resource & { member?: { entity?: { reference?: string } }[] }>(
+      'Group',
+      request.groupId,
+    );
+    const members = (group.member ?? [])
+      .map((m) => m.entity?.reference)
+      .filter((r): r is string => r?.startsWith('Patient/') === true)
+      .map((r) => r.slice(8));
+    return [...new Set(members)];
+  }
+  const all = await repo.search({ resourceType: 'Patient' });
+  return (all.entry ?? []).map((e) => e.resource?.id ?? '').filter((id) => id !== '');
+}
+
+/**
+ * A system-level job: every resource of each type. The repository has no cursor over a
+ * type, so this one pages by offset over insertion order (new resources append; what changed
+ * after the transactionTime is read as of it); the sweeps never use it.
+ */
+async function systemLevel(
+  job: ExportJob,
+  opts: RunJobOptions,
+  emit: (r: Resource) => Promise<void>,
+  filters: { code: string; operator: OperatorType; value: string }[],
+): Promise<void> {
+  for (const [t, type] of job.request.types.entries()) {
+    for (let offset = 0; ; offset += SYSTEM_PAGE) {
+      if (opts.isCancelled()) return;
+      const bundle = await opts.repo.search({
+        resourceType: type as Resource['resourceType'],
+        filters,
+        offset,
+        count: SYSTEM_PAGE,
+      });
+      const page = bundle.entry ?? [];
+      for (const entry of page) if (entry.resource) await emit(entry.resource);
+      job.progress = `${type} ${t + 1}/${job.request.types.length}, ${offset + page.length} read`;
+      await yieldToLoop();
+      if (page.length < SYSTEM_PAGE) break;
+    }
   }
 }
 

@@ -11,8 +11,11 @@
  *   line, split into files by type and by size (`chunkSize` resources, `maxFileBytes`).
  *
  * Group membership is `Group.member.entity`; `_since` keeps resources whose
- * `meta.lastUpdated` is after it; resources written after the kick-off's `transactionTime`
- * are left for the next export. Fault knobs (`setFaults`): 429 while polling, an `error`
+ * `meta.lastUpdated` is after it. A job is a snapshot as of the kick-off's `transactionTime`:
+ * a resource changed while the job runs is exported as it was then (from its history), one
+ * created after it is left for the next export. Patient- and group-level jobs walk a cursor
+ * over the cohort's patient ids and read each page through the `subject`/`patient` indexes
+ * (see `runJob`), so an export costs what it returns rather than a rescan per page. Fault knobs (`setFaults`): 429 while polling, an `error`
  * entry, expired download URLs (410), malformed NDJSON lines, no `$export` at all (404).
  */
 import { randomUUID } from 'node:crypto';
@@ -46,6 +49,10 @@ export interface BulkExportOptions {
   retryAfterSeconds?: number;
   /** Download URLs answer 410 this long after the job completed. Default: never. */
   fileTtlMs?: number;
+  /** Patients per step of a patient- or group-level job (its cursor over the cohort). Default 500. */
+  patientsPerPage?: number;
+  /** `_since` jobs with at most this many changed resources read them in one search per type. Default 250,000 (the unchanged re-run after a 100,000-patient sweep holds its 85,500 score Observations). */
+  changesAtOnce?: number;
   /** Hold each job back this long before it starts (to test polling). Default 0. */
   startDelayMs?: number;
 }
@@ -144,6 +151,8 @@ export function installBulkExport(server: RunningFhirServer, opts: BulkExportOpt
         repo: server.repo,
         maxResourcesPerFile: opts.chunkSize ?? 10_000,
         maxBytesPerFile: opts.maxFileBytes ?? 64 * 1024 * 1024,
+        ...(opts.patientsPerPage ? { patientsPerPage: opts.patientsPerPage } : {}),
+        ...(opts.changesAtOnce !== undefined ? { changesAtOnce: opts.changesAtOnce } : {}),
         faults,
         isCancelled: () => closed || job.status === 'cancelled',
       });

@@ -1,8 +1,9 @@
 /**
- * One batch of patients through features → inference → write-back: the rows of every patient
- * in the batch are collected per model and sent in one `predict` call (the invoker splits them
- * under the endpoint's max batch size), then the reports are written as one transaction per
- * report, several in flight at once.
+ * One batch of patients through features → inference → write-back: each patient's feature rows
+ * are extracted as its lines are grouped (`preparePatient`), the rows of the batch are sent per
+ * model in one `predict` call (the invoker splits them under the endpoint's max batch size),
+ * then the reports are built and written by the write-back's workers, a few transactions in
+ * flight at once (`write-back.ts`).
  *
  * Why not one big Bundle: a report's transaction has conditional creates and `urn:uuid:`
  * references between its entries, so it cannot be an entry of a `batch` (entries of a batch
@@ -10,12 +11,12 @@
  * transactions of more than 8 entries with conditional creates. Concurrent transactions keep
  * each report atomic and idempotent (a re-run finds each report: 200, not 201).
  */
-import type { Bundle, Observation, Patient, Resource } from '@medplum/fhirtypes';
+import type { Observation, Patient, Resource } from '@medplum/fhirtypes';
 import type { FhirGateway } from '../fhir/gateway.js';
 import type { ModelManifest } from '../inference/manifest.js';
 import type { Logger } from '../log.js';
 import type { PipelinePorts } from '../pipeline.js';
-import type { FeatureRow } from '../types.js';
+import type { FeatureRow, Prediction } from '../types.js';
 import { createReportWriter, type ReportWriter } from './write-back.js';
 import {
   addFailed,
@@ -83,6 +84,32 @@ export async function mapLimit<T, R>(
   return out;
 }
 
+/** One patient ready for inference: per model (in the models' order), its feature row or none. */
+export interface PreparedPatient {
+  /** The patient id (no `Patient/`). */
+  readonly id: string;
+  /** `undefined`: insufficient data for that model. */
+  readonly rows: readonly (FeatureRow | undefined)[];
+}
+
+/**
+ * Features of one patient for every model, as of `asOf`. Called as each patient's lines are
+ * grouped, so a batch holds feature rows, never its patients' parsed resources.
+ */
+export function preparePatient(
+  ports: Pick<SweepPorts, 'extractor'>,
+  models: readonly ModelManifest[],
+  inputs: PatientInputs,
+  asOf: Date,
+): PreparedPatient {
+  const rows = models.map((manifest) => {
+    if (!inputs.patient) return undefined;
+    const extracted = ports.extractor(manifest).extract(inputs.patient, inputs.observations, asOf);
+    return extracted.status === 'ok' ? extracted.row : undefined;
+  });
+  return { id: inputs.id, rows };
+}
+
 /** Processes one batch; adds every patient's outcome to `tally`. Never throws for one patient's failure. */
 export async function processBatch(
   ports: SweepPorts,
@@ -91,31 +118,49 @@ export async function processBatch(
   tally: Tally,
 ): Promise<void> {
   const asOf = (ports.clock ?? (() => new Date()))();
+  await scoreBatch(
+    ports,
+    models,
+    batch.map((p) => preparePatient(ports, models, p, asOf)),
+    tally,
+    asOf,
+  );
+}
+
+/**
+ * Scores prepared patients: one `predict` per model for the whole batch, then the reports,
+ * each built only when a write-back worker takes it (memory holds the rows and scores, not a
+ * batch of bundles).
+ */
+export async function scoreBatch(
+  ports: SweepPorts,
+  models: readonly ModelManifest[],
+  batch: readonly PreparedPatient[],
+  tally: Tally,
+  asOf: Date,
+): Promise<void> {
   const t0 = Date.now();
   let predictMs = 0;
   const outcomes = batch.map(() => [] as PatientOutcome[]);
-  const writes: { patient: number; model: ModelManifest; row: FeatureRow; score: number; bundle: Bundle }[] =
-    [];
+  const writes: { patient: number; model: ModelManifest; row: FeatureRow; prediction: Prediction }[] = [];
 
-  for (const manifest of models) {
+  models.forEach((manifest, m) => {
+    tally.perModel[manifest.id] ??= emptyCounts();
+    batch.forEach((p, i) => {
+      if (p.rows[m] !== undefined) return;
+      outcomes[i]?.push('insufficient-data');
+      countOutcome(tally.perModel[manifest.id] ?? emptyCounts(), 'insufficient-data');
+    });
+  });
+  for (const [m, manifest] of models.entries()) {
     const counts = (tally.perModel[manifest.id] ??= emptyCounts());
-    const extractor = ports.extractor(manifest);
     const rows: { patient: number; row: FeatureRow }[] = [];
     batch.forEach((p, i) => {
-      if (!p.patient) {
-        outcomes[i]?.push('insufficient-data');
-        countOutcome(counts, 'insufficient-data');
-        return;
-      }
-      const extracted = extractor.extract(p.patient, p.observations, asOf);
-      if (extracted.status === 'ok') rows.push({ patient: i, row: extracted.row });
-      else {
-        outcomes[i]?.push('insufficient-data');
-        countOutcome(counts, 'insufficient-data');
-      }
+      const row = p.rows[m];
+      if (row !== undefined) rows.push({ patient: i, row });
     });
     if (rows.length === 0) continue;
-    let predictions;
+    let predictions: Prediction[];
     const tp = Date.now();
     try {
       predictions = await ports.inference.predict(
@@ -137,23 +182,8 @@ export async function processBatch(
     predictMs += Date.now() - tp;
     rows.forEach((r, k) => {
       const prediction = predictions[k];
-      const patientId = batch[r.patient]?.id ?? '';
-      try {
-        if (!prediction) throw new Error('no prediction');
-        const { bundle } = ports.buildReport({
-          manifest,
-          patient: `Patient/${patientId}`,
-          row: r.row,
-          prediction,
-          issued: asOf,
-        });
-        writes.push({ patient: r.patient, model: manifest, row: r.row, score: prediction.score, bundle });
-      } catch (err) {
-        ports.logger.warn('sweep report not built', {
-          model: manifest.id,
-          patient: `Patient/${patientId}`,
-          error: (err as Error).name,
-        });
+      if (prediction) writes.push({ patient: r.patient, model: manifest, row: r.row, prediction });
+      else {
         outcomes[r.patient]?.push('failed');
         countOutcome(counts, 'failed');
       }
@@ -162,7 +192,18 @@ export async function processBatch(
 
   const tw = Date.now();
   const writer = ports.writer ?? createReportWriter(ports.fhir, { concurrency: ports.writeConcurrency ?? 8 });
-  const results = await writer.write(writes);
+  const results = await writer.write(
+    writes.map((w) => ({
+      build: () =>
+        ports.buildReport({
+          manifest: w.model,
+          patient: `Patient/${batch[w.patient]?.id ?? ''}`,
+          row: w.row,
+          prediction: w.prediction,
+          issued: asOf,
+        }).bundle,
+    })),
+  );
   writes.forEach((w, k) => {
     const counts = (tally.perModel[w.model.id] ??= emptyCounts());
     const result = results[k];
@@ -170,7 +211,7 @@ export async function processBatch(
       const outcome: PatientOutcome = result.created ? 'written' : 'unchanged';
       outcomes[w.patient]?.push(outcome);
       countOutcome(counts, outcome);
-      addScore((tally.histograms[w.model.id] ??= histogramFor(w.model)), w.score);
+      addScore((tally.histograms[w.model.id] ??= histogramFor(w.model)), w.prediction.score);
       return;
     }
     ports.logger.warn('sweep write-back failed', {

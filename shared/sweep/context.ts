@@ -16,10 +16,12 @@ import { loadRegistry } from '../inference/registry.js';
 import type { Logger } from '../log.js';
 import type { ExtractorLike } from '../pipeline.js';
 import { buildReportTransaction, isWrittenByFhirAnalytics, loadModelCards } from '../reports/index.js';
+import { TAG_WRITTEN_BY } from '../reports/labels.js';
 import { createTokenProvider, type FhirAuth, type TokenProvider } from './auth.js';
 import { createBulkClient } from './bulk-client.js';
 import { createCheckpointStore, DEFAULT_SWEEP_TABLE } from './checkpoint.js';
 import type { SweepContext } from './sweep.js';
+import { createTransactionClient } from './transaction-client.js';
 import { createReportWriter } from './write-back.js';
 
 export interface SweepContextOptions {
@@ -73,10 +75,23 @@ export async function createSweepContext(opts: SweepContextOptions): Promise<Swe
     },
   });
   const authFetch = authorizedFetch(auth, { baseUrl: opts.fhirBaseUrl });
+  // The write-back's transactions go through a lean keep-alive client (see transaction-client.ts),
+  // authenticated by the same provider as every other FHIR request.
+  const transactions = createTransactionClient({
+    baseUrl: opts.fhirBaseUrl,
+    auth,
+    timeoutMs,
+    onRetry: (status, attempt) => {
+      opts.logger.warn('fhir retry', { operation: 'transaction', status: status ?? null, attempt });
+    },
+  });
   return {
+    close: () => {
+      transactions.close();
+    },
     ports: {
       fhir,
-      writer: createReportWriter(fhir, { concurrency: opts.writeConcurrency ?? 8 }),
+      writer: createReportWriter(transactions, { concurrency: opts.writeConcurrency ?? 8 }),
       inference: createInvoker({
         client: opts.sagemaker,
         endpointName: (m) => `${prefix}${m.id}`,
@@ -103,6 +118,8 @@ export async function createSweepContext(opts: SweepContextOptions): Promise<Swe
     store: { s3: opts.s3, bucket: opts.bucket },
     checkpoints: createCheckpointStore(opts.dynamo, opts.table ?? DEFAULT_SWEEP_TABLE),
     tmpDir: opts.tmpDir,
+    // The tag code every own write carries (`isWrittenByFhirAnalytics`), as JSON text.
+    ownWriteMarker: JSON.stringify(TAG_WRITTEN_BY),
     ...(opts.prefix ? { prefix: opts.prefix } : {}),
     ...opts.extra,
   };

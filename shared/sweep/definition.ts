@@ -3,6 +3,7 @@
  * Scheduler sends the coordinator, what `fhir-analytics sweep` builds from its flags.
  */
 import { z } from 'zod';
+import type { ModelManifest } from '../inference/manifest.js';
 import { SweepInputError } from './errors.js';
 
 const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
@@ -51,4 +52,17 @@ export function parseSweepDefinition(input: unknown): SweepDefinition {
     throw new SweepInputError(`invalid sweep definition: ${detail}`);
   }
   return parsed.data;
+}
+
+/** The definition's models: known ids, Observation-driven (image models need DICOMweb, not a sweep). */
+export function selectModels(all: readonly ModelManifest[], definition: SweepDefinition): ModelManifest[] {
+  const usable = all.filter((m) => m.input.kind !== 'image');
+  if (definition.models.length === 0) return usable;
+  return definition.models.map((id) => {
+    const m = all.find((x) => x.id === id);
+    if (!m) throw new SweepInputError(`unknown model "${id}"`);
+    if (m.input.kind === 'image')
+      throw new SweepInputError(`model "${id}" reads images: not available in sweeps`);
+    return m;
+  });
 }

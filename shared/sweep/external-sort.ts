@@ -21,7 +21,7 @@ const byKey = (a: Keyed, b: Keyed): number => (a[0] < b[0] ? -1 : a[0] > b[0] ? 
 export interface ExternalSorterOptions {
   /** Where runs go (a fresh folder is made under it). */
   readonly tmpDir: string;
-  /** Bytes buffered before a run is spilled. Default 8 MiB. */
+  /** Bytes buffered before a run is spilled. Default 4 MiB. */
   readonly runBytes?: number;
 }
 
@@ -33,7 +33,7 @@ export class ExternalSorter {
   private readonly runBytes: number;
 
   constructor(private readonly opts: ExternalSorterOptions) {
-    this.runBytes = opts.runBytes ?? 8 * 1024 * 1024;
+    this.runBytes = opts.runBytes ?? 4 * 1024 * 1024;
   }
 
   /** How many runs were spilled so far. */

@@ -43,6 +43,8 @@ export interface StageOptions {
   /** S3 prefix of this sweep's parts, e.g. `sweeps/<sweepId>`. */
   readonly prefix: string;
   readonly isOwnWrite: (r: Resource) => boolean;
+  /** See `PartitionWriterOptions.ownWriteMarker`. */
+  readonly ownWriteMarker?: string;
   readonly logger: Logger;
   /** Resources per partition aimed at (the manifest's counts decide how many partitions). Default 250,000. */
   readonly resourcesPerPartition?: number;
@@ -96,6 +98,7 @@ export async function stageExport(
       prefix: `${opts.prefix}/attempt-${attempt}`,
       partitions: partitionsFor(total, opts),
       isOwnWrite: opts.isOwnWrite,
+      ...(opts.ownWriteMarker ? { ownWriteMarker: opts.ownWriteMarker } : {}),
       ...(opts.partBytes ? { partBytes: opts.partBytes } : {}),
     });
     try {
@@ -111,6 +114,7 @@ export async function stageExport(
       opts.onProgress?.({ phase: 'stage', done: total, total });
       await bulk.cancel(statusUrl).catch(() => undefined); // the server may delete its files now
       for (const e of exportErrors) opts.logger.warn('export error entry', { type: e.type, count: e.count });
+      opts.logger.info('export staged', { lines: done, routedUnparsed: writer.routedUnparsed });
       if (writer.counts.malformedLines > 0)
         opts.logger.warn('malformed export lines', { lines: writer.counts.malformedLines });
       return {

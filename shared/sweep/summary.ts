@@ -76,7 +76,7 @@ export function buildSummary(args: {
       throttled: staged.poll.throttled,
       waitedMs: staged.poll.waitedMs,
       resources: staged.counts.resources,
-      malformedLines: staged.counts.malformedLines,
+      malformedLines: staged.counts.malformedLines + (tally.malformedLines ?? 0),
       ownWritesSkipped: staged.counts.ownWrites,
       unlinked: staged.counts.unlinked,
       errors: staged.exportErrors,

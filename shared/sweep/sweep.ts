@@ -13,21 +13,21 @@
  *    sweep's transactionTime as the next incremental `_since` when no patient failed.
  */
 import { randomUUID } from 'node:crypto';
-import { createNdjsonPrefilter } from '../features/index.js';
+import { createNdjsonPrefilter, parseNdjsonLines } from '../features/index.js';
 import type { Resource } from '@medplum/fhirtypes';
 import type { ModelManifest } from '../inference/manifest.js';
 import {
   mapLimit,
   fetchInputs,
   observationCodes,
-  processBatch,
-  toInputs,
-  type PatientInputs,
+  preparePatient,
+  scoreBatch,
+  type PreparedPatient,
   type SweepPorts,
 } from './batch.js';
 import type { BulkClient } from './bulk-client.js';
 import type { CheckpointStore, ItemCheckpoint, SweepRecord } from './checkpoint.js';
-import { parseSweepDefinition, type SweepDefinition } from './definition.js';
+import { parseSweepDefinition, selectModels } from './definition.js';
 import { ExportUnsupportedError, SweepError, SweepInputError } from './errors.js';
 import { ExternalSorter, groupByKey } from './external-sort.js';
 import { stageExport, stageSearch, type StagedExport, type StageOptions } from './stage.js';
@@ -71,11 +71,18 @@ export interface SweepContext {
     StageOptions,
     'resourcesPerPartition' | 'maxPartitions' | 'partBytes' | 'maxExportAttempts'
   >;
-  /** Bytes of keyed lines held before a sorted run spills. Default 8 MiB. */
+  /** Bytes of keyed lines held before a sorted run spills. Default 4 MiB. */
   readonly runBytes?: number;
   /** Incremental runs: patients whose inputs are read at once. Default 8. */
   readonly fetchConcurrency?: number;
+  /**
+   * Text in the JSON of every resource `ports.isOwnWrite` accepts (its tag code, quoted): lets
+   * staging route export lines without parsing them. Absent: staging parses every line.
+   */
+  readonly ownWriteMarker?: string;
   readonly onProgress?: (event: SweepProgress) => void;
+  /** Releases what the context holds open (kept-alive sockets). */
+  readonly close?: () => void;
   /** Called after each checkpoint is stored (logs; tests). */
   readonly onCheckpoint?: (checkpoint: ItemCheckpoint) => void;
 }
@@ -91,19 +98,6 @@ export interface StartResult {
 }
 
 const prefixOf = (ctx: SweepContext, sweepId: string): string => `${ctx.prefix ?? 'sweeps'}/${sweepId}`;
-
-/** The definition's models: known ids, Observation-driven (image models need DICOMweb, not a sweep). */
-export function selectModels(all: readonly ModelManifest[], definition: SweepDefinition): ModelManifest[] {
-  const usable = all.filter((m) => m.input.kind !== 'image');
-  if (definition.models.length === 0) return usable;
-  return definition.models.map((id) => {
-    const m = all.find((x) => x.id === id);
-    if (!m) throw new SweepInputError(`unknown model "${id}"`);
-    if (m.input.kind === 'image')
-      throw new SweepInputError(`model "${id}" reads images: not available in sweeps`);
-    return m;
-  });
-}
 
 function itemsOf(sweepId: string, staged: StagedExport): SweepItem[] {
   const mode = staged.since ? 'incremental' : 'full';
@@ -162,6 +156,7 @@ export async function startSweep(
     store: ctx.store,
     prefix,
     isOwnWrite,
+    ...(ctx.ownWriteMarker ? { ownWriteMarker: ctx.ownWriteMarker } : {}),
     logger: log,
     ...ctx.stage,
     onProgress: (e) => ctx.onProgress?.(e),
@@ -235,7 +230,8 @@ export async function processItem(ctx: SweepContext, item: SweepItem): Promise<I
   const previous = await ctx.checkpoints.getItem(item.sweepId, item.partition);
   if (previous?.done) return previous;
   const tally = previous?.tally ?? emptyTally();
-  let last = previous?.lastPatient;
+  const resumeAfter = previous?.lastPatient;
+  let last = resumeAfter;
   let batches = previous?.batches ?? 0;
   const log = ctx.ports.logger.child({ sweep: item.sweepId, partition: item.partition });
   const isOwnWrite = (r: Resource): boolean => ctx.ports.isOwnWrite(r);
@@ -244,23 +240,37 @@ export async function processItem(ctx: SweepContext, item: SweepItem): Promise<I
     tmpDir: ctx.tmpDir,
     ...(ctx.runBytes ? { runBytes: ctx.runBytes } : {}),
   });
-  try {
-    for (const key of item.keys) {
-      for await (const line of lines(await getObjectStream(ctx.store, key))) await sorter.add(line);
-    }
-    let pending: { id: string; resources: Resource[] }[] = [];
-    const flush = async (): Promise<void> => {
-      if (pending.length === 0) return;
-      const batch = pending;
-      pending = [];
-      const inputs: PatientInputs[] =
-        item.mode === 'incremental'
-          ? await mapLimit(batch, ctx.fetchConcurrency ?? 8, (p) =>
-              fetchInputs(ctx.ports.fhir, p.id, codes, isOwnWrite),
-            )
-          : batch.map((p) => toInputs(p.id, p.resources, isOwnWrite));
-      await processBatch(ctx.ports, models, inputs, tally);
-      last = batch[batch.length - 1]?.id ?? last;
+  const clock = ctx.ports.clock ?? ((): Date => new Date());
+  interface Batch {
+    readonly asOf: Date;
+    /** Incremental runs: the ids whose inputs are read from the server when the batch is full. */
+    readonly ids: string[];
+    readonly prepared: PreparedPatient[];
+    malformed: number;
+  }
+  const newBatch = (): Batch => ({ asOf: clock(), ids: [], prepared: [], malformed: 0 });
+  // One batch is scored and written while the next is grouped and featurised: the FHIR
+  // server works on batch k while this process parses batch k + 1. Checkpoints stay in order.
+  let inflight: Promise<void> = Promise.resolve();
+  let failure: unknown;
+  const score = async (batch: Batch): Promise<void> => {
+    const prepared =
+      item.mode === 'incremental'
+        ? await mapLimit(batch.ids, ctx.fetchConcurrency ?? 8, async (id) =>
+            preparePatient(
+              ctx.ports,
+              models,
+              await fetchInputs(ctx.ports.fhir, id, codes, isOwnWrite),
+              batch.asOf,
+            ),
+          )
+        : batch.prepared;
+    await inflight;
+    if (failure !== undefined) throw failure as Error;
+    inflight = (async (): Promise<void> => {
+      await scoreBatch(ctx.ports, models, prepared, tally, batch.asOf);
+      if (batch.malformed > 0) tally.malformedLines = (tally.malformedLines ?? 0) + batch.malformed;
+      last = prepared[prepared.length - 1]?.id ?? last;
       batches++;
       const checkpoint: ItemCheckpoint = {
         sweepId: item.sweepId,
@@ -274,23 +284,44 @@ export async function processItem(ctx: SweepContext, item: SweepItem): Promise<I
       await ctx.checkpoints.putItem(checkpoint);
       log.info('sweep checkpoint', { batches, patients: tally.patients, failed: tally.outcomes.failed });
       ctx.onCheckpoint?.(checkpoint);
-      ctx.onProgress?.({ phase: 'process', done: batch.length, total: item.lines });
-    };
-    for await (const group of groupByKey(sorter.sorted())) {
-      if (last !== undefined && group.key <= last) continue;
-      pending.push({
-        id: group.key,
-        // Observation lines that name none of the models' codes are skipped unparsed (the
-        // prefilter only skips lines whose text proves they cannot feed a feature).
-        resources:
-          item.mode === 'incremental'
-            ? []
-            : group.lines.filter((l) => !prefilter.canSkip(l)).map((l) => JSON.parse(l) as Resource),
-      });
-      if (pending.length >= definition.batchSize) await flush();
+      ctx.onProgress?.({ phase: 'process', done: prepared.length, total: item.lines });
+    })().catch((err: unknown) => {
+      failure = err;
+    });
+  };
+  try {
+    for (const key of item.keys) {
+      for await (const line of lines(await getObjectStream(ctx.store, key))) await sorter.add(line);
     }
-    await flush();
+    let batch = newBatch();
+    for await (const group of groupByKey(sorter.sorted())) {
+      if (resumeAfter !== undefined && group.key <= resumeAfter) continue;
+      if (item.mode === 'incremental') batch.ids.push(group.key);
+      else {
+        // One parse per line, here: Observation lines that name none of the models' codes are
+        // skipped unparsed (the features' prefilter); what does not parse is counted.
+        const parsed = parseNdjsonLines(group.lines, prefilter);
+        batch.malformed += parsed.malformed;
+        const observations = parsed.observations.filter((o) => !isOwnWrite(o));
+        batch.prepared.push(
+          preparePatient(
+            ctx.ports,
+            models,
+            { id: group.key, patient: parsed.patient, observations },
+            batch.asOf,
+          ),
+        );
+      }
+      if (batch.ids.length + batch.prepared.length >= definition.batchSize) {
+        await score(batch);
+        batch = newBatch();
+      }
+    }
+    if (batch.ids.length + batch.prepared.length > 0) await score(batch);
+    await inflight;
+    if (failure !== undefined) throw failure as Error;
   } finally {
+    await inflight;
     await sorter.dispose();
   }
   const done: ItemCheckpoint = {
@@ -348,9 +379,17 @@ export async function runSweep(
   ctx: SweepContext,
   input: unknown,
   opts: { sweepId?: string; itemConcurrency?: number } = {},
-): Promise<SweepSummary & { resumed: boolean }> {
+): Promise<SweepSummary & { resumed: boolean; phasesMs: { start: number; items: number; finish: number } }> {
+  const t0 = Date.now();
   const started = await startSweep(ctx, input, opts);
+  const t1 = Date.now();
   await mapLimit(started.items, opts.itemConcurrency ?? 1, (item) => processItem(ctx, item));
+  const t2 = Date.now();
   const summary = await finishSweep(ctx, started.sweepId, started.items);
-  return { ...summary, resumed: started.resumed };
+  return {
+    ...summary,
+    resumed: started.resumed,
+    // This process's wall time per phase: export and staging, the items, the summary.
+    phasesMs: { start: t1 - t0, items: t2 - t1, finish: Date.now() - t2 },
+  };
 }

@@ -35,6 +35,8 @@ export interface Tally {
   failedPatients: string[];
   /** Failed patients beyond the list. */
   failedNotListed: number;
+  /** Staged lines the worker found were not JSON resources (routed unparsed when staged). */
+  malformedLines?: number;
 }
 
 export const MAX_FAILED_LISTED = 1000;
@@ -130,6 +132,7 @@ export function mergeTally(into: Tally, from: Tally): Tally {
   }
   for (const ref of from.failedPatients) addFailed(into, ref);
   into.failedNotListed += from.failedNotListed;
+  if (from.malformedLines) into.malformedLines = (into.malformedLines ?? 0) + from.malformedLines;
   return into;
 }
 

@@ -17,14 +17,13 @@
  */
 import type { Bundle, BundleEntry } from '@medplum/fhirtypes';
 import type { FhirGateway } from '../fhir/gateway.js';
-import { isModelEntry, pointAtStored, storedReference } from '../reports/model-resources.js';
+import { isModelEntry, storedReference } from '../reports/model-resources.js';
 
 export const REPORTS_PER_TRANSACTION = 2;
 const MAX_CONDITIONAL_ENTRIES = 8;
 
-export interface ReportWrite {
-  readonly bundle: Bundle;
-}
+/** A report transaction, built (`bundle`) or to be built when a worker takes it (`build`). */
+export type ReportWrite = { readonly bundle: Bundle } | { readonly build: () => Bundle };
 
 /** Per report: true created (201), false found (200), or the error. */
 export type WriteResult = { ok: true; created: boolean } | { ok: false; error: Error };
@@ -38,7 +37,22 @@ function statusOf(entry: BundleEntry | undefined): boolean | undefined {
   return status === undefined ? undefined : status.startsWith('201');
 }
 
-export function createReportWriter(fhir: FhirGateway, opts: { concurrency?: number } = {}): ReportWriter {
+/** Replaces, in place, every string that is a key of `stored` (a `urn:uuid:` fullUrl) by its reference. */
+function replaceReferences(value: unknown, stored: ReadonlyMap<string, string>): unknown {
+  if (typeof value === 'string') return stored.get(value) ?? value;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = replaceReferences(value[i], stored);
+  } else if (typeof value === 'object' && value !== null) {
+    const o = value as Record<string, unknown>;
+    for (const k of Object.keys(o)) o[k] = replaceReferences(o[k], stored);
+  }
+  return value;
+}
+
+export function createReportWriter(
+  fhir: Pick<FhirGateway, 'transaction'>,
+  opts: { concurrency?: number } = {},
+): ReportWriter {
   /** The model entries' fullUrls (deterministic per model version) → their references on the server. */
   const models = new Map<string, Promise<Map<string, string>>>();
 
@@ -61,19 +75,23 @@ export function createReportWriter(fhir: FhirGateway, opts: { concurrency?: numb
     return refs;
   };
 
-  /** The report's entries without the model's Device and card, references pointing at the stored ones. */
-  const entriesOf = async (bundle: Bundle): Promise<BundleEntry[]> => {
+  /**
+   * The report's entries without the model's Device and card, references pointing at the stored
+   * ones (in place: a `bundle` given built may be shared, so it is copied first).
+   */
+  const entriesOf = async (report: ReportWrite): Promise<BundleEntry[]> => {
+    const bundle = 'build' in report ? report.build() : structuredClone<Bundle>(report.bundle);
     const entries = bundle.entry ?? [];
     const model = entries.filter((e) => isModelEntry(e) && e.fullUrl);
     const rest = entries.filter((e) => !model.includes(e));
     if (!model.length) return rest;
-    return pointAtStored(rest, await modelRefs(model));
+    return replaceReferences(rest, await modelRefs(model)) as BundleEntry[];
   };
 
   const reportIndex = (entries: readonly BundleEntry[]): number =>
     entries.findIndex((e) => e.resource?.resourceType === 'DiagnosticReport');
 
-  const writeGroup = async (group: BundleEntry[][]): Promise<WriteResult[]> => {
+  const writeGroup = async (group: readonly BundleEntry[][]): Promise<WriteResult[]> => {
     const entry = group.flat();
     const response = await fhir.transaction({ resourceType: 'Bundle', type: 'transaction', entry });
     let offset = 0;
@@ -84,56 +102,74 @@ export function createReportWriter(fhir: FhirGateway, opts: { concurrency?: numb
     });
   };
 
+  /** Writes one group; when the transaction fails, each report alone, so one bad report fails alone. */
+  const writeWithFallback = async (
+    group: readonly { index: number; entries: BundleEntry[] }[],
+    results: WriteResult[],
+  ): Promise<void> => {
+    if (group.length === 0) return;
+    try {
+      const out = await writeGroup(group.map((g) => g.entries));
+      group.forEach(
+        (g, k) => (results[g.index] = out[k] ?? { ok: false, error: new Error('no response entry') }),
+      );
+    } catch (err) {
+      if (group.length === 1) {
+        results[group[0]?.index ?? 0] = { ok: false, error: err as Error };
+        return;
+      }
+      for (const g of group) {
+        try {
+          const [one] = await writeGroup([g.entries]);
+          results[g.index] = one ?? { ok: false, error: new Error('no response entry') };
+        } catch (e) {
+          results[g.index] = { ok: false, error: e as Error };
+        }
+      }
+    }
+  };
+
   return {
     async write(reports) {
       const results = new Array<WriteResult>(reports.length);
-      const prepared: { index: number; entries: BundleEntry[] }[] = [];
-      for (const [index, r] of reports.entries()) {
-        try {
-          prepared.push({ index, entries: await entriesOf(r.bundle) });
-        } catch (err) {
-          results[index] = { ok: false, error: err as Error };
-        }
-      }
-      const groups: (typeof prepared)[] = [];
-      for (const p of prepared) {
-        const last = groups[groups.length - 1];
-        const size = last?.reduce((n, x) => n + x.entries.length, 0) ?? Infinity;
-        if (
-          last &&
-          last.length < REPORTS_PER_TRANSACTION &&
-          size + p.entries.length <= MAX_CONDITIONAL_ENTRIES
-        )
-          last.push(p);
-        else groups.push([p]);
-      }
       let next = 0;
-      const worker = async (): Promise<void> => {
-        while (next < groups.length) {
-          const group = groups[next++] ?? [];
+      /** Takes the next report and builds it; undefined when none is left. */
+      const take = async (): Promise<{ index: number; entries: BundleEntry[] } | undefined> => {
+        while (next < reports.length) {
+          const index = next++;
           try {
-            const out = await writeGroup(group.map((g) => g.entries));
-            group.forEach(
-              (g, k) => (results[g.index] = out[k] ?? { ok: false, error: new Error('no response entry') }),
-            );
+            return { index, entries: await entriesOf(reports[index] as ReportWrite) };
           } catch (err) {
-            if (group.length === 1) {
-              results[group[0]?.index ?? 0] = { ok: false, error: err as Error };
-              continue;
-            }
-            for (const g of group) {
-              try {
-                const [one] = await writeGroup([g.entries]);
-                results[g.index] = one ?? { ok: false, error: new Error('no response entry') };
-              } catch (e) {
-                results[g.index] = { ok: false, error: e as Error };
-              }
-            }
+            results[index] = { ok: false, error: err as Error };
           }
+        }
+        return undefined;
+      };
+      // Each worker fills a transaction with up to REPORTS_PER_TRANSACTION reports (at most
+      // MAX_CONDITIONAL_ENTRIES entries), writes it, and takes the next ones.
+      const worker = async (): Promise<void> => {
+        let carry: { index: number; entries: BundleEntry[] } | undefined;
+        for (;;) {
+          const first = carry ?? (await take());
+          carry = undefined;
+          if (!first) return;
+          const group = [first];
+          let size = first.entries.length;
+          while (group.length < REPORTS_PER_TRANSACTION) {
+            const more = await take();
+            if (!more) break;
+            if (size + more.entries.length > MAX_CONDITIONAL_ENTRIES) {
+              carry = more;
+              break;
+            }
+            group.push(more);
+            size += more.entries.length;
+          }
+          await writeWithFallback(group, results);
         }
       };
       await Promise.all(
-        Array.from({ length: Math.max(1, Math.min(opts.concurrency ?? 8, groups.length)) }, worker),
+        Array.from({ length: Math.max(1, Math.min(opts.concurrency ?? 8, reports.length)) }, worker),
       );
       return results;
     },

@@ -28,6 +28,7 @@ import { createLogger } from '../../shared/log.js';
 import { processResourceEvent, type PipelinePorts } from '../../shared/pipeline.js';
 import { createPipelinePorts } from '../../shared/ports.js';
 import { createSweepContext } from '../../shared/sweep/context.js';
+import { createTransactionClient } from '../../shared/sweep/transaction-client.js';
 
 const LIFETIME_SECONDS = 60;
 let clock = Date.now();
@@ -163,6 +164,49 @@ describe('sweep Bulk $export with SMART Backend Services', () => {
     expect(new Set(patients.map((p) => p.resourceType))).toEqual(new Set(['Patient']));
     expect(stats.unauthorized - before.unauthorized).toBe(1);
     expect(stats.issued - before.issued).toBe(1);
+  });
+});
+
+describe("sweep write-back's transaction client with SMART Backend Services", () => {
+  it('posts with the token and refreshes once after a revocation', async () => {
+    // Prepare: the lean client the sweep's report writer uses, with the same provider
+    const client = createTransactionClient({ baseUrl: stack.fhir.baseUrl, auth: fhirAuth, backoffMs: 1 });
+    const stats = stack.smart?.server.stats;
+    if (!stats) throw new Error('no token server');
+    const tx = (value: string) => ({
+      resourceType: 'Bundle' as const,
+      type: 'transaction' as const,
+      entry: [
+        {
+          fullUrl: 'urn:uuid:5b0c7c1e-0d6c-4d8e-9a51-3f1f2d0a7e11',
+          resource: {
+            resourceType: 'Device' as const,
+            identifier: [{ system: 'urn:fhir-analytics:test-device', value }],
+          },
+          request: {
+            method: 'POST' as const,
+            url: 'Device',
+            ifNoneExist: `identifier=urn:fhir-analytics:test-device|${value}`,
+          },
+        },
+      ],
+    });
+
+    try {
+      // Act
+      const first = await client.transaction(tx('before-revocation'));
+      const afterFirst = { ...stats };
+      stack.smart?.server.revokeAll();
+      const second = await client.transaction(tx('after-revocation'));
+
+      // Assess
+      expect(first.entry?.[0]?.response?.status).toMatch(/^201/);
+      expect(second.entry?.[0]?.response?.status).toMatch(/^201/);
+      expect(stats.unauthorized - afterFirst.unauthorized).toBe(1);
+      expect(stats.issued - afterFirst.issued).toBe(1);
+    } finally {
+      client.close();
+    }
   });
 });
 
