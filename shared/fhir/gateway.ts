@@ -1,21 +1,19 @@
 /**
- * The FHIR gateway: the only way `shared/` talks to a FHIR server's REST API. What the pipeline
- * needs over `fetch`: "gone" as a value rather than an exception, paging with a bound (and only
- * on the server's own base), retries with backoff on 429/5xx/timeouts, per-call timeouts, typed
- * errors, and every request authenticated by one {@link FhirAuthProvider} (SMART Backend
- * Services, SigV4 for HealthLake, a bearer token, or none), with one refresh after a 401.
+ * The FHIR gateway: the only way `shared/` talks to a FHIR server's REST API. A layer over
+ * fhir-kit-client that adds what the pipeline needs: "gone" as a value rather than an exception,
+ * paging with a bound (and only on the server's own base), retries with backoff on
+ * 429/5xx/timeouts, per-request timeouts, typed errors, and every request authenticated by one
+ * {@link FhirAuthProvider} (SMART Backend Services, SigV4 for HealthLake, a bearer token, or
+ * none), with one refresh after a 401.
+ *
+ * Credentials are added by fhir-kit-client's `requestSigner`, which it awaits with the final
+ * URL and `RequestInit` (method, headers, string body) just before `fetch(new Request(...))`:
+ * what SigV4 signs is what is sent.
  */
 import type { Bundle, Resource } from '@medplum/fhirtypes';
+import { Client, RESPONSE_KEY, type FhirResource, type RequestOptions } from 'fhir-kit-client';
 import { withRetry } from '../retry.js';
-import {
-  authorizedFetch,
-  bearerAuth,
-  FhirAuthError,
-  isUnderBase,
-  noAuth,
-  type FetchLike,
-  type FhirAuthProvider,
-} from './auth.js';
+import { bearerAuth, FhirAuthError, isUnderBase, noAuth, type FhirAuthProvider } from './auth.js';
 import { FhirRequestError, FhirUnavailableError, isRetryableStatus, statusOf } from './errors.js';
 
 export interface FhirGateway {
@@ -37,7 +35,6 @@ export interface FhirGatewayOptions {
   readonly auth?: FhirAuthProvider;
   /** Shorthand for `auth: bearerAuth(token)` (a CDS client's `fhirAuthorization`). */
   readonly bearerToken?: string;
-  readonly fetch?: FetchLike;
   /** Per-request timeout in ms. Default 15,000. */
   readonly timeoutMs?: number;
   /** Attempts per call, the first included. Default 4. */
@@ -51,7 +48,11 @@ export interface FhirGatewayOptions {
   readonly onRetry?: (operation: string, status: number | undefined, attempt: number) => void;
 }
 
-/** A non-2xx answer; `response.status` is what `statusOf` reads. */
+/**
+ * A non-2xx answer; `response.status` is what `statusOf` reads. It replaces fhir-kit-client's
+ * error, whose message holds the URL (patient ids, search parameters) and whose `response.data`
+ * holds the server's OperationOutcome: neither may reach a log through `cause`.
+ */
 class FhirHttpStatusError extends Error {
   override name = 'FhirHttpStatusError';
   readonly response: { readonly status: number };
@@ -69,44 +70,95 @@ function isRetryableAuth(err: FhirAuthError): boolean {
 const isRetryable = (err: unknown): boolean =>
   err instanceof FhirAuthError ? isRetryableAuth(err) : isRetryableStatus(statusOf(err));
 
+type RequestSigner = (url: string, init: RequestInit) => Promise<void>;
+
+/**
+ * fhir-kit-client's `requestSigner`: adds the provider's headers to a request under the base
+ * (origin and path prefix), signing the headers fhir-kit-client set (`accept`, `content-type`)
+ * and the string body it will send. A request elsewhere goes out without credentials.
+ */
+function signerFor(auth: FhirAuthProvider, base: string): RequestSigner {
+  return async (url, init) => {
+    if (auth.mode === 'none' || !isUnderBase(url, base)) return;
+    const body = init.body ?? undefined;
+    if (body !== undefined && typeof body !== 'string') {
+      throw new FhirAuthError('request', 'authenticated FHIR requests need a string body');
+    }
+    const headers = new Headers(init.headers);
+    const record: Record<string, string> = {};
+    headers.forEach((value, key) => {
+      record[key] = value;
+    });
+    const authHeaders = await auth.getAuthHeaders({
+      method: (init.method ?? 'GET').toUpperCase(),
+      url,
+      headers: record,
+      ...(body === undefined ? {} : { body }),
+    });
+    for (const [key, value] of Object.entries(authHeaders)) headers.set(key, value);
+    init.headers = headers;
+  };
+}
+
+/**
+ * One request through fhir-kit-client. Its errors become {@link FhirHttpStatusError} (a 2xx whose
+ * body is not JSON, or an empty 2xx, becomes an error without a status: worth another try). The
+ * result keeps fhir-kit-client's `RESPONSE_KEY` but not the `Request`, whose headers hold the
+ * credentials.
+ */
+async function viaClient<T>(operation: string, send: () => Promise<FhirResource>): Promise<T> {
+  let result: FhirResource;
+  try {
+    result = await send();
+  } catch (err) {
+    const status = statusOf(err);
+    if (status === undefined) throw err; // network, timeout, redirect, credentials
+    if (status >= 200 && status < 300) throw new Error(`FHIR ${operation} answered ${status} without JSON`);
+    throw new FhirHttpStatusError(operation, status);
+  }
+  if (Object.keys(result).length === 0) throw new Error(`FHIR ${operation} answered with an empty body`);
+  const out: FhirResource = { ...result };
+  Object.defineProperty(out, RESPONSE_KEY, { value: Client.httpFor(result).response, enumerable: false });
+  return out as unknown as T;
+}
+
 export function createFhirGateway(opts: FhirGatewayOptions): FhirGateway {
   const base = opts.baseUrl.replace(/\/+$/, '');
   const auth = opts.auth ?? (opts.bearerToken ? bearerAuth(opts.bearerToken) : noAuth);
-  const send = authorizedFetch(auth, { baseUrl: base, ...(opts.fetch ? { fetch: opts.fetch } : {}) });
+  // ClientConfig types the signer as returning void; HttpClient (its implementation and its own
+  // constructor type) awaits it before building the Request, which is what signing needs.
+  // eslint-disable-next-line @typescript-eslint/no-misused-promises
+  const requestSigner: (url: string, init: RequestInit) => void = signerFor(auth, base);
+  const client = new Client({ baseUrl: base, requestSigner });
   const timeoutMs = opts.timeoutMs ?? 15_000;
   const maxResources = opts.maxResources ?? 10_000;
 
-  const request = async <T>(
+  /** One attempt: a request with its own timeout, and once more with fresh credentials after a 401. */
+  const attempt = async <T>(
     operation: string,
-    method: 'GET' | 'POST',
-    url: string,
-    body?: unknown,
+    send: (options: RequestOptions) => Promise<FhirResource>,
   ): Promise<T> => {
-    const res = await send(url, {
-      method,
-      redirect: 'error',
-      signal: AbortSignal.timeout(timeoutMs),
-      headers: {
-        accept: 'application/fhir+json',
-        ...(body === undefined ? {} : { 'content-type': 'application/fhir+json' }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    if (!res.ok) {
-      await res.body?.cancel();
-      throw new FhirHttpStatusError(operation, res.status);
+    const once = () =>
+      viaClient<T>(operation, () => send({ signal: AbortSignal.timeout(timeoutMs), redirect: 'error' }));
+    try {
+      return await once();
+    } catch (err) {
+      if (statusOf(err) !== 401 || auth.mode === 'none' || !auth.invalidate()) throw err;
+      return once();
     }
-    return (await res.json()) as T;
   };
 
-  const call = async <T>(operation: string, fn: () => Promise<T>): Promise<T> => {
+  const call = async <T>(
+    operation: string,
+    send: (options: RequestOptions) => Promise<FhirResource>,
+  ): Promise<T> => {
     try {
-      return await withRetry(fn, {
+      return await withRetry(() => attempt<T>(operation, send), {
         attempts: opts.attempts ?? 4,
         baseMs: opts.backoffMs ?? 200,
         retryable: isRetryable,
         ...(opts.sleep ? { sleep: opts.sleep } : {}),
-        onRetry: (err, attempt) => opts.onRetry?.(operation, statusOf(err), attempt),
+        onRetry: (err, n) => opts.onRetry?.(operation, statusOf(err), n),
       });
     } catch (err) {
       const status = statusOf(err) ?? (err instanceof FhirAuthError ? err.status : undefined);
@@ -131,9 +183,10 @@ export function createFhirGateway(opts: FhirGatewayOptions): FhirGateway {
 
   return {
     async read<T extends Resource>(resourceType: T['resourceType'], id: string): Promise<T | undefined> {
-      const url = `${base}/${resourceType}/${encodeURIComponent(id)}`;
       try {
-        return await call<T>('read', () => request<T>('read', 'GET', url));
+        return await call<T>('read', (options) =>
+          client.read({ resourceType, id: encodeURIComponent(id), options }),
+        );
       } catch (err) {
         if (err instanceof FhirRequestError && (err.status === 404 || err.status === 410)) return undefined;
         throw err;
@@ -147,8 +200,9 @@ export function createFhirGateway(opts: FhirGatewayOptions): FhirGateway {
     ): Promise<T[]> {
       const limit = searchOpts?.maxResources ?? maxResources;
       const out: T[] = [];
-      const first = `${base}/${resourceType}?${new URLSearchParams({ ...params }).toString()}`;
-      let page = await call<Bundle<T>>('search', () => request<Bundle<T>>('search', 'GET', first));
+      let page = await call<Bundle<T>>('search', (options) =>
+        client.search({ resourceType, searchParams: { ...params }, options }),
+      );
       for (;;) {
         for (const entry of page.entry ?? []) {
           if (entry.resource && (entry.search?.mode ?? 'match') === 'match') out.push(entry.resource);
@@ -163,12 +217,21 @@ export function createFhirGateway(opts: FhirGatewayOptions): FhirGateway {
             retryable: false,
           });
         }
-        page = await call<Bundle<T>>('search-next', () => request<Bundle<T>>('search-next', 'GET', url));
+        // The link resolved against the base, so that fhir-kit-client fetches exactly the URL checked.
+        const bundle = { resourceType: 'Bundle', link: [{ relation: 'next', url }] };
+        page = await call<Bundle<T>>(
+          'search-next',
+          (options) =>
+            client.nextPage({ bundle, options }) ??
+            Promise.reject(new Error('FHIR search-next lost its link')),
+        );
       }
     },
 
     async transaction(bundle: Bundle): Promise<Bundle> {
-      return call<Bundle>('transaction', () => request<Bundle>('transaction', 'POST', base, bundle));
+      return call<Bundle>('transaction', (options) =>
+        client.transaction({ body: bundle as unknown as FhirResource, options }),
+      );
     },
   };
 }
