@@ -4,8 +4,9 @@
  * `fetch` wrapper that adds the provider's headers to requests on the FHIR server's origin only
  * and retries once, with fresh credentials, after a 401.
  *
- * The gateway (pipeline, partner API), the Bulk `$export` client (sweeps) and the notify
- * catch-up all go through {@link authorizedFetch}; none of them knows which mode is in use.
+ * The gateway (pipeline, partner API; fhir-kit-client, through its `requestSigner`), the sweep's
+ * write-back transaction client, the Bulk `$export` client and the notify catch-up use the same
+ * provider (the last two through {@link authorizedFetch}); none of them knows which mode is in use.
  * Credentials never appear in logs or error messages.
  */
 
