@@ -1,6 +1,7 @@
 /**
  * Alarms to an SNS topic (KMS) with the operator's email, and one dashboard: dead-letter queue
- * depth, each function's error rate, each endpoint's ModelLatency and Invocation5XXErrors.
+ * depth, each function's error rate, each endpoint's ModelLatency and Invocation5XXErrors, and
+ * each state machine's failed, timed-out or aborted executions (a sweep that did not finish).
  */
 import { Duration } from 'aws-cdk-lib';
 import {
@@ -20,6 +21,7 @@ import type { IFunction } from 'aws-cdk-lib/aws-lambda';
 import { Topic } from 'aws-cdk-lib/aws-sns';
 import { EmailSubscription } from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
+import type { IStateMachine } from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import type { DeployedEndpoint } from './model-endpoints.js';
 
@@ -30,6 +32,8 @@ export interface MonitoringProps {
   readonly deadLetterQueues: readonly { readonly name: string; readonly queue: IQueue }[];
   readonly functions: readonly { readonly name: string; readonly fn: IFunction }[];
   readonly endpoints: readonly DeployedEndpoint[];
+  /** State machines whose unfinished executions page the operator (the population sweep's). */
+  readonly stateMachines?: readonly { readonly name: string; readonly machine: IStateMachine }[];
   /** Error rate in percent. */
   readonly errorRatePercent: number;
   /** Average ModelLatency in milliseconds. */
@@ -145,5 +149,34 @@ export class Monitoring extends Construct {
       );
     }
     if (epWidgets.length > 0) dashboard.addWidgets(...epWidgets);
+
+    for (const { name, machine } of props.stateMachines ?? []) {
+      const period = Duration.minutes(5);
+      const unfinished = new MathExpression({
+        label: `${name} executions failed, timed out or aborted`,
+        expression: 'failed + timedOut + aborted',
+        usingMetrics: {
+          failed: machine.metricFailed({ period, statistic: 'Sum' }),
+          timedOut: machine.metricTimedOut({ period, statistic: 'Sum' }),
+          aborted: machine.metricAborted({ period, statistic: 'Sum' }),
+        },
+        period,
+      });
+      alarm(`${name}Unfinished`, {
+        alarmDescription: `${name}: an execution failed, timed out or was aborted (its failure record is in the checkpoint table)`,
+        metric: unfinished,
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: TreatMissingData.NOT_BREACHING,
+      });
+      dashboard.addWidgets(
+        new GraphWidget({
+          title: `${name} executions`,
+          left: [machine.metricSucceeded({ period, statistic: 'Sum' }), unfinished],
+          width: 12,
+        }),
+      );
+    }
   }
 }

@@ -205,6 +205,7 @@ export class PipelineStack extends Stack {
       deadLetterQueues: [{ name: 'ResourceEventsDlq', queue: this.deadLetterQueue }],
       functions: Object.entries(this.functions).map(([name, fn]) => ({ name, fn })),
       endpoints: props.endpoints.endpoints,
+      stateMachines: this.sweep ? [{ name: 'PopulationSweep', machine: this.sweep.stateMachine }] : [],
       errorRatePercent: config.alarms.errorRatePercent,
       modelLatencyMs: config.alarms.modelLatencyMs,
     });

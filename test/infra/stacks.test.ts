@@ -373,9 +373,13 @@ describe('sweeps', () => {
 });
 
 describe('monitoring', () => {
-  it('alarms on DLQ depth, each function error rate, each endpoint latency and 5xx, all to the topic', () => {
+  it('alarms on DLQ depth, each function error rate, each endpoint latency and 5xx, the sweep, all to the topic', () => {
     const alarms = resourcesOf([app.templates.pipeline], 'AWS::CloudWatch::Alarm');
-    expect(alarms).toHaveLength(1 + 6 + 2 * app.models.length);
+    expect(alarms).toHaveLength(1 + 6 + 2 * app.models.length + 1);
+    const sweep = alarms.find(([id]) => id.startsWith('MonitoringPopulationSweepUnfinished'))?.[1];
+    const expression = (sweep?.Metrics as { Expression?: string }[] | undefined)?.find((m) => m.Expression);
+    expect(expression?.Expression).toBe('failed + timedOut + aborted');
+    expect(JSON.stringify(sweep?.Metrics)).toContain('ExecutionsFailed');
     for (const [, a] of alarms) {
       expect(a.AlarmActions).toEqual([{ Ref: expect.stringMatching(/^MonitoringAlarms/) }]);
     }
