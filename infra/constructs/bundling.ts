@@ -191,7 +191,9 @@ export function copyManifests(outDir: string, root = ROOT): string[] {
     mkdirSync(path.join(outDir, 'models', id), { recursive: true });
     copyFileSync(manifest, path.join(outDir, 'models', id, 'manifest.json'));
     const card = path.join(models, id, 'card.md');
-    if (existsSync(card)) copyFileSync(card, path.join(outDir, 'models', id, 'card.md'));
+    // The functions refuse to start without a model's card: fail the build, not the cold start.
+    if (!existsSync(card)) throw new Error(`models/${id} has a manifest but no card.md`);
+    copyFileSync(card, path.join(outDir, 'models', id, 'card.md'));
     copied.push(id);
   }
   return copied;

@@ -355,8 +355,10 @@ export class PipelineStack extends Stack {
             'healthlake:ReadResource',
             'healthlake:SearchWithGet',
             'healthlake:SearchWithPost',
-            'healthlake:CreateResource',
-            'healthlake:UpdateResource',
+            // Only the functions that write reports write; notify, start and finish read.
+            ...(role === 'resourceEvent' || role === 'partnerApi' || role === 'populationSweep'
+              ? ['healthlake:CreateResource', 'healthlake:UpdateResource']
+              : []),
             ...(role === 'populationSweepStart'
               ? [
                   'healthlake:StartFHIRExportJobWithGet',

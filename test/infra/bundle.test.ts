@@ -20,6 +20,7 @@ import { bundleEntry, bundleFunction, forbiddenModules, functionNames } from '..
 import {
   BUNDLE_BUDGET_BYTES,
   bundleFunctionSync,
+  copyManifests,
   FORBIDDEN_IN_BUNDLE,
   ZOD_LOCALES_KEPT,
 } from '../../infra/constructs/bundling.js';
@@ -135,6 +136,22 @@ describe('function bundles', () => {
       }).toThrow(/bundling .*missing\.ts failed/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('fails the build when a model has a manifest but no card (the functions would not start)', () => {
+    const root = probeDir('card-probe-');
+    try {
+      mkdirSync(join(root, 'models', 'with-card'), { recursive: true });
+      writeFileSync(join(root, 'models', 'with-card', 'manifest.json'), '{}');
+      writeFileSync(join(root, 'models', 'with-card', 'card.md'), '# card');
+      expect(copyManifests(join(root, 'out'), root)).toEqual(['with-card']);
+      expect(readFileSync(join(root, 'out', 'models', 'with-card', 'card.md'), 'utf8')).toBe('# card');
+      mkdirSync(join(root, 'models', 'without-card'), { recursive: true });
+      writeFileSync(join(root, 'models', 'without-card', 'manifest.json'), '{}');
+      expect(() => copyManifests(join(root, 'out2'), root)).toThrow(/models\/without-card .*no card\.md/);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
     }
   });
 

@@ -202,6 +202,13 @@ describe('HIPAA checks on the other configurations', () => {
     const policies = JSON.stringify(app.templates.pipeline.findResources('AWS::IAM::Policy'));
     expect(policies).toContain('healthlake:ReadResource');
     expect(policies).toContain('arn:aws:healthlake:us-east-1:123456789012:datastore/fhir/abc123');
+    // Writes only where reports are written: the notify function reads and searches.
+    const byId = app.templates.pipeline.findResources('AWS::IAM::Policy');
+    const actionsOf = (prefix: string) =>
+      JSON.stringify(Object.entries(byId).filter(([id]) => id.startsWith(prefix)));
+    expect(actionsOf('NotifyFunction')).toContain('healthlake:SearchWithGet');
+    expect(actionsOf('NotifyFunction')).not.toContain('healthlake:CreateResource');
+    expect(actionsOf('ResourceEventFunction')).toContain('healthlake:CreateResource');
   });
 });
 
