@@ -21,6 +21,7 @@ import type { ExtractorLike, ImageExtractorLike, PipelinePorts } from './pipelin
 import {
   buildReportTransaction,
   createModelResourceCache,
+  findStoredModelEntry,
   IDEMPOTENCY_KEY_SYSTEM,
   idempotencyKey,
   isWrittenByFhirAnalytics,
@@ -104,7 +105,7 @@ export async function createPipelinePorts(
     extractor: (manifest) => lookup(extractors, manifest),
     imageExtractor: (manifest) => lookup(imageExtractors, manifest),
     buildReport: (args) => buildReportTransaction({ ...args, modelCard: cards.get(args.manifest.id) }),
-    modelResources: createModelResourceCache(),
+    modelResources: createModelResourceCache({ findStored: findStoredModelEntry(fhir) }),
     findReport: async (manifest, patient, row) => {
       const key = idempotencyKey(manifest.id, manifest.version, patient, row.inputs);
       const [found] = await fhir.searchAll<DiagnosticReport>(

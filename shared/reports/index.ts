@@ -30,8 +30,10 @@ export {
 } from './model-card.js';
 export {
   createModelResourceCache,
+  findStoredModelEntry,
   isModelEntry,
   pointAtStored,
   storedReference,
+  type FindStoredModelEntry,
   type ModelResourceCache,
 } from './model-resources.js';

@@ -8,7 +8,8 @@
  * The cache is per process (per Lambda container): it is right in AWS too, as long as nobody
  * deletes a model's Device or card, which only a new model version replaces.
  */
-import type { Bundle, BundleEntry } from '@medplum/fhirtypes';
+import type { Bundle, BundleEntry, Device, DocumentReference } from '@medplum/fhirtypes';
+import type { FhirGateway } from '../fhir/gateway.js';
 import { MODEL_DEVICE_SYSTEM } from './labels.js';
 import { MODEL_CARD_SYSTEM } from './model-card.js';
 
@@ -60,19 +61,79 @@ export interface ModelResourceCache {
   readonly known: ReadonlyMap<string, string>;
 }
 
-export function createModelResourceCache(): ModelResourceCache {
+/**
+ * The stored resource a model entry stands for, when the server holds more than one with its
+ * identifier (`Type/id`), or undefined when there is none.
+ */
+export type FindStoredModelEntry = (entry: BundleEntry) => Promise<string | undefined>;
+
+/**
+ * Looks a model entry up by its identifier and picks the match with the smallest id, so that
+ * every container settles on the same one.
+ */
+export function findStoredModelEntry(fhir: Pick<FhirGateway, 'searchAll'>): FindStoredModelEntry {
+  return async (entry) => {
+    const resource = entry.resource;
+    if (resource?.resourceType !== 'Device' && resource?.resourceType !== 'DocumentReference') {
+      return undefined;
+    }
+    const id = resource.identifier?.[0];
+    if (!id?.system || !id.value) return undefined;
+    const found = await fhir.searchAll<Device | DocumentReference>(
+      resource.resourceType,
+      { identifier: `${id.system}|${id.value}`, _count: '20' },
+      { maxResources: 20 },
+    );
+    const [first] = found
+      .map((r) => r.id)
+      .filter((x): x is string => Boolean(x))
+      .sort();
+    return first ? `${resource.resourceType}/${first}` : undefined;
+  };
+}
+
+const statusOf = (err: unknown): number | undefined => {
+  const status = (err as { status?: unknown } | null)?.status;
+  return typeof status === 'number' ? status : undefined;
+};
+
+export function createModelResourceCache(
+  opts: { findStored?: FindStoredModelEntry } = {},
+): ModelResourceCache {
   const known = new Map<string, string>();
+  const withoutModel = (bundle: Bundle, model: readonly BundleEntry[]): Bundle => ({
+    ...bundle,
+    entry: pointAtStored(
+      (bundle.entry ?? []).filter((e) => !model.includes(e)),
+      known,
+    ),
+  });
   return {
     known,
     async write(bundle, send) {
       const entries = bundle.entry ?? [];
       const model = entries.filter((e) => isModelEntry(e) && e.fullUrl);
       if (model.length > 0 && model.every((e) => known.has(e.fullUrl ?? ''))) {
-        const rest = entries.filter((e) => !model.includes(e));
-        const request: Bundle = { ...bundle, entry: pointAtStored(rest, known) };
+        const request = withoutModel(bundle, model);
         return { request, response: await send(request) };
       }
-      const response = await send(bundle);
+      let response: Bundle;
+      try {
+        response = await send(bundle);
+      } catch (err) {
+        // Two containers meeting a new model version at once can both create its Device or card
+        // (a conditional create is not atomic across requests on every server); from then on the
+        // conditional create matches two and the server answers 412. Settle on one of each (the
+        // same in every container) and send the report without the model's entries.
+        if (!opts.findStored || model.length === 0 || statusOf(err) !== 412) throw err;
+        for (const e of model) {
+          const ref = await opts.findStored(e);
+          if (!ref) throw err;
+          known.set(e.fullUrl ?? '', ref);
+        }
+        const request = withoutModel(bundle, model);
+        return { request, response: await send(request) };
+      }
       const learned = new Map<string, string>();
       for (const e of model) {
         const ref = storedReference(e, response.entry?.[entries.indexOf(e)]);
