@@ -85,6 +85,11 @@ describe('generated UCUM table', () => {
     expect(units.convert(5.2, 'mmol/L', 'mg/dL', 386.65)).toBeCloseTo(201.058, 9);
     expect(units.convert(16, 'kPa', 'mm[Hg]')).toBeCloseTo(120.0101, 3);
     expect(units.convert(37, 'Cel', '[degF]')).toBeCloseTo(98.6, 9);
+    expect(units.convert(100, 'mg/100mL', 'mg/dL')).toBeCloseTo(100, 9);
+    expect(units.convert(48, 'mmol/mol', '%')).toBeCloseTo(4.8, 9);
+    expect(units.convert(200, '[lb_av]/[in_i]2', 'kg/m2')).toBe(
+      libraryConvert(200, '[lb_av]/[in_i]2', 'kg/m2'),
+    );
     // mass↔molar needs the molecular weight; arbitrary units convert only to themselves.
     expect(units.convert(90, 'mg/dL', 'mmol/L')).toBeUndefined();
     expect(units.convert(3, 'm[IU]/L', 'u[IU]/mL')).toBeUndefined();
@@ -94,8 +99,9 @@ describe('generated UCUM table', () => {
   it('gives a unit outside the table the outcome of an unknown unit: not valid, not converted', () => {
     const units = new UnitConverterCache();
     // Valid UCUM that ucum-lhc would convert, but not tabulated; then plainly unknown strings.
-    expect(libraryConvert(2, '[lb_av]/[in_i]2', 'kg/m2')).toBeDefined();
-    for (const code of ['[lb_av]/[in_i]2', 'meq/L', '[pH]', 'furlong', 'mmHg', 'mg / dL', '']) {
+    expect(libraryConvert(2, '[lb_av]/[ft_i]2', 'kg/m2')).toBeDefined();
+    // Equivalents (`meq/L`) are not tabulated: the table has no charge to convert them with.
+    for (const code of ['[lb_av]/[ft_i]2', 'meq/L', '[pH]', 'furlong', 'mmHg', 'mg / dL', '']) {
       expect({ code, valid: units.isValid(code) }).toEqual({ code, valid: false });
       expect({ code, value: units.convert(2, code, 'kg/m2') }).toEqual({ code, value: undefined });
       expect({ code, value: units.convert(2, 'mg/dL', code) }).toEqual({ code, value: undefined });
