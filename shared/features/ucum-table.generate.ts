@@ -24,19 +24,19 @@ export const TABLE_FILE = path.join(HERE, 'ucum-table.ts');
 
 /** Units a FHIR server commonly sends, by kind (space-separated); each must be valid UCUM. */
 const SOURCE_GROUPS: Readonly<Record<string, string>> = {
-  dimensionless: '1 % [ppm] [ppth] 10*-3',
+  dimensionless: '1 % [ppm] [ppth] 10*-3 mmol/mol',
   'mass concentration':
-    'g/L g/dL g/mL mg/L mg/dL mg/mL ug/L ug/dL ug/mL ng/L ng/dL ng/mL pg/mL kg/L g/l g/dl mg/l mg/dl ug/dl ug/ml ng/ml pg/ml mg/g g/g',
+    'g/L g/dL g/mL mg/L mg/dL mg/mL ug/L ug/dL ug/mL ng/L ng/dL ng/mL pg/mL kg/L g/l g/dl mg/l mg/dl ug/dl ug/ml ng/ml pg/ml mg/g g/g mg/100mL g/100mL',
   'substance concentration':
     'mol/L mmol/L umol/L nmol/L pmol/L mol/l mmol/l umol/l nmol/l pmol/l mmol/dL mol/m3',
   'catalytic activity concentration; [IU] is arbitrary, converted to nothing else':
-    'U/L U/mL kU/L mU/L mU/mL U/l ukat/L nkat/L ukat/l [IU]/L [IU]/mL m[IU]/L m[IU]/mL u[IU]/mL u[IU]/L',
+    'U/L U/dL U/mL kU/L mU/L mU/mL U/l ukat/L nkat/L ukat/l [IU]/L [IU]/mL m[IU]/L m[IU]/mL u[IU]/mL u[IU]/L [iU]/L [iU]/mL m[iU]/L',
   'number concentration':
     '10*3/uL 10*3/mm3 10*3/mL 10*9/L 10*6/uL 10*6/mm3 10*12/L 10*9/l 10*12/l 10^3/uL 10^9/L /uL /mm3 /nL /L /mL {cells}/uL',
   pressure: 'mm[Hg] cm[H2O] Pa kPa hPa bar mbar [psi] atm',
   length: 'm dm cm mm um nm km [in_i] [ft_i] [in_us]',
   mass: 'kg g mg ug ng [lb_av] [oz_av]',
-  'area density (BMI)': 'kg/m2 g/m2 g/cm2 kg/cm2',
+  'area density (BMI)': 'kg/m2 g/m2 g/cm2 kg/cm2 [lb_av]/[in_i]2',
   volume: 'L dL mL uL l dl ml ul fL m3 cm3 mm3',
   time: 's ms us min h d wk mo a',
   rates: '/min /s /h /d Hz {beats}/min mL/min mL/s L/min mL/min/{1.73_m2} mL/min/1.73.m2',

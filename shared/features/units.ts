@@ -6,7 +6,9 @@
  * server commonly sends, what ucum-lhc's own conversion reads from its parse of the code; the
  * converters below apply ucum-lhc's formulas to it (`Unit.convertFrom`, `Unit.convertMolMass`),
  * so each converts exactly as the library does (`test/unit/units.test.ts` checks every pair).
- * A bare annotation (`{score}`) is the unit `1`, as in UCUM. Codes outside the table, and pairs
+ * Annotations are read as UCUM reads them (`withoutAnnotations`): one attached to a unit
+ * (`mg/dL{calc}`) is dropped, one standing alone (`{score}`, `{cells}/mm3`) is the unit `1`.
+ * Codes outside the table, and pairs
  * ucum-lhc refuses (incommensurable, arbitrary `[IU]` units, mass↔mol without a molecular
  * weight), resolve to `undefined`, the answer an unknown unit always had; that answer is cached
  * too. The library itself stays out of the Lambda bundles.
@@ -25,8 +27,37 @@ export const IDENTITY_CONVERTER: UnitConverter = (value) => value;
 /** UCUM expressions are printable ASCII without spaces; anything else is not a unit code. */
 const UCUM_SHAPE = /^[!-~]{1,64}$/;
 
-/** An annotation alone (`{score}`, `{#}`): any printable ASCII but braces, between braces. */
-const BARE_ANNOTATION = /^\{[!-z|~]*\}$/;
+/** An annotation (`{score}`, `{#}`): any printable ASCII but braces, between braces. */
+const ANNOTATION = /\{[!-z|~]*\}/g;
+
+/** Stands in for the `1` a standalone annotation becomes (never in a code: not ASCII). */
+const ONE = '\u00a7';
+
+/**
+ * `unit` with its annotations removed as UCUM reads them, or `undefined` when an annotation
+ * is out of place. UCUM gives every annotation the value 1: one attached to a unit symbol
+ * (`mg{calc}`, `10*3{cells}`, `m2{x}`) is dropped; one standing alone as a component (at the
+ * start, or after `/`, `.` or `(`) is the unit `1`, which then drops out of a product or
+ * quotient as UCUM's left-to-right reading allows: `{cells}/mm3` → `/mm3`, `10*3/{cells}/uL` →
+ * `10*3/uL`, `{score}` → `1`. An annotation must end its component (`{a}mg`, `mg{a}{b}`) and
+ * braces must pair; anything else is `undefined`, left to fail as an unknown code does.
+ */
+export function withoutAnnotations(unit: string): string | undefined {
+  if (!UCUM_SHAPE.test(unit)) return undefined;
+  if (!unit.includes('{') && !unit.includes('}')) return unit;
+  const misplaced: string[] = [];
+  const stripped = unit.replace(ANNOTATION, (annotation: string, offset: number) => {
+    const next = unit.charAt(offset + annotation.length);
+    if (next !== '' && !'./)'.includes(next)) misplaced.push(annotation);
+    return offset === 0 || './('.includes(unit.charAt(offset - 1)) ? ONE : '';
+  });
+  if (misplaced.length > 0 || /[{}]/.test(stripped)) return undefined;
+  return stripped
+    .replace(/[./]\u00a7(?=[./)]|$)/g, '') // a/1/b → a/b, a.1 → a
+    .replace(/^\u00a7\./, '') // 1.b → b
+    .replace(/^\u00a7(?=\/)/, '') // 1/b → /b
+    .replaceAll(ONE, '1');
+}
 
 /** ucum-lhc's special-unit functions the table carries (`ucumFunctions.js`: `cel`, `degf`). */
 const FUNCTIONS: Readonly<Record<string, { cnvTo(x: number): number; cnvFrom(x: number): number }>> = {
@@ -71,7 +102,7 @@ export class UnitConverterCache {
   /** `table` defaults to the generated one (tests pass their own). */
   constructor(private readonly table: Readonly<Record<string, UcumRow>> = UCUM_UNITS) {}
 
-  /** Whether `unit` is a UCUM code the table knows (every bare annotation included). */
+  /** Whether `unit` is a UCUM code the table knows, with or without annotations. */
   isValid(unit: string): boolean {
     return this.row(unit) !== undefined;
   }
@@ -104,7 +135,8 @@ export class UnitConverterCache {
   private row(unit: string): UcumRow | undefined {
     if (!UCUM_SHAPE.test(unit)) return undefined;
     if (Object.hasOwn(this.table, unit)) return this.table[unit];
-    return BARE_ANNOTATION.test(unit) ? this.table['1'] : undefined;
+    const plain = withoutAnnotations(unit);
+    return plain !== undefined && Object.hasOwn(this.table, plain) ? this.table[plain] : undefined;
   }
 
   private resolve(from: string, to: string, molecularWeight?: number): UnitConverter | undefined {
