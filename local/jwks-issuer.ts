@@ -18,6 +18,7 @@ import {
   type JWTPayload,
   type JWTHeaderParameters,
 } from 'jose';
+import { readForm, sendJson } from './oauth-http.js';
 
 export interface IssuerClient {
   readonly id: string;
@@ -81,27 +82,6 @@ function sameSecret(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > 16_384) break;
-    chunks.push(chunk as Buffer);
-  }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
-}
-
-function send(
-  res: ServerResponse,
-  status: number,
-  body: unknown,
-  headers: Record<string, string> = {},
-): void {
-  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
-  res.end(JSON.stringify(body));
-}
-
 export async function startJwksIssuer(opts: JwksIssuerOptions = {}): Promise<RunningJwksIssuer> {
   const { publicKey, privateKey } = await generateKeyPair('ES384', { extractable: false });
   const kid = `local-${randomUUID().slice(0, 8)}`;
@@ -138,7 +118,7 @@ export async function startJwksIssuer(opts: JwksIssuerOptions = {}): Promise<Run
     );
 
   const token = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const form = await readForm(req);
+    const form = await readForm(req, 16_384);
     let id = form.get('client_id') ?? '';
     let secret = form.get('client_secret') ?? '';
     const basic = /^Basic\s+(.+)$/i.exec(req.headers.authorization ?? '');
@@ -149,21 +129,21 @@ export async function startJwksIssuer(opts: JwksIssuerOptions = {}): Promise<Run
       secret = decodeURIComponent(decoded.slice(colon + 1));
     }
     if (form.get('grant_type') !== 'client_credentials') {
-      send(res, 400, { error: 'unsupported_grant_type' });
+      sendJson(res, 400, { error: 'unsupported_grant_type' });
       return;
     }
     const client = clients.find((c) => c.id === id);
     if (!client || !sameSecret(client.secret, secret)) {
-      send(res, 401, { error: 'invalid_client' }, { 'www-authenticate': 'Basic realm="token"' });
+      sendJson(res, 401, { error: 'invalid_client' }, { 'www-authenticate': 'Basic realm="token"' });
       return;
     }
     const asked = (form.get('scope') ?? '').split(' ').filter(Boolean);
     if (asked.some((s) => !client.scopes.includes(s))) {
-      send(res, 400, { error: 'invalid_scope' });
+      sendJson(res, 400, { error: 'invalid_scope' });
       return;
     }
     const scopes = asked.length ? asked : client.scopes;
-    send(res, 200, {
+    sendJson(res, 200, {
       access_token: await accessToken(client, scopes),
       token_type: 'Bearer',
       expires_in: lifetime,
@@ -175,9 +155,9 @@ export async function startJwksIssuer(opts: JwksIssuerOptions = {}): Promise<Run
     void (async () => {
       const path = new URL(req.url ?? '/', 'http://x').pathname;
       if (req.method === 'GET' && path === '/.well-known/jwks.json') {
-        send(res, 200, { keys: [publicJwk] }, { 'cache-control': 'max-age=300' });
+        sendJson(res, 200, { keys: [publicJwk] }, { 'cache-control': 'max-age=300' });
       } else if (req.method === 'GET' && path === '/.well-known/openid-configuration') {
-        send(res, 200, {
+        sendJson(res, 200, {
           issuer: base,
           token_endpoint: `${base}/token`,
           jwks_uri: `${base}/.well-known/jwks.json`,
@@ -188,10 +168,10 @@ export async function startJwksIssuer(opts: JwksIssuerOptions = {}): Promise<Run
       } else if (req.method === 'POST' && path === '/token') {
         await token(req, res);
       } else {
-        send(res, 404, { error: 'not_found' });
+        sendJson(res, 404, { error: 'not_found' });
       }
     })().catch(() => {
-      if (!res.headersSent) send(res, 500, { error: 'server_error' });
+      if (!res.headersSent) sendJson(res, 500, { error: 'server_error' });
     });
   });
   await new Promise<void>((resolve, reject) => {

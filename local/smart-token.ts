@@ -29,6 +29,7 @@ import {
 import type { FhirAuthProvider } from '../shared/fhir/auth.js';
 import { createSmartBackendAuth } from '../shared/fhir/smart.js';
 import type { HttpMiddleware } from './fhir/http.js';
+import { readForm, sendJson } from './oauth-http.js';
 
 export interface SmartClientRegistration {
   readonly clientId: string;
@@ -77,27 +78,6 @@ export interface RunningSmartTokenServer {
 const ALGORITHMS = ['RS384', 'ES384'];
 const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
-async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > 65_536) break;
-    chunks.push(chunk as Buffer);
-  }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
-}
-
-function send(
-  res: ServerResponse,
-  status: number,
-  body: unknown,
-  headers: Record<string, string> = {},
-): void {
-  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
-  res.end(JSON.stringify(body));
-}
-
 export async function startSmartTokenServer(
   opts: SmartTokenServerOptions = {},
 ): Promise<RunningSmartTokenServer> {
@@ -112,11 +92,11 @@ export async function startSmartTokenServer(
 
   const refuse = (res: ServerResponse, status: number, error: string): void => {
     stats.refused++;
-    send(res, status, { error });
+    sendJson(res, status, { error });
   };
 
   const token = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const form = await readForm(req);
+    const form = await readForm(req, 65_536);
     if (form.get('grant_type') !== 'client_credentials') {
       refuse(res, 400, 'unsupported_grant_type');
       return;
@@ -179,7 +159,7 @@ export async function startSmartTokenServer(
     const accessToken = randomBytes(32).toString('base64url');
     tokens.set(accessToken, { clientId, scopes: asked, expiresAt: at + lifetime * 1000 });
     stats.issued++;
-    send(res, 200, {
+    sendJson(res, 200, {
       access_token: accessToken,
       token_type: 'bearer',
       expires_in: lifetime,
@@ -201,10 +181,10 @@ export async function startSmartTokenServer(
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     if (req.method === 'POST' && path === '/token') {
       token(req, res).catch(() => {
-        if (!res.headersSent) send(res, 500, { error: 'server_error' });
+        if (!res.headersSent) sendJson(res, 500, { error: 'server_error' });
       });
     } else {
-      send(res, 404, { error: 'not_found' });
+      sendJson(res, 404, { error: 'not_found' });
     }
   });
   await new Promise<void>((resolve, reject) => {
@@ -217,7 +197,7 @@ export async function startSmartTokenServer(
 
   const requireBearer = (): HttpMiddleware => (req, res, ctx) => {
     if (ctx.path === '.well-known/smart-configuration') {
-      send(res, 200, {
+      sendJson(res, 200, {
         token_endpoint: tokenUrl,
         grant_types_supported: ['client_credentials'],
         token_endpoint_auth_methods_supported: ['private_key_jwt'],
