@@ -78,7 +78,7 @@ afterAll(async () => {
 });
 
 /** The sweep context as the Lambda handler builds it, from configuration. */
-function context(endpointEnv: Record<string, string>) {
+function context(endpointEnv: Readonly<Record<string, string | undefined>>) {
   const env = {
     AWS_REGION: 'us-east-1',
     FHIR_BASE_URL: fhir.baseUrl,
