@@ -12,6 +12,7 @@ import {
   compileImageExtractor,
   UnitConverterCache,
 } from './features/index.js';
+import { endpointAddressing } from './inference/addressing.js';
 import { createSageMakerClient } from './inference/client.js';
 import { createInvoker } from './inference/invoker.js';
 import type { ModelManifest } from './inference/manifest.js';
@@ -95,9 +96,7 @@ export async function createPipelinePorts(
     fhir,
     inference: createInvoker({
       client,
-      endpointMode: config.SAGEMAKER_ENDPOINT_MODE,
-      endpointPrefix: config.SAGEMAKER_ENDPOINT_PREFIX,
-      ...(config.SAGEMAKER_ENDPOINT_NAME ? { multiModelEndpointName: config.SAGEMAKER_ENDPOINT_NAME } : {}),
+      ...endpointAddressing(config),
       timeoutMs: config.CALL_TIMEOUT_MS,
       logger,
     }),

@@ -21,6 +21,7 @@ import type { Context } from 'aws-lambda';
 import type { z } from 'zod';
 import { loadConfig, type Config } from '../../shared/config.js';
 import { createFhirAuth } from '../../shared/fhir/auth-config.js';
+import { endpointAddressing } from '../../shared/inference/addressing.js';
 import { createSageMakerClient } from '../../shared/inference/client.js';
 import { createLogger, type Logger } from '../../shared/log.js';
 import { logInvocation, parseEvent } from '../../shared/middleware.js';
@@ -72,7 +73,7 @@ export function contextFromConfig(config: Config, sweep: SweepConfig, logger: Lo
       region,
       ...(config.SAGEMAKER_ENDPOINT_URL ? { endpoint: config.SAGEMAKER_ENDPOINT_URL } : {}),
     }),
-    endpointPrefix: config.SAGEMAKER_ENDPOINT_PREFIX,
+    ...endpointAddressing(config),
     s3: new S3Client({
       region,
       ...(sweep.S3_ENDPOINT_URL ? { endpoint: sweep.S3_ENDPOINT_URL, forcePathStyle: true } : {}),

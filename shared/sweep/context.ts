@@ -10,7 +10,7 @@ import type { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import { compileExtractor } from '../features/index.js';
 import { authorizedFetch, type FhirAuthProvider } from '../fhir/auth.js';
 import { createFhirGateway } from '../fhir/gateway.js';
-import { createInvoker } from '../inference/invoker.js';
+import { createInvoker, type EndpointMode } from '../inference/invoker.js';
 import type { ModelManifest } from '../inference/manifest.js';
 import { loadRegistry } from '../inference/registry.js';
 import type { Logger } from '../log.js';
@@ -30,8 +30,12 @@ export interface SweepContextOptions {
   /** The FHIR auth provider (shared/fhir/auth.ts: SMART, SigV4, ...); takes precedence over `auth`. */
   readonly fhirAuth?: FhirAuthProvider;
   readonly sagemaker: SageMakerRuntimeClient;
-  /** Endpoint name = prefix + model id. Default ''. */
+  /** Per-model endpoints (default): endpoint name = prefix + model id. Default ''. */
   readonly endpointPrefix?: string;
+  /** `per-model` (default) or one `multi-model` endpoint, `multiModelEndpointName`, TargetModel per call. */
+  readonly endpointMode?: EndpointMode;
+  /** The multi-model endpoint's name (required in multi-model mode). */
+  readonly multiModelEndpointName?: string;
   readonly s3: S3Client;
   readonly bucket: string;
   readonly prefix?: string;
@@ -65,7 +69,6 @@ export async function createSweepContext(opts: SweepContextOptions): Promise<Swe
   };
   const auth = opts.fhirAuth ?? tokenAuth(createTokenProvider(opts.auth ?? { kind: 'none' }));
   const timeoutMs = opts.callTimeoutMs ?? 30_000;
-  const prefix = opts.endpointPrefix ?? '';
   const fhir = createFhirGateway({
     baseUrl: opts.fhirBaseUrl,
     timeoutMs,
@@ -94,7 +97,9 @@ export async function createSweepContext(opts: SweepContextOptions): Promise<Swe
       writer: createReportWriter(transactions, { concurrency: opts.writeConcurrency ?? 8 }),
       inference: createInvoker({
         client: opts.sagemaker,
-        endpointName: (m) => `${prefix}${m.id}`,
+        endpointMode: opts.endpointMode ?? 'per-model',
+        endpointPrefix: opts.endpointPrefix ?? '',
+        ...(opts.multiModelEndpointName ? { multiModelEndpointName: opts.multiModelEndpointName } : {}),
         timeoutMs: Math.max(timeoutMs, 70_000),
         logger: opts.logger,
       }),

@@ -18,6 +18,7 @@ import {
   SWEEP_START_TIMEOUT,
 } from '../../infra/stacks/pipeline-stack.js';
 import { ENV, fhirAuthMode, loadConfig } from '../../shared/config.js';
+import { endpointAddressing } from '../../shared/inference/addressing.js';
 import { FhirUnavailableError } from '../../shared/fhir/errors.js';
 import { sweepTableDefinition } from '../../shared/sweep/checkpoint.js';
 import { parseSweepConfig, type SweepConfig } from '../../shared/sweep/config.js';
@@ -341,5 +342,39 @@ describe('sweep functions: environment, grants and limits', () => {
         .map((s) => s.owner)
         .sort(),
     ).toEqual(['PopulationSweepFinishFunction', 'PopulationSweepStartFunction']);
+  });
+});
+
+describe('sweep item worker: multi-model endpoint', () => {
+  it('is told the mode and the one endpoint, may invoke it, and its context addresses it', () => {
+    const built = build(config({ models: { endpointMode: 'multi-model' } }), {
+      models: TEST_MODELS,
+      appProps: NO_BUNDLING,
+    });
+    const [[id, fn] = ['', {}]] = resourcesOf([built.templates.pipeline], 'AWS::Lambda::Function').filter(
+      ([fid]) => fid.startsWith('PopulationSweepFunction'),
+    );
+    const vars = (fn as { Environment: { Variables: Record<string, unknown> } }).Environment.Variables;
+    const env = Object.fromEntries(
+      Object.entries(vars).map(([k, v]) => [k, typeof v === 'string' ? v : (SAMPLE[k] ?? `unresolved ${k}`)]),
+    );
+    const cfg = loadConfig(env);
+    expect(cfg.SAGEMAKER_ENDPOINT_MODE, id).toBe('multi-model');
+    expect(cfg.SAGEMAKER_ENDPOINT_NAME, id).toMatch(/\S/);
+    expect(endpointAddressing(cfg)).toMatchObject({
+      endpointMode: 'multi-model',
+      multiModelEndpointName: cfg.SAGEMAKER_ENDPOINT_NAME,
+    });
+    const invokes = resourcesOf([built.templates.pipeline], 'AWS::IAM::Policy')
+      .filter(([pid]) => pid.startsWith('PopulationSweepFunction'))
+      .flatMap(
+        ([, p]) =>
+          (p.PolicyDocument as { Statement: { Action: string | string[]; Resource: unknown }[] }).Statement,
+      )
+      .filter((s) => ([] as string[]).concat(s.Action).includes('sagemaker:InvokeEndpoint'));
+    expect(invokes).toHaveLength(1);
+    expect(JSON.stringify(invokes[0]?.Resource)).toContain(
+      `endpoint/${(cfg.SAGEMAKER_ENDPOINT_NAME ?? '').toLowerCase()}`,
+    );
   });
 });

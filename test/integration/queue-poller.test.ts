@@ -74,9 +74,19 @@ describe('startPoller', () => {
     const seen = new Map<string, number[]>();
     let invocations = 0;
     let maxInvocations = 0;
+    // A latch: the first invocation holds until a second one has started, so two overlap however
+    // slow the machine. Bounded, so that a poller running them one at a time fails the assertion
+    // below (maxInvocations stays 1) instead of hanging.
+    let release = (): void => undefined;
+    const overlapped = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let fallback: NodeJS.Timeout | undefined;
     const handler: SqsHandler = async (event) => {
       maxInvocations = Math.max(maxInvocations, ++invocations);
-      await new Promise((r) => setTimeout(r, 30));
+      if (invocations > 1) release();
+      fallback ??= setTimeout(release, 10_000);
+      await overlapped;
       for (const r of event.Records) {
         const { group, seq } = JSON.parse(r.body) as { group: string; seq: number };
         seen.set(group, [...(seen.get(group) ?? []), seq]);
@@ -94,6 +104,7 @@ describe('startPoller', () => {
       batchSize: 2,
     });
     await drained();
+    clearTimeout(fallback);
 
     expect(maxReceivesInFlight).toBe(1);
     expect(maxInvocations).toBeLessThanOrEqual(4);
