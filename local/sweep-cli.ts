@@ -48,6 +48,7 @@ authentication (FHIR server):
 where things run (each started locally when not given):
   --sagemaker-endpoint URL SageMaker runtime (default: a local endpoint server over --models-dir)
   --endpoint-prefix P      endpoint name = P + model id (default '')
+  --multi-model-endpoint N one multi-model endpoint N for every model (TargetModel), instead
   --dynamodb-endpoint URL  DynamoDB (default: in-process dynalite); --table T (default ${DEFAULT_SWEEP_TABLE})
   --s3-endpoint URL        S3 (default: in-process fauxqs S3); --bucket B (default fhir-analytics-sweeps)
   --aws                    use AWS itself for whatever endpoint is not given (default credentials chain)
@@ -155,6 +156,7 @@ export async function sweepCommand(argv: string[]): Promise<number> {
         scope: { type: 'string' },
         'sagemaker-endpoint': { type: 'string' },
         'endpoint-prefix': { type: 'string' },
+        'multi-model-endpoint': { type: 'string' },
         'dynamodb-endpoint': { type: 'string' },
         table: { type: 'string' },
         's3-endpoint': { type: 'string' },
@@ -260,6 +262,9 @@ export async function sweepCommand(argv: string[]): Promise<number> {
       auth,
       sagemaker,
       ...(values['endpoint-prefix'] ? { endpointPrefix: values['endpoint-prefix'] } : {}),
+      ...(values['multi-model-endpoint']
+        ? { endpointMode: 'multi-model' as const, multiModelEndpointName: values['multi-model-endpoint'] }
+        : {}),
       s3,
       bucket,
       dynamo,
