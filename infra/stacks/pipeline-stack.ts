@@ -251,7 +251,10 @@ export class PipelineStack extends Stack {
     });
     for (const fn of [start, item, finish]) {
       for (const [k, v] of Object.entries(env)) fn.addEnvironment(k, v);
-      table.grantReadWriteData(fn);
+      // What the checkpoint store calls (shared/sweep/checkpoint.ts), and no more: no Scan,
+      // no deletes, no batch writes, no streams.
+      table.grant(fn, 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query');
+      table.encryptionKey?.grantEncryptDecrypt(fn);
     }
     bucket.grantReadWrite(start, objects);
     bucket.grantRead(item, objects);

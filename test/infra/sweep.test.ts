@@ -343,6 +343,30 @@ describe('sweep functions: environment, grants and limits', () => {
         .sort(),
     ).toEqual(['PopulationSweepFinishFunction', 'PopulationSweepStartFunction']);
   });
+
+  it('may call on the checkpoint table only what the checkpoint store calls', () => {
+    type Statement = { Action: string | string[] };
+    for (const fn of SWEEP_FUNCTIONS) {
+      const actions = resourcesOf([pipeline], 'AWS::IAM::Policy')
+        .filter(([id]) => id.startsWith(fn))
+        .flatMap(([, p]) => (p.PolicyDocument as { Statement: Statement[] }).Statement)
+        .flatMap((statement) => ([] as string[]).concat(statement.Action))
+        .filter((a) => a.startsWith('dynamodb:'));
+      expect(new Set(actions)).toEqual(new Set(['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query']));
+    }
+    // The table is encrypted with the data stack's key: without it every write is refused. The
+    // item worker only reads the bucket, so its encrypt grant can only come from the table's.
+    const table = resourcesOf([app.templates.data], 'AWS::DynamoDB::Table').find(([id]) =>
+      id.startsWith('Checkpoints'),
+    )?.[1];
+    expect((table?.SSESpecification as { SSEEnabled?: boolean } | undefined)?.SSEEnabled).toBe(true);
+    const itemKms = resourcesOf([pipeline], 'AWS::IAM::Policy')
+      .filter(([id]) => id.startsWith('PopulationSweepFunction'))
+      .flatMap(([, p]) => (p.PolicyDocument as { Statement: { Action: string | string[] }[] }).Statement)
+      .flatMap((st) => ([] as string[]).concat(st.Action))
+      .filter((a) => a.startsWith('kms:'));
+    expect(itemKms).toEqual(expect.arrayContaining(['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey*']));
+  });
 });
 
 describe('sweep item worker: multi-model endpoint', () => {
