@@ -23,7 +23,6 @@
  */
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { pathToFileURL } from 'node:url';
 import * as os from 'node:os';
 import type { Bundle, Observation, Patient } from '@medplum/fhirtypes';
 import { buildDemoCohort, loadHeldOutRows, type DemoPatient } from '../local/demo/cohort.js';
@@ -36,7 +35,7 @@ import type { ModelManifest } from '../shared/inference/manifest.js';
 import { loadRegistry } from '../shared/inference/registry.js';
 import { createLogger, silentLogger } from '../shared/log.js';
 import { createPipelinePorts } from '../shared/ports.js';
-import { machineInfo } from './machine.js';
+import { machineInfo, runWhenInvoked } from './machine.js';
 
 const MODEL = 'diabetes-gbm';
 const WARMUP = 30;
@@ -383,19 +382,4 @@ export async function benchEventPath(
   }
 }
 
-const invokedDirectly =
-  process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
-if (invokedDirectly) {
-  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const n = Number(process.argv[2] ?? 1000);
-  benchEventPath({ events: n }).then(
-    (r) => {
-      process.stdout.write(JSON.stringify(r, null, 2) + '\n');
-      process.exit(0);
-    },
-    (err: unknown) => {
-      process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runWhenInvoked(import.meta.url, 1000, (n) => benchEventPath({ events: n }));

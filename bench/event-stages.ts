@@ -14,7 +14,6 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { pathToFileURL } from 'node:url';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import { SQSClient } from '@aws-sdk/client-sqs';
@@ -26,6 +25,7 @@ import { createFhirGateway } from '../shared/fhir/gateway.js';
 import { loadRegistry } from '../shared/inference/registry.js';
 import { createLogger } from '../shared/log.js';
 import { isWrittenByFhirAnalytics } from '../shared/reports/index.js';
+import { runWhenInvoked } from './machine.js';
 
 interface Span {
   readonly label: string;
@@ -151,16 +151,4 @@ export async function benchEventStages(events = 200): Promise<Record<string, unk
   }
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  benchEventStages(Number(process.argv[2] ?? 200)).then(
-    (r) => {
-      process.stdout.write(JSON.stringify(r, null, 2) + '\n');
-      process.exit(0);
-    },
-    (err: unknown) => {
-      process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runWhenInvoked(import.meta.url, 200, benchEventStages);

@@ -34,6 +34,7 @@ import { compileTabular, type TabularExtractor } from '../shared/features/tabula
 import { UnitConverterCache } from '../shared/features/units.js';
 import { TabularInputSchema, type TabularInput } from '../shared/inference/manifest.js';
 import type { ExtractResult } from '../shared/types.js';
+import { mulberry32 } from '../local/prng.js';
 
 const LOINC = 'http://loinc.org';
 const UCUM = 'http://unitsofmeasure.org';
@@ -110,18 +111,6 @@ export const INPUT: TabularInput = TabularInputSchema.parse({
     },
   ],
 });
-
-/** mulberry32: small, fast, deterministic. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const q = (value: number, unit: string): Observation['valueQuantity'] => ({
   value,
@@ -303,7 +292,7 @@ export async function benchFeatures(opts: { observations?: number } = {}): Promi
   await new Promise((resolve) => setImmediate(resolve)); // let a caller's output flush before the heavy work
 
   // Generate as NDJSON bytes (one line per Observation), then parse once for the in-memory figures.
-  const rnd = prng(20240615);
+  const rnd = mulberry32(20240615);
   // In chunks: a million lines are more than one string may hold.
   const chunks: Buffer[] = [];
   let lines: string[] = [];

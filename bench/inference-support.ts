@@ -1,6 +1,6 @@
 /**
  * Timing and HTTP helpers of the inference benchmark (bench/inference.ts): medians, round-robin
- * medians, a seeded generator, a bare node:http POST and an echo server for the HTTP floors.
+ * medians, a bare node:http POST and an echo server for the HTTP floors.
  */
 import { createServer, request, type Agent, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -42,18 +42,6 @@ export async function measureRound(
   }
   const median = (xs: number[]): number => xs.sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? Number.NaN;
   return { medians: samples.map(median), reps };
-}
-
-/** A seeded generator (mulberry32), so every run sends the same rows. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** One POST with node:http over the keep-alive agent; resolves with the response. */

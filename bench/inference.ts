@@ -44,7 +44,8 @@ import { buildInputs, createInvoker, type InvokerRow } from '../shared/inference
 import type { ModelManifest } from '../shared/inference/manifest.js';
 import { loadRegistry } from '../shared/inference/registry.js';
 import type { Tensor } from '../shared/inference/tensor.js';
-import { measure, measureRound, post, prng, startEcho } from './inference-support.js';
+import { mulberry32 } from '../local/prng.js';
+import { measure, measureRound, post, startEcho } from './inference-support.js';
 import { machineInfo } from './machine.js';
 
 export interface InferenceBenchOptions {
@@ -71,7 +72,7 @@ function rowShape(m: ModelManifest): number[] {
 }
 
 function makeRows(m: ModelManifest, n: number): InvokerRow[] {
-  const random = prng(42);
+  const random = mulberry32(42);
   const shape = rowShape(m);
   const width = shape.reduce((a, b) => a * b, 1);
   return Array.from({ length: n }, () => {

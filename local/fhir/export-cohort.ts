@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import type { Observation, Patient } from '@medplum/fhirtypes';
 import { loadHeldOutRows } from '../demo/cohort.js';
 import type { IndexedRepository } from './indexed-repository.js';
+import { mulberry32 } from '../prng.js';
 
 const LOINC = 'http://loinc.org';
 const UCUM = 'http://unitsofmeasure.org';
@@ -34,18 +35,6 @@ const LABS: readonly { code: string; unit: string; value: (v: Record<string, num
 /** LOINC code of the glucose Observation (the one tests change). */
 export const GLUCOSE_CODE = '2345-7';
 
-/** mulberry32: a small seeded PRNG. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export const syntheticPatientId = (i: number): string => `syn-${String(i).padStart(7, '0')}`;
 
 export interface SyntheticCohortOptions {
@@ -64,7 +53,7 @@ export function syntheticPatient(
   rows: ReturnType<typeof loadHeldOutRows>,
   opts: SyntheticCohortOptions,
 ): { patient: Patient; observations: Observation[] } {
-  const rand = seeded((opts.seed ?? 42) * 1_000_003 + i);
+  const rand = mulberry32((opts.seed ?? 42) * 1_000_003 + i);
   const row = rows[Math.floor(rand() * rows.length)] ?? rows[0];
   if (!row) throw new Error('no held-out rows');
   const noise = (): number => 1 + (rand() + rand() + rand() - 1.5) * 0.06;

@@ -1,6 +1,6 @@
 /**
  * The part of `@lhncbc/ucum-lhc` 7.x we use (the package ships no types): only
- * `ucum-table.generate.ts` and the tests load it; the Lambdas convert through the table it
+ * `scripts/ucum-table.generate.ts` and the tests load it; the Lambdas convert through the table it
  * generates. See `node_modules/@lhncbc/ucum-lhc/source-cjs/ucumLhcUtils.js` and `unit.js`.
  */
 declare module '@lhncbc/ucum-lhc' {

@@ -9,6 +9,7 @@
  * deletes a model's Device or card, which only a new model version replaces.
  */
 import type { Bundle, BundleEntry, Device, DocumentReference } from '@medplum/fhirtypes';
+import { FhirGatewayError } from '../fhir/errors.js';
 import type { FhirGateway } from '../fhir/gateway.js';
 import { MODEL_DEVICE_SYSTEM } from './labels.js';
 import { MODEL_CARD_SYSTEM } from './model-card.js';
@@ -37,14 +38,30 @@ export function storedReference(request: BundleEntry, response: BundleEntry | un
   return id ? `${type}/${id}` : undefined;
 }
 
-/** The entries with every `urn:uuid:` of `stored` replaced by the stored resource's reference. */
+/**
+ * Replaces, in place, every string of `value` that is a key of `stored` (a `urn:uuid:` fullUrl)
+ * by the stored resource's reference; returns `value`.
+ */
+export function replaceReferences<T>(value: T, stored: ReadonlyMap<string, string>): T {
+  const walk = (v: unknown): unknown => {
+    if (typeof v === 'string') return stored.get(v) ?? v;
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) v[i] = walk(v[i]);
+    } else if (typeof v === 'object' && v !== null) {
+      const o = v as Record<string, unknown>;
+      for (const k of Object.keys(o)) o[k] = walk(o[k]);
+    }
+    return v;
+  };
+  return walk(value) as T;
+}
+
+/** A copy of the entries with every `urn:uuid:` of `stored` replaced by the stored resource's reference. */
 export function pointAtStored(
   entries: readonly BundleEntry[],
   stored: ReadonlyMap<string, string>,
 ): BundleEntry[] {
-  let json = JSON.stringify(entries);
-  for (const [fullUrl, ref] of stored) json = json.split(`"${fullUrl}"`).join(JSON.stringify(ref));
-  return JSON.parse(json) as BundleEntry[];
+  return replaceReferences(structuredClone(entries) as BundleEntry[], stored);
 }
 
 export interface ModelResourceCache {
@@ -92,11 +109,6 @@ export function findStoredModelEntry(fhir: Pick<FhirGateway, 'searchAll'>): Find
   };
 }
 
-const statusOf = (err: unknown): number | undefined => {
-  const status = (err as { status?: unknown } | null)?.status;
-  return typeof status === 'number' ? status : undefined;
-};
-
 export function createModelResourceCache(
   opts: { findStored?: FindStoredModelEntry } = {},
 ): ModelResourceCache {
@@ -125,7 +137,12 @@ export function createModelResourceCache(
         // (a conditional create is not atomic across requests on every server); from then on the
         // conditional create matches two and the server answers 412. Settle on one of each (the
         // same in every container) and send the report without the model's entries.
-        if (!opts.findStored || model.length === 0 || statusOf(err) !== 412) throw err;
+        if (
+          !opts.findStored ||
+          model.length === 0 ||
+          !(err instanceof FhirGatewayError && err.status === 412)
+        )
+          throw err;
         for (const e of model) {
           const ref = await opts.findStored(e);
           if (!ref) throw err;

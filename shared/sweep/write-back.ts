@@ -17,7 +17,7 @@
  */
 import type { Bundle, BundleEntry } from '@medplum/fhirtypes';
 import type { FhirGateway } from '../fhir/gateway.js';
-import { isModelEntry, storedReference } from '../reports/model-resources.js';
+import { isModelEntry, replaceReferences, storedReference } from '../reports/model-resources.js';
 
 export const REPORTS_PER_TRANSACTION = 2;
 const MAX_CONDITIONAL_ENTRIES = 8;
@@ -35,18 +35,6 @@ export interface ReportWriter {
 function statusOf(entry: BundleEntry | undefined): boolean | undefined {
   const status = entry?.response?.status;
   return status === undefined ? undefined : status.startsWith('201');
-}
-
-/** Replaces, in place, every string that is a key of `stored` (a `urn:uuid:` fullUrl) by its reference. */
-function replaceReferences(value: unknown, stored: ReadonlyMap<string, string>): unknown {
-  if (typeof value === 'string') return stored.get(value) ?? value;
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) value[i] = replaceReferences(value[i], stored);
-  } else if (typeof value === 'object' && value !== null) {
-    const o = value as Record<string, unknown>;
-    for (const k of Object.keys(o)) o[k] = replaceReferences(o[k], stored);
-  }
-  return value;
 }
 
 export function createReportWriter(
@@ -85,7 +73,7 @@ export function createReportWriter(
     const model = entries.filter((e) => isModelEntry(e) && e.fullUrl);
     const rest = entries.filter((e) => !model.includes(e));
     if (!model.length) return rest;
-    return replaceReferences(rest, await modelRefs(model)) as BundleEntry[];
+    return replaceReferences(rest, await modelRefs(model));
   };
 
   const reportIndex = (entries: readonly BundleEntry[]): number =>

@@ -11,7 +11,7 @@ import {
   manifestUnits,
   TABLE_FILE,
   tableCodes,
-} from '../../shared/features/ucum-table.generate.js';
+} from '../../scripts/ucum-table.generate.js';
 import { UCUM_UNITS } from '../../shared/features/ucum-table.js';
 import { IDENTITY_CONVERTER, UnitConverterCache, withoutAnnotations } from '../../shared/features/units.js';
 
