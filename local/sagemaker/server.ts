@@ -14,36 +14,12 @@ import { CodecError, decodeRequest, encodeError, encodeResponse } from '../../sh
 import type { Tensor } from '../../shared/inference/tensor.js';
 import { errorFields, silentLogger, type Logger } from '../../shared/log.js';
 import { DynamicBatcher, type DynamicBatchingOptions } from './batcher.js';
-import { MAX_PAYLOAD_BYTES, SageMakerError, STATUS, type SageMakerErrorCode } from './errors.js';
+import { MAX_PAYLOAD_BYTES, SageMakerError, STATUS } from './errors.js';
 import { ModelStore, TritonError, type LoadedModel } from './models.js';
+import type { EndpointStats, Fault } from './stats.js';
 
 export { MAX_PAYLOAD_BYTES, type SageMakerErrorCode } from './errors.js';
-
-export interface Fault {
-  /** Added before every request of the endpoint is handled. */
-  latencyMs?: number;
-  /** Share of requests (0..1) answered with `errorType`. */
-  errorRate?: number;
-  /** The error to answer. Default `InternalFailure`. */
-  errorType?: SageMakerErrorCode;
-  /** The next N requests fail with `errorType` (counted down), before `errorRate` applies. */
-  failNext?: number;
-}
-
-export interface EndpointStats {
-  /** Requests that reached `/endpoints/{name}/invocations`. */
-  requests: number;
-  /** Per request, the attempt number from `amz-sdk-request: attempt=N; max=M` (0 without the header). */
-  attempts: number[];
-  /** `session.run` calls for this endpoint's models. */
-  sessionRuns: number;
-  /** Requests that shared their `session.run` with at least one other (dynamic batching). */
-  mergedRequests: number;
-  /** Per `session.run`, how many requests it served. */
-  requestsPerRun: number[];
-  /** Error answers by code. */
-  errors: Record<string, number>;
-}
+export type { EndpointStats, Fault } from './stats.js';
 
 export interface EndpointServerOptions {
   modelsDir: string;
