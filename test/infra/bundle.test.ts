@@ -59,6 +59,19 @@ describe('function bundles', () => {
     },
   );
 
+  it.each(functionNames())(
+    '%s: the SDK modules only some FHIR auth modes need are imported on first use, not at init',
+    async (name) => {
+      const b = await bundleFunction(name);
+      const imports = Object.values(b.metafile.outputs).flatMap((o) => o.imports);
+      // SMART's key (Secrets Manager) and SigV4's default credential chain: shared/fhir/auth-config.ts.
+      for (const lazy of ['@aws-sdk/client-secrets-manager', '@aws-sdk/credential-provider-node']) {
+        const kinds = new Set(imports.filter((i) => i.path === lazy).map((i) => i.kind));
+        expect([...kinds]).toEqual(['dynamic-import']);
+      }
+    },
+  );
+
   it('bundled zod still parses, reports in English and writes JSON Schema; what was dropped says so', async () => {
     const dir = probeDir('zod-probe-');
     const entry = join(dir, 'entry.ts');
