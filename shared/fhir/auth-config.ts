@@ -51,7 +51,9 @@ export function createFhirAuth(config: Config, deps: FhirAuthDeps = {}): FhirAut
             const { SecretsManagerClient } = await import('@aws-sdk/client-secrets-manager');
             secrets = new SecretsManagerClient({
               region: config.AWS_REGION,
-              ...(config.SECRETS_MANAGER_ENDPOINT_URL ? { endpoint: config.SECRETS_MANAGER_ENDPOINT_URL } : {}),
+              ...(config.SECRETS_MANAGER_ENDPOINT_URL
+                ? { endpoint: config.SECRETS_MANAGER_ENDPOINT_URL }
+                : {}),
             });
           }
           return readJsonSecret(secrets, secretId ?? '');
