@@ -40,6 +40,11 @@ const run = promisify(execFile);
 /** Bundles land under `.bench/` inside the repository, so `@aws-sdk/*` resolves as in Lambda. */
 const OUT_DIR = path.join(REPO_ROOT, '.bench', 'bundles');
 const INIT_RUNS = 7;
+/**
+ * The `node` that runs each cold init: this one, or `BENCH_NODE` (e.g. a Node.js 22 binary, the
+ * Lambda runtime's major version, when this machine's default is older).
+ */
+const INIT_NODE = process.env.BENCH_NODE ?? process.execPath;
 /** Cold init may be at most this many times the empty bundle's. */
 export const INIT_RATIO_BUDGET = 2;
 
@@ -175,7 +180,7 @@ async function coldInitOnce(file: string): Promise<InitSample> {
   const url = pathToFileURL(file).href;
   const started = process.hrtime.bigint();
   const { stdout } = await run(
-    process.execPath,
+    INIT_NODE,
     [
       '--enable-source-maps',
       '--input-type=module',
@@ -302,7 +307,7 @@ export async function benchBundles(): Promise<Record<string, unknown>> {
     runsPerMedian: INIT_RUNS,
     loadAverage: { atStart: loadAtStart, atEnd: loadAverage() },
     functions,
-    machine: machineInfo(),
+    machine: { ...machineInfo(), initNode: (await run(INIT_NODE, ['--version'])).stdout.trim() },
   };
 }
 
