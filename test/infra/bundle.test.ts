@@ -4,7 +4,9 @@
  * generated unit table replaces it), and zod without its other locales, compiler and
  * `fromJSONSchema`, which no source may then use.
  */
+import { spawnSync } from 'node:child_process';
 import {
+  copyFileSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -14,6 +16,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -126,6 +129,29 @@ describe('function bundles', () => {
     } finally {
       await dynamo.close();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('outside the repository a bundle finds the runtime SDK through NODE_PATH, as Lambda sets it', async () => {
+    const b = await bundleFunction('resource-event');
+    const task = mkdtempSync(join(tmpdir(), 'lambda-task-'));
+    try {
+      copyFileSync(b.file, join(task, 'index.mjs'));
+      const probe = [
+        '--input-type=module',
+        '-e',
+        "const m = await import('./index.mjs'); process.stdout.write(typeof m.handler);",
+      ];
+      const run = (env: NodeJS.ProcessEnv) =>
+        spawnSync(process.execPath, probe, { cwd: task, env, encoding: 'utf8' });
+      const { NODE_PATH: _unset, ...env } = process.env;
+      // No node_modules above the task folder: without NODE_PATH the SDK is not found.
+      expect(run(env).stderr).toContain("Cannot find module '@aws-sdk/client-sagemaker-runtime'");
+      const withPath = run({ ...env, NODE_PATH: join(REPO_ROOT, 'node_modules') });
+      expect(withPath.stderr).toBe('');
+      expect(withPath.stdout).toBe('function');
+    } finally {
+      rmSync(task, { recursive: true, force: true });
     }
   });
 
