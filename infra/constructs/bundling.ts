@@ -19,8 +19,11 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 /** esbuild target of the Lambda runtime (Node.js 22). */
 export const BUNDLE_TARGET = 'node22';
 
-/** Provided by the Node.js 22 Lambda runtime: never bundled. */
+/** Provided by the Node.js 22 Lambda runtime: never bundled (`runtimeSdkPlugin` loads them). */
 export const EXTERNAL_MODULES: readonly string[] = ['@aws-sdk/*'];
+
+/** The namespace of the shims through which a bundle loads the runtime's AWS SDK packages. */
+export const RUNTIME_SDK_NAMESPACE = 'runtime-sdk';
 
 /** ESM bundles need a `require` shim for the CommonJS dependencies they inline. */
 export const ESM_REQUIRE_BANNER =
@@ -145,6 +148,33 @@ export function zodLeanPlugin(kept: readonly string[] = ZOD_LOCALES_KEPT): Plugi
   };
 }
 
+/**
+ * The runtime's AWS SDK packages are CommonJS (`dist-cjs`). An ESM bundle that `import`s them
+ * makes Node load each one through its ESM loader's CommonJS translation, which costs about as
+ * much again as loading it (measured by `npm run bench`, `sdkOnlyEsmImport`): so every
+ * `@aws-sdk/*` import (static or `import()`) resolves to a shim, `module.exports = require(pkg)`,
+ * that loads the same external package with the bundle's `require` (the banner's
+ * `createRequire`). A static import still loads the package at init; an `import()` still loads
+ * it only when called (esbuild wraps the shim in a lazy CommonJS factory). Named imports become
+ * property reads on the package's `module.exports`, as a CommonJS caller's would.
+ */
+export function runtimeSdkPlugin(): Plugin {
+  return {
+    name: 'runtime-sdk-require',
+    setup(b) {
+      b.onResolve({ filter: /^@aws-sdk\// }, (args) =>
+        args.namespace === RUNTIME_SDK_NAMESPACE
+          ? { path: args.path, external: true }
+          : { path: args.path, namespace: RUNTIME_SDK_NAMESPACE },
+      );
+      b.onLoad({ filter: /.*/, namespace: RUNTIME_SDK_NAMESPACE }, (args) => ({
+        contents: `module.exports = require(${JSON.stringify(args.path)});`,
+        loader: 'js',
+      }));
+    },
+  };
+}
+
 /** The esbuild options of one function bundle: minified ESM for Node 22, source maps, metafile. */
 export function bundleOptions(entry: string, outfile: string): BuildOptions & { metafile: true } {
   return {
@@ -159,7 +189,7 @@ export function bundleOptions(entry: string, outfile: string): BuildOptions & { 
     mainFields: [...MAIN_FIELDS],
     external: [...EXTERNAL_MODULES],
     banner: { js: ESM_REQUIRE_BANNER },
-    plugins: [zodLeanPlugin()],
+    plugins: [runtimeSdkPlugin(), zodLeanPlugin()],
     metafile: true,
     logLevel: 'silent',
     absWorkingDir: ROOT,

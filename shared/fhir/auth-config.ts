@@ -1,8 +1,13 @@
 /**
  * The FHIR auth provider for the configured mode, built once per cold start and shared by
  * every FHIR caller of a function (gateway, bulk export, catch-up searches).
+ *
+ * The AWS SDK modules a mode needs are imported when that mode first asks for credentials, not
+ * at init: the Secrets Manager client only in SMART mode, when the key is first read (once per
+ * container, then kept), and the default credential chain only in SigV4 mode (`sigv4.ts`). The
+ * other modes never load them.
  */
-import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import { fhirAuthMode, type Config } from '../config.js';
 import { bearerAuth, FhirAuthError, noAuth, type FetchLike, type FhirAuthProvider } from './auth.js';
@@ -40,11 +45,17 @@ export function createFhirAuth(config: Config, deps: FhirAuthDeps = {}): FhirAut
       let secrets = deps.secrets;
       const credentials =
         deps.smartCredentials ??
-        (() => {
-          secrets ??= new SecretsManagerClient({
-            region: config.AWS_REGION,
-            ...(config.SECRETS_MANAGER_ENDPOINT_URL ? { endpoint: config.SECRETS_MANAGER_ENDPOINT_URL } : {}),
-          });
+        (async () => {
+          if (!secrets) {
+            // Runtime-provided (external to the bundle); loaded on the first read of the key.
+            const { SecretsManagerClient } = await import('@aws-sdk/client-secrets-manager');
+            secrets = new SecretsManagerClient({
+              region: config.AWS_REGION,
+              ...(config.SECRETS_MANAGER_ENDPOINT_URL
+                ? { endpoint: config.SECRETS_MANAGER_ENDPOINT_URL }
+                : {}),
+            });
+          }
           return readJsonSecret(secrets, secretId ?? '');
         });
       return createSmartBackendAuth({

@@ -1,14 +1,15 @@
 /**
  * Reads a JSON secret from AWS Secrets Manager (the SMART client's private key). The value is
  * parsed and returned; neither the value nor parse errors that might quote it are logged or
- * put into error messages.
+ * put into error messages. The SDK module is imported on the first read (SMART mode only).
  */
-import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { FhirAuthError } from './auth.js';
 
 export async function readJsonSecret(client: SecretsManagerClient, secretId: string): Promise<unknown> {
   let text: string | undefined;
   try {
+    const { GetSecretValueCommand } = await import('@aws-sdk/client-secrets-manager');
     const out = await client.send(new GetSecretValueCommand({ SecretId: secretId }));
     text =
       out.SecretString ?? (out.SecretBinary ? Buffer.from(out.SecretBinary).toString('utf8') : undefined);

@@ -4,7 +4,9 @@
  * generated unit table replaces it), and zod without its other locales, compiler and
  * `fromJSONSchema`, which no source may then use.
  */
+import { spawnSync } from 'node:child_process';
 import {
+  copyFileSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -13,10 +15,18 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { bundleEntry, bundleFunction, forbiddenModules, functionNames } from '../../bench/bundles.js';
+import {
+  bundleEntry,
+  bundleFunction,
+  externalImports,
+  forbiddenModules,
+  functionNames,
+} from '../../bench/bundles.js';
 import {
   BUNDLE_BUDGET_BYTES,
   bundleFunctionSync,
@@ -25,6 +35,9 @@ import {
   ZOD_LOCALES_KEPT,
 } from '../../infra/constructs/bundling.js';
 import { REPO_ROOT } from '../../infra/paths.js';
+import { startLocalDynamo, TABLE_DEFINITIONS } from '../../local/dynamo.js';
+
+const TABLE_NAMES = TABLE_DEFINITIONS.map((t) => t.TableName ?? '');
 
 function probeDir(prefix: string): string {
   mkdirSync(join(REPO_ROOT, '.bench'), { recursive: true });
@@ -58,6 +71,89 @@ describe('function bundles', () => {
       expect(b.bytes).toBeLessThanOrEqual(BUNDLE_BUDGET_BYTES);
     },
   );
+
+  it.each(functionNames())(
+    '%s: the SDK modules only some FHIR auth modes need are imported on first use, not at init',
+    async (name) => {
+      const b = await bundleFunction(name);
+      // SMART's key (Secrets Manager) and SigV4's default credential chain: shared/fhir/auth-config.ts.
+      for (const lazy of ['@aws-sdk/client-secrets-manager', '@aws-sdk/credential-provider-node']) {
+        expect(externalImports(b.metafile, 'static')).not.toContain(lazy);
+        expect(externalImports(b.metafile, 'dynamic')).toContain(lazy);
+      }
+      // Every runtime SDK package is loaded with require (runtimeSdkPlugin), none by ESM import.
+      const esmImports = Object.values(b.metafile.outputs)
+        .flatMap((o) => o.imports)
+        .filter((i) => i.path.startsWith('@aws-sdk/') && i.kind !== 'require-call');
+      expect(esmImports).toEqual([]);
+    },
+  );
+
+  it('a bundle loads the runtime SDK with require: a static import sends a real request, an import() loads when called', async () => {
+    const dir = probeDir('sdk-probe-');
+    const entry = join(dir, 'entry.ts');
+    writeFileSync(
+      entry,
+      [
+        "import { DynamoDBClient, ListTablesCommand } from '@aws-sdk/client-dynamodb';",
+        'export async function listTables(endpoint: string): Promise<string[]> {',
+        "  const credentials = { accessKeyId: 'local', secretAccessKey: 'local' };",
+        "  const client = new DynamoDBClient({ endpoint, region: 'us-east-1', credentials });",
+        '  try {',
+        '    return (await client.send(new ListTablesCommand({}))).TableNames ?? [];',
+        '  } finally {',
+        '    client.destroy();',
+        '  }',
+        '}',
+        'export async function secretsClient(): Promise<string> {',
+        "  const { SecretsManagerClient } = await import('@aws-sdk/client-secrets-manager');",
+        '  return SecretsManagerClient.name;',
+        '}',
+      ].join('\n'),
+    );
+    const dynamo = await startLocalDynamo({ port: 0 });
+    try {
+      const b = await bundleEntry(relative(join(REPO_ROOT, '.bench', 'bundles'), dir), entry);
+      expect(externalImports(b.metafile, 'static')).toEqual(['@aws-sdk/client-dynamodb']);
+      expect(externalImports(b.metafile, 'dynamic')).toEqual(['@aws-sdk/client-secrets-manager']);
+      const loaded = () =>
+        Object.keys(createRequire(b.file).cache).some((k) => k.includes('/client-secrets-manager/'));
+      const m = (await import(pathToFileURL(b.file).href)) as {
+        listTables: (endpoint: string) => Promise<string[]>;
+        secretsClient: () => Promise<string>;
+      };
+      expect(await m.listTables(dynamo.endpoint)).toEqual(expect.arrayContaining(TABLE_NAMES));
+      expect(loaded()).toBe(false);
+      expect(await m.secretsClient()).toBe('SecretsManagerClient');
+      expect(loaded()).toBe(true);
+    } finally {
+      await dynamo.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('outside the repository a bundle finds the runtime SDK through NODE_PATH, as Lambda sets it', async () => {
+    const b = await bundleFunction('resource-event');
+    const task = mkdtempSync(join(tmpdir(), 'lambda-task-'));
+    try {
+      copyFileSync(b.file, join(task, 'index.mjs'));
+      const probe = [
+        '--input-type=module',
+        '-e',
+        "const m = await import('./index.mjs'); process.stdout.write(typeof m.handler);",
+      ];
+      const run = (env: NodeJS.ProcessEnv) =>
+        spawnSync(process.execPath, probe, { cwd: task, env, encoding: 'utf8' });
+      const { NODE_PATH: _unset, ...env } = process.env;
+      // No node_modules above the task folder: without NODE_PATH the SDK is not found.
+      expect(run(env).stderr).toContain("Cannot find module '@aws-sdk/client-sagemaker-runtime'");
+      const withPath = run({ ...env, NODE_PATH: join(REPO_ROOT, 'node_modules') });
+      expect(withPath.stderr).toBe('');
+      expect(withPath.stdout).toBe('function');
+    } finally {
+      rmSync(task, { recursive: true, force: true });
+    }
+  });
 
   it('bundled zod still parses, reports in English and writes JSON Schema; what was dropped says so', async () => {
     const dir = probeDir('zod-probe-');
