@@ -117,7 +117,11 @@ function splitBody(body: Uint8Array, contentType: string): { header: unknown; bi
   return { header, binary: body.subarray(headerSize) };
 }
 
-function frame(header: unknown, chunks: readonly Uint8Array[]): EncodedBody {
+function frame(
+  header: unknown,
+  chunks: readonly Uint8Array[],
+  allocate: (n: number) => Uint8Array = (n) => new Uint8Array(n),
+): EncodedBody {
   const text = JSON.stringify(header);
   if (chunks.length === 0) return { body: ENCODER.encode(text), contentType: JSON_CONTENT_TYPE };
   // The header is padded with spaces (valid JSON whitespace) to a multiple of 8 bytes, so that
@@ -128,7 +132,7 @@ function frame(header: unknown, chunks: readonly Uint8Array[]): EncodedBody {
   const headerBytes = utf8?.length ?? text.length;
   const headerSize = Math.ceil(headerBytes / 8) * 8;
   const total = chunks.reduce((n, c) => n + c.length, headerSize);
-  const body = new Uint8Array(total);
+  const body = allocate(total);
   if (utf8) body.set(utf8, 0);
   else ENCODER.encodeInto(text, body);
   body.fill(0x20, headerBytes, headerSize);
@@ -236,6 +240,9 @@ export interface EncodeRequestOptions {
   binary?: boolean;
   binaryThreshold?: number;
   id?: string;
+  /** Where a binary body goes: a zero-offset buffer of exactly `n` bytes, any contents (the
+   * invoker passes pooled ones, see buffer-pool.ts). Default: a new one. */
+  allocate?: (n: number) => Uint8Array;
 }
 
 export function encodeRequest(
@@ -255,7 +262,7 @@ export function encodeRequest(
     outputs: outputs.map((name) => (binary ? { name, parameters: { binary_data: true } } : { name })),
   };
   // Binary chosen with only empty tensors yields no chunks, hence a plain JSON body.
-  return frame(header, chunks);
+  return frame(header, chunks, opts.allocate);
 }
 
 /** Decodes an inference response; a Triton `{"error": ...}` body becomes a CodecError with its text. */
