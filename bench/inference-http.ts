@@ -19,15 +19,22 @@
  * target cannot be met by any server code; `oursMs` = sdk − inProcess − sdkToEcho is what is
  * left to this project (the invoker's encode/decode, the server's decode, checks and encode).
  *
+ * Each record carries the 1-minute load average when it was taken: on the shared 2-core machine
+ * the ratios move with it.
+ *
  * For a model whose max batch size is below 1024 (the CNN: 256; 1024 CT crops are also 16 MB,
  * over SageMaker's 6 MB), 1024 rows go as `predict` (split into calls of the max batch) with
- * 1 and 4 calls in flight, against in-process `session.run` of the same 1024 rows both ways: one
- * run of 1024 and four runs of 256 one after the other. The ratio is taken against the faster of
- * the two, the stricter comparison.
+ * 1 and 4 calls in flight, against in-process `session.run` of the same 1024 rows, stacked into
+ * tensors as `predict` stacks them, both ways: one run of 1024 and four runs of 256 one after the
+ * other. The ratio is taken against the faster of the two, the stricter comparison. Calls in
+ * flight cannot hide their HTTP work behind a run here: onnxruntime-node runs a session on the
+ * calling thread, and the server shares the event loop with the client, so the floor of every
+ * call adds up (`at1024.floorRatio`).
  */
 import { InvokeEndpointCommand, type SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import { createHash } from 'node:crypto';
 import type { Agent } from 'node:http';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { createSession } from '../local/sagemaker/models.js';
@@ -119,6 +126,7 @@ export async function benchHttpPath(
     minMs,
   );
   const record: Record<string, unknown> = {
+    loadAvg1mAfter: round(loadavg()[0] ?? Number.NaN),
     batch: b,
     requestBytes: sample.body.length,
     responseBytes: answer.body.length,
@@ -177,6 +185,7 @@ export async function benchHttpPath(
     inProcess1024Ms = Math.min(oneRun, runsOfB);
     http1024Ms = predict4;
     record.at1024 = {
+      loadAvg1mAfter: round(loadavg()[0] ?? Number.NaN),
       note: `1024 rows (${mb.toFixed(1)} MB of binary request${mb > 6.29 ? ', over the 6 MB limit' : ''}): predict split into ${String(calls)} calls of ${String(b)} (the max batch size) with 4 and with 1 in flight, vs in-process session.run of the same rows stacked into tensors, in one run of 1024 and in ${String(calls)} runs of ${String(b)}; the ratio is against the faster. The endpoint server shares this process and its session.run holds the event loop, so calls in flight cannot overlap their HTTP work with a run: the SDK floor of every call adds up (floorRatio)`,
       reps: reps1024,
       inProcessOneRunMs: round(oneRun),
