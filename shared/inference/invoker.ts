@@ -20,6 +20,7 @@ import { InvokeEndpointCommand, type SageMakerRuntimeClient } from '@aws-sdk/cli
 import { errorFields, silentLogger, type Logger } from '../log.js';
 import type { Prediction } from '../types.js';
 import { chunk, mapLimited, MAX_PAYLOAD_BYTES, planBatches } from './batching.js';
+import { BufferPool } from './buffer-pool.js';
 import { createCircuitBreaker, type CircuitBreaker, type CircuitBreakerOptions } from './circuit-breaker.js';
 import { BINARY_CONTENT_TYPE, decodeResponse, encodeRequest, JSON_CONTENT_TYPE } from './codec.js';
 import {
@@ -121,6 +122,8 @@ export function createInvoker(opts: InvokerOptions): Invoker {
   const concurrency = Math.max(1, opts.concurrency ?? 4);
   const maxPayloadBytes = opts.maxPayloadBytes ?? MAX_PAYLOAD_BYTES;
   const address = resolveAddress(opts);
+  // Request bodies of image batches (MBs each) are reused between calls: see buffer-pool.ts.
+  const bodies = new BufferPool();
   const breaker: CircuitBreaker | undefined =
     opts.circuitBreaker === false
       ? undefined
@@ -138,6 +141,7 @@ export function createInvoker(opts: InvokerOptions): Invoker {
   ): Promise<{ outputs: Tensor[]; bytes: number; binary: boolean }> {
     const { body, contentType } = encodeRequest(inputs, outputNames, {
       ...(opts.binaryThreshold !== undefined ? { binaryThreshold: opts.binaryThreshold } : {}),
+      allocate: (n) => bodies.acquire(n),
     });
     if (body.length > maxPayloadBytes) {
       throw new InferenceValidationError(
@@ -155,6 +159,10 @@ export function createInvoker(opts: InvokerOptions): Invoker {
       }),
       { abortSignal: signal },
     );
+    // Answered: the request went out whole (the endpoint reads the body before it answers), so
+    // its buffer can serve the next call. After a failure it is left to the collector: a socket
+    // may still be writing it.
+    bodies.release(body);
     // Typed as always present; a proxy or a fake may still leave it out.
     const resBody = res.Body as Uint8Array | undefined;
     if (!resBody) throw new InferenceProtocolError(`endpoint ${endpoint}: empty response body`);

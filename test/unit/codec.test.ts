@@ -286,4 +286,22 @@ describe('zero-copy binary decode', () => {
     expect(fromShifted.inputs).toEqual(inputs);
     expect(fromShifted.inputs[0]?.data.buffer).not.toBe(shifted.buffer);
   });
+
+  it('writes a header with non-ASCII tensor names as UTF-8, padded, and the tensors after it', () => {
+    const inputs: Tensor[] = [
+      { name: 'gewicht_ä', datatype: 'FP32', shape: [1, 2], data: Float32Array.from([1.5, -2]) },
+      { name: '体重', datatype: 'FP64', shape: [1], data: Float64Array.from([3.25]) },
+    ];
+    const { body, contentType } = encodeRequest(inputs, ['y'], { binary: true });
+    const ct = parseContentType(contentType);
+    if (!ct.binary) throw new Error('expected the binary extension');
+    expect(ct.headerSize % 8).toBe(0);
+    const header = new TextDecoder().decode(body.subarray(0, ct.headerSize));
+    expect((JSON.parse(header) as { inputs: { name: string }[] }).inputs.map((t) => t.name)).toEqual([
+      'gewicht_ä',
+      '体重',
+    ]);
+    expect(body.length).toBe(ct.headerSize + 8 + 8);
+    expect(decodeRequest(body, contentType).inputs).toEqual(inputs);
+  });
 });
