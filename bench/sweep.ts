@@ -15,22 +15,18 @@
  * `npx tsx bench/sweep.ts [patients]`, or `benchSweep({ patients })` from the bench runner.
  */
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Group } from '@medplum/fhirtypes';
-import { startFauxqs } from 'fauxqs';
-import { createTables, startLocalDynamo } from '../local/dynamo.js';
-import { installBulkExport } from '../local/fhir/export.js';
-import { loadSyntheticCohort } from '../local/fhir/export-cohort.js';
-import { startFhirServer } from '../local/fhir/server.js';
-import { startEndpointServer } from '../local/sagemaker/server.js';
-import { MODELS_DIR, ROOT } from '../local/stack.js';
 import { createBulkClient } from '../shared/sweep/bulk-client.js';
-import { sweepTableDefinition } from '../shared/sweep/checkpoint.js';
 import { lines } from '../shared/sweep/staging.js';
 import { machineInfo } from './machine.js';
+
+// The servers' modules (FHIR router, endpoint server, dynalite, fauxqs) are imported by the
+// parent alone, in `benchSweep`: a sweep child holds what the Lambda item worker holds.
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 interface ChildResult {
   readonly ms: number;
@@ -73,6 +69,9 @@ function child(args: Record<string, string>): Promise<ChildResult> {
         .map((l) => /Mark-Compact [\d.]+ \([\d.]+\) -> ([\d.]+)/.exec(l)?.[1])
         .filter((v): v is string => v !== undefined)
         .map(Number);
+      // BENCH_SWEEP_CHILD_LOG=<dir>: each child's GC trace kept whole, one file per run (timelines).
+      const logDir = process.env.BENCH_SWEEP_CHILD_LOG;
+      if (logDir) writeFileSync(path.join(logDir, `${args.name ?? args.mode ?? 'child'}-${p.pid}.log`), out);
       const others = all.filter((l) => !l.includes('Mark-Compact') && !l.includes('Scavenge'));
       if (others.length > 0) process.stderr.write(others.join('\n') + '\n');
       if (code !== 0) reject(new Error(`bench child exited ${code}: ${last}`));
@@ -141,6 +140,7 @@ async function childMain(args: Record<string, string>): Promise<void> {
     base,
     '--models',
     'diabetes-gbm',
+    ...(args.modelsDir ? ['--models-dir', args.modelsDir] : []),
     '--since',
     args.since ?? 'full',
     '--name',
@@ -189,6 +189,15 @@ const round = (n: number, d = 2): number => Number(n.toFixed(d));
 export async function benchSweep(opts: { patients?: number } = {}): Promise<Record<string, unknown>> {
   const patients = opts.patients ?? 100_000;
   const small = Math.max(1, Math.round(patients / 10));
+  const { CreateBucketCommand, S3Client } = await import('@aws-sdk/client-s3');
+  const { startFauxqs } = await import('fauxqs');
+  const { createTables, startLocalDynamo } = await import('../local/dynamo.js');
+  const { installBulkExport } = await import('../local/fhir/export.js');
+  const { loadSyntheticCohort } = await import('../local/fhir/export-cohort.js');
+  const { startFhirServer } = await import('../local/fhir/server.js');
+  const { startEndpointServer } = await import('../local/sagemaker/server.js');
+  const { MODELS_DIR } = await import('../local/stack.js');
+  const { sweepTableDefinition } = await import('../shared/sweep/checkpoint.js');
   const fhir = await startFhirServer({ port: 0 });
   const bulk = installBulkExport(fhir, { retryAfterSeconds: 1, chunkSize: 50_000 });
   const sagemaker = await startEndpointServer({ modelsDir: MODELS_DIR, port: 0 });
@@ -213,6 +222,7 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
       member: ids.slice(0, small).map((id) => ({ entity: { reference: `Patient/${id}` } })),
     });
     const common = {
+      modelsDir: MODELS_DIR,
       fhir: fhir.baseUrl,
       sagemaker: sagemaker.url,
       dynamodb: dynamo.endpoint,
