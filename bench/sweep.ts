@@ -5,7 +5,8 @@
  * - the ceiling: the same `$export` read alone (kick-off, poll, download, parse every line);
  * - the sweep: patients per second, and its share of the ceiling (target ≥ 25%);
  * - peak RSS of the sweep process at N/10 (a Group of the first N/10 patients) and at N
- *   (target: ≤ 1.2×); each sweep runs in a child process (the servers stay in this one), and
+ *   (target: ≤ 1.2×); each sweep runs in a child process (the servers stay in this one) with
+ *   the Node flags of the AWS item worker (its heap bound from its memory), and
  *   reports `process.resourceUsage().maxRSS`, with sampled peaks by kind (heap, external) and,
  *   under `BENCH_SWEEP_NODE_ARGS=--trace-gc`, the largest heap left after a full GC (what the
  *   process held, apart from what V8 had not collected yet);
@@ -21,6 +22,7 @@ import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Group } from '@medplum/fhirtypes';
 import { createBulkClient } from '../shared/sweep/bulk-client.js';
+import { SWEEP_ITEM_MEMORY_MB, sweepWorkerNodeFlags } from '../shared/sweep/config.js';
 import { lines } from '../shared/sweep/staging.js';
 import { machineInfo } from './machine.js';
 
@@ -38,15 +40,23 @@ interface ChildResult {
   readonly [key: string]: unknown;
 }
 
+/**
+ * Node flags of each child: the sweep item worker's in AWS for its memory (its heap bound,
+ * `sweepWorkerNodeFlags`), then BENCH_SWEEP_NODE_ARGS, the sweep process alone (e.g.
+ * `--cpu-prof --cpu-prof-dir=/tmp/prof`, or `--trace-gc`: what it prints goes to stderr).
+ */
+const CHILD_NODE_FLAGS = [
+  ...sweepWorkerNodeFlags(SWEEP_ITEM_MEMORY_MB),
+  ...(process.env.BENCH_SWEEP_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+];
+
 /** Runs one sweep (or the read-only ceiling) in a child process; its last stdout line is JSON. */
 function child(args: Record<string, string>): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
     const p = spawn(
       process.execPath,
       [
-        // BENCH_SWEEP_NODE_ARGS: node flags for each child, the sweep process alone (e.g.
-        // `--cpu-prof --cpu-prof-dir=/tmp/prof`, or `--trace-gc`: what it prints goes to stderr).
-        ...(process.env.BENCH_SWEEP_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+        ...CHILD_NODE_FLAGS,
         '--import',
         'tsx',
         path.join(ROOT, 'bench', 'sweep.ts'),
@@ -239,6 +249,7 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
     return {
       machine: machineInfo(),
       patients,
+      childNodeFlags: CHILD_NODE_FLAGS.join(' '),
       resources: ceiling.resources,
       loadMs,
       ceiling: { ms: ceiling.ms, patientsPerSecond: round(ceilingRate, 0) },
