@@ -32,6 +32,10 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 interface ChildResult {
   readonly ms: number;
+  /** The child's CPU time (user + system), all threads. */
+  readonly cpuMs: number;
+  /** This process's (the servers') CPU time while the child ran. */
+  serversCpuMs?: number;
   readonly maxRssMb: number;
   readonly patients: number;
   readonly written: number;
@@ -50,8 +54,30 @@ const CHILD_NODE_FLAGS = [
   ...(process.env.BENCH_SWEEP_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
 ];
 
-/** Runs one sweep (or the read-only ceiling) in a child process; its last stdout line is JSON. */
-function child(args: Record<string, string>): Promise<ChildResult> {
+/**
+ * Report transactions in flight (SWEEP_WRITE_CONCURRENCY in AWS, default 8). The embedded FHIR
+ * server runs one transaction at a time, so past two in flight (one running, one ready) the
+ * others only wait in it, parsed: measured at 20,000 patients, load average 7-10, the servers'
+ * CPU per 1,000 patients was 637 (1 in flight), 608 (2), 683 (4), 695-775 (8), and the sweep
+ * process's 496, 419, 508, 518-568. BENCH_SWEEP_WRITE_CONCURRENCY overrides it.
+ */
+const WRITE_CONCURRENCY = Number(process.env.BENCH_SWEEP_WRITE_CONCURRENCY ?? 2);
+
+const cpuMs = (u: NodeJS.CpuUsage): number => Math.round((u.user + u.system) / 1000);
+
+/**
+ * Runs one sweep (or the read-only ceiling) in a child process; its last stdout line is JSON.
+ * CPU time is counted on both sides (the child's, and this process's servers' while it ran):
+ * on a shared machine it moves less than wall time does.
+ */
+async function child(args: Record<string, string>): Promise<ChildResult> {
+  const before = process.cpuUsage();
+  const result = await runChild(args);
+  result.serversCpuMs = cpuMs(process.cpuUsage(before));
+  return result;
+}
+
+function runChild(args: Record<string, string>): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
     const p = spawn(
       process.execPath,
@@ -133,6 +159,7 @@ async function childMain(args: Record<string, string>): Promise<void> {
       JSON.stringify({
         ms,
         maxRssMb: process.resourceUsage().maxRSS / 1024,
+        cpuMs: cpuMs(process.cpuUsage()),
         patients,
         resources,
         memoryPeaksMb: memory(),
@@ -158,6 +185,8 @@ async function childMain(args: Record<string, string>): Promise<void> {
     ...(args.group ? ['--group', args.group] : []),
     '--batch-size',
     args.batchSize ?? '1000',
+    '--write-concurrency',
+    String(WRITE_CONCURRENCY),
     '--sagemaker-endpoint',
     args.sagemaker ?? '',
     '--dynamodb-endpoint',
@@ -183,6 +212,7 @@ async function childMain(args: Record<string, string>): Promise<void> {
     JSON.stringify({
       ms: Date.now() - started,
       maxRssMb: process.resourceUsage().maxRSS / 1024,
+      cpuMs: cpuMs(process.cpuUsage()),
       patients: summary.patients.processed,
       written: summary.patients.written,
       unchanged: summary.patients.unchanged,
@@ -195,6 +225,10 @@ async function childMain(args: Record<string, string>): Promise<void> {
 }
 
 const round = (n: number, d = 2): number => Number(n.toFixed(d));
+const perK = (r: ChildResult, patients: number): { sweep: number; servers: number } => ({
+  sweep: round((r.cpuMs / patients) * 1000, 0),
+  servers: round(((r.serversCpuMs ?? 0) / patients) * 1000, 0),
+});
 
 export async function benchSweep(opts: { patients?: number } = {}): Promise<Record<string, unknown>> {
   const patients = opts.patients ?? 100_000;
@@ -250,14 +284,21 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
       machine: machineInfo(),
       patients,
       childNodeFlags: CHILD_NODE_FLAGS.join(' '),
+      writeConcurrency: WRITE_CONCURRENCY,
       resources: ceiling.resources,
       loadMs,
-      ceiling: { ms: ceiling.ms, patientsPerSecond: round(ceilingRate, 0) },
+      ceiling: {
+        ms: ceiling.ms,
+        patientsPerSecond: round(ceilingRate, 0),
+        cpuMsPerKPatients: perK(ceiling, patients),
+      },
       sweep: {
         ms: first.ms,
         patientsPerSecond: round(sweepRate, 0),
         written: first.written,
         phasesMs: first.phasesMs,
+        // CPU per 1,000 patients: the sweep process, and the servers (FHIR, endpoint, S3, DynamoDB).
+        cpuMsPerKPatients: perK(first, first.patients),
         shareOfCeiling: round(sweepRate / ceilingRate),
         target: '≥ 0.25',
       },
