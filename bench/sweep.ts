@@ -5,7 +5,8 @@
  * - the ceiling: the same `$export` read alone (kick-off, poll, download, parse every line);
  * - the sweep: patients per second, and its share of the ceiling (target ≥ 25%);
  * - peak RSS of the sweep process at N/10 (a Group of the first N/10 patients) and at N
- *   (target: ≤ 1.2×); each sweep runs in a child process (the servers stay in this one) with
+ *   (target: ≤ 1.2×); each sweep runs in a child process (the FHIR, endpoint and DynamoDB
+ *   servers stay in this one, S3 runs in a process of its own) with
  *   the Node flags of the AWS item worker (its heap bound from its memory), and
  *   reports `process.resourceUsage().maxRSS`, with sampled peaks by kind (heap, external) and,
  *   under `BENCH_SWEEP_NODE_ARGS=--trace-gc`, the largest heap left after a full GC (what the
@@ -16,7 +17,7 @@
  * `npx tsx bench/sweep.ts [patients]`, or `benchSweep({ patients })` from the bench runner.
  */
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -70,10 +71,11 @@ const cpuMs = (u: NodeJS.CpuUsage): number => Math.round((u.user + u.system) / 1
  * CPU time is counted on both sides (the child's, and this process's servers' while it ran):
  * on a shared machine it moves less than wall time does.
  */
-async function child(args: Record<string, string>): Promise<ChildResult> {
+async function child(args: Record<string, string>, s3CpuMs: () => number): Promise<ChildResult> {
   const before = process.cpuUsage();
+  const s3Before = s3CpuMs();
   const result = await runChild(args);
-  result.serversCpuMs = cpuMs(process.cpuUsage(before));
+  result.serversCpuMs = cpuMs(process.cpuUsage(before)) + s3CpuMs() - s3Before;
   return result;
 }
 
@@ -234,7 +236,6 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
   const patients = opts.patients ?? 100_000;
   const small = Math.max(1, Math.round(patients / 10));
   const { CreateBucketCommand, S3Client } = await import('@aws-sdk/client-s3');
-  const { startFauxqs } = await import('fauxqs');
   const { createTables, startLocalDynamo } = await import('../local/dynamo.js');
   const { installBulkExport } = await import('../local/fhir/export.js');
   const { loadSyntheticCohort } = await import('../local/fhir/export-cohort.js');
@@ -247,7 +248,7 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
   const sagemaker = await startEndpointServer({ modelsDir: MODELS_DIR, port: 0 });
   const dynamo = await startLocalDynamo({ port: 0, createTables: false });
   await createTables(dynamo.client, [sweepTableDefinition()]);
-  const fauxqs = await startFauxqs({ port: 0, logger: false, host: '127.0.0.1' });
+  const fauxqs = await startS3Process();
   const s3 = new S3Client({
     endpoint: fauxqs.address,
     forcePathStyle: true,
@@ -273,10 +274,13 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
       s3: fauxqs.address,
     };
 
-    const ceiling = await child({ ...common, mode: 'ceiling' });
-    const smallRun = await child({ ...common, name: 'bench-small', group: group.id, since: 'full' });
-    const first = await child({ ...common, name: 'bench', since: 'incremental' });
-    const rerun = await child({ ...common, name: 'bench', since: 'incremental' });
+    const ceiling = await child({ ...common, mode: 'ceiling' }, fauxqs.cpuMs);
+    const smallRun = await child(
+      { ...common, name: 'bench-small', group: group.id, since: 'full' },
+      fauxqs.cpuMs,
+    );
+    const first = await child({ ...common, name: 'bench', since: 'incremental' }, fauxqs.cpuMs);
+    const rerun = await child({ ...common, name: 'bench', since: 'incremental' }, fauxqs.cpuMs);
 
     const ceilingRate = patients / (ceiling.ms / 1000);
     const sweepRate = first.patients / (first.ms / 1000);
@@ -331,16 +335,63 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
     await fhir.close();
     await sagemaker.close();
     await dynamo.close();
-    await fauxqs.stop();
+    fauxqs.stop();
   }
+}
+
+/**
+ * S3 (fauxqs) in a process of its own, as S3 is a service of its own in AWS: in this one, the
+ * staged export (~500 MB of part bodies at 100,000 patients, external memory) made V8 collect
+ * the FHIR server's heap again and again while the sweep staged.
+ */
+async function startS3Process(): Promise<{ address: string; cpuMs: () => number; stop: () => void }> {
+  const p = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench', 'sweep.ts'), '--s3'], {
+    cwd: ROOT,
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const address = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    p.stdout.on('data', (c: Buffer) => {
+      out += c.toString('utf8');
+      if (out.includes('\n')) resolve(out.trim());
+    });
+    p.on('error', reject);
+    p.on('exit', (code) => {
+      reject(new Error(`S3 process exited ${String(code)}`));
+    });
+  });
+  // Its CPU time (Linux: utime + stime in clock ticks of 10 ms), for the servers' CPU figures.
+  const cpuMs = (): number => {
+    try {
+      const fields =
+        readFileSync(`/proc/${String(p.pid)}/stat`, 'utf8')
+          .split(') ')[1]
+          ?.split(' ') ?? [];
+      return (Number(fields[11]) + Number(fields[12])) * 10;
+    } catch {
+      return 0;
+    }
+  };
+  return { address, cpuMs, stop: () => p.stdin.end() };
+}
+
+/** The S3 process: fauxqs on loopback, its address on stdout, until its stdin closes. */
+async function s3Main(): Promise<void> {
+  const { startFauxqs } = await import('fauxqs');
+  const fauxqs = await startFauxqs({ port: 0, logger: false, host: '127.0.0.1' });
+  process.stdout.write(fauxqs.address + '\n');
+  process.stdin.resume();
+  await new Promise<void>((resolve) => process.stdin.on('end', resolve));
+  await fauxqs.stop();
 }
 
 const invokedDirectly =
   process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
 if (invokedDirectly) {
   const i = process.argv.indexOf('--child');
-  const run =
-    i >= 0
+  const run = process.argv.includes('--s3')
+    ? s3Main()
+    : i >= 0
       ? childMain(JSON.parse(process.argv[i + 1] ?? '{}') as Record<string, string>)
       : benchSweep({ patients: Number(process.argv[2] ?? 100_000) }).then((r) => {
           process.stdout.write(JSON.stringify(r, null, 2) + '\n');

@@ -49,7 +49,7 @@ export const SWEEP_ITEM_MEMORY_MB = 2048;
  * Node flags of a sweep item worker with `memoryMb` of memory: its old space bounded at an
  * eighth of it (256 MB at 2,048 MB). Why: the worker holds one sort buffer, one line per sorted
  * run and two batches of feature rows, whatever the item (its heap after a full GC measured at
- * 24–44 MB, 2,000 to 100,000 patients), but every line it streams lives long enough to be
+ * 24–37 MB, 2,000 and 20,000 patients), but every line it streams lives long enough to be
  * promoted, and without a bound V8 lets that garbage reach about four times the live heap before
  * collecting it, so the footprint followed how long the item ran, not what it held. Bounded, V8
  * collects against the bound (more often, concurrently) and the footprint stays flat. The bench
