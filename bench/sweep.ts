@@ -5,7 +5,9 @@
  * - the ceiling: the same `$export` read alone (kick-off, poll, download, parse every line);
  * - the sweep: patients per second, and its share of the ceiling (target ≥ 25%);
  * - peak RSS of the sweep process at N/10 (a Group of the first N/10 patients) and at N
- *   (target: ≤ 1.2×); each sweep runs in a child process (the servers stay in this one), and
+ *   (target: ≤ 1.2×); each sweep runs in a child process (the FHIR, endpoint and DynamoDB
+ *   servers stay in this one, S3 runs in a process of its own) with
+ *   the Node flags of the AWS item worker (its heap bound from its memory), and
  *   reports `process.resourceUsage().maxRSS`, with sampled peaks by kind (heap, external) and,
  *   under `BENCH_SWEEP_NODE_ARGS=--trace-gc`, the largest heap left after a full GC (what the
  *   process held, apart from what V8 had not collected yet);
@@ -15,25 +17,26 @@
  * `npx tsx bench/sweep.ts [patients]`, or `benchSweep({ patients })` from the bench runner.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Group } from '@medplum/fhirtypes';
-import { startFauxqs } from 'fauxqs';
-import { createTables, startLocalDynamo } from '../local/dynamo.js';
-import { installBulkExport } from '../local/fhir/export.js';
-import { loadSyntheticCohort } from '../local/fhir/export-cohort.js';
-import { startFhirServer } from '../local/fhir/server.js';
-import { startEndpointServer } from '../local/sagemaker/server.js';
-import { MODELS_DIR, ROOT } from '../local/stack.js';
 import { createBulkClient } from '../shared/sweep/bulk-client.js';
-import { sweepTableDefinition } from '../shared/sweep/checkpoint.js';
+import { SWEEP_ITEM_MEMORY_MB, sweepWorkerNodeFlags } from '../shared/sweep/config.js';
 import { lines } from '../shared/sweep/staging.js';
 import { machineInfo } from './machine.js';
 
+// The servers' modules (FHIR router, endpoint server, dynalite, fauxqs) are imported by the
+// parent alone, in `benchSweep`: a sweep child holds what the Lambda item worker holds.
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
 interface ChildResult {
   readonly ms: number;
+  /** The child's CPU time (user + system), all threads. */
+  readonly cpuMs: number;
+  /** This process's (the servers') CPU time while the child ran. */
+  serversCpuMs?: number;
   readonly maxRssMb: number;
   readonly patients: number;
   readonly written: number;
@@ -42,15 +45,46 @@ interface ChildResult {
   readonly [key: string]: unknown;
 }
 
-/** Runs one sweep (or the read-only ceiling) in a child process; its last stdout line is JSON. */
-function child(args: Record<string, string>): Promise<ChildResult> {
+/**
+ * Node flags of each child: the sweep item worker's in AWS for its memory (its heap bound,
+ * `sweepWorkerNodeFlags`), then BENCH_SWEEP_NODE_ARGS, the sweep process alone (e.g.
+ * `--cpu-prof --cpu-prof-dir=/tmp/prof`, or `--trace-gc`: what it prints goes to stderr).
+ */
+const CHILD_NODE_FLAGS = [
+  ...sweepWorkerNodeFlags(SWEEP_ITEM_MEMORY_MB),
+  ...(process.env.BENCH_SWEEP_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+];
+
+/**
+ * Report transactions in flight (SWEEP_WRITE_CONCURRENCY in AWS, default 8). The embedded FHIR
+ * server runs one transaction at a time, so past two in flight (one running, one ready) the
+ * others only wait in it, parsed: measured at 20,000 patients, load average 7-10, the servers'
+ * CPU per 1,000 patients was 637 (1 in flight), 608 (2), 683 (4), 695-775 (8), and the sweep
+ * process's 496, 419, 508, 518-568. BENCH_SWEEP_WRITE_CONCURRENCY overrides it.
+ */
+const WRITE_CONCURRENCY = Number(process.env.BENCH_SWEEP_WRITE_CONCURRENCY ?? 2);
+
+const cpuMs = (u: NodeJS.CpuUsage): number => Math.round((u.user + u.system) / 1000);
+
+/**
+ * Runs one sweep (or the read-only ceiling) in a child process; its last stdout line is JSON.
+ * CPU time is counted on both sides (the child's, and this process's servers' while it ran):
+ * on a shared machine it moves less than wall time does.
+ */
+async function child(args: Record<string, string>, s3CpuMs: () => number): Promise<ChildResult> {
+  const before = process.cpuUsage();
+  const s3Before = s3CpuMs();
+  const result = await runChild(args);
+  result.serversCpuMs = cpuMs(process.cpuUsage(before)) + s3CpuMs() - s3Before;
+  return result;
+}
+
+function runChild(args: Record<string, string>): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
     const p = spawn(
       process.execPath,
       [
-        // BENCH_SWEEP_NODE_ARGS: node flags for each child, the sweep process alone (e.g.
-        // `--cpu-prof --cpu-prof-dir=/tmp/prof`, or `--trace-gc`: what it prints goes to stderr).
-        ...(process.env.BENCH_SWEEP_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+        ...CHILD_NODE_FLAGS,
         '--import',
         'tsx',
         path.join(ROOT, 'bench', 'sweep.ts'),
@@ -73,6 +107,9 @@ function child(args: Record<string, string>): Promise<ChildResult> {
         .map((l) => /Mark-Compact [\d.]+ \([\d.]+\) -> ([\d.]+)/.exec(l)?.[1])
         .filter((v): v is string => v !== undefined)
         .map(Number);
+      // BENCH_SWEEP_CHILD_LOG=<dir>: each child's GC trace kept whole, one file per run (timelines).
+      const logDir = process.env.BENCH_SWEEP_CHILD_LOG;
+      if (logDir) writeFileSync(path.join(logDir, `${args.name ?? args.mode ?? 'child'}-${p.pid}.log`), out);
       const others = all.filter((l) => !l.includes('Mark-Compact') && !l.includes('Scavenge'));
       if (others.length > 0) process.stderr.write(others.join('\n') + '\n');
       if (code !== 0) reject(new Error(`bench child exited ${code}: ${last}`));
@@ -124,6 +161,7 @@ async function childMain(args: Record<string, string>): Promise<void> {
       JSON.stringify({
         ms,
         maxRssMb: process.resourceUsage().maxRSS / 1024,
+        cpuMs: cpuMs(process.cpuUsage()),
         patients,
         resources,
         memoryPeaksMb: memory(),
@@ -141,6 +179,7 @@ async function childMain(args: Record<string, string>): Promise<void> {
     base,
     '--models',
     'diabetes-gbm',
+    ...(args.modelsDir ? ['--models-dir', args.modelsDir] : []),
     '--since',
     args.since ?? 'full',
     '--name',
@@ -148,6 +187,8 @@ async function childMain(args: Record<string, string>): Promise<void> {
     ...(args.group ? ['--group', args.group] : []),
     '--batch-size',
     args.batchSize ?? '1000',
+    '--write-concurrency',
+    String(WRITE_CONCURRENCY),
     '--sagemaker-endpoint',
     args.sagemaker ?? '',
     '--dynamodb-endpoint',
@@ -173,6 +214,7 @@ async function childMain(args: Record<string, string>): Promise<void> {
     JSON.stringify({
       ms: Date.now() - started,
       maxRssMb: process.resourceUsage().maxRSS / 1024,
+      cpuMs: cpuMs(process.cpuUsage()),
       patients: summary.patients.processed,
       written: summary.patients.written,
       unchanged: summary.patients.unchanged,
@@ -185,16 +227,28 @@ async function childMain(args: Record<string, string>): Promise<void> {
 }
 
 const round = (n: number, d = 2): number => Number(n.toFixed(d));
+const perK = (r: ChildResult, patients: number): { sweep: number; servers: number } => ({
+  sweep: round((r.cpuMs / patients) * 1000, 0),
+  servers: round(((r.serversCpuMs ?? 0) / patients) * 1000, 0),
+});
 
 export async function benchSweep(opts: { patients?: number } = {}): Promise<Record<string, unknown>> {
   const patients = opts.patients ?? 100_000;
   const small = Math.max(1, Math.round(patients / 10));
+  const { CreateBucketCommand, S3Client } = await import('@aws-sdk/client-s3');
+  const { createTables, startLocalDynamo } = await import('../local/dynamo.js');
+  const { installBulkExport } = await import('../local/fhir/export.js');
+  const { loadSyntheticCohort } = await import('../local/fhir/export-cohort.js');
+  const { startFhirServer } = await import('../local/fhir/server.js');
+  const { startEndpointServer } = await import('../local/sagemaker/server.js');
+  const { MODELS_DIR } = await import('../local/stack.js');
+  const { sweepTableDefinition } = await import('../shared/sweep/checkpoint.js');
   const fhir = await startFhirServer({ port: 0 });
   const bulk = installBulkExport(fhir, { retryAfterSeconds: 1, chunkSize: 50_000 });
   const sagemaker = await startEndpointServer({ modelsDir: MODELS_DIR, port: 0 });
   const dynamo = await startLocalDynamo({ port: 0, createTables: false });
   await createTables(dynamo.client, [sweepTableDefinition()]);
-  const fauxqs = await startFauxqs({ port: 0, logger: false, host: '127.0.0.1' });
+  const fauxqs = await startS3Process();
   const s3 = new S3Client({
     endpoint: fauxqs.address,
     forcePathStyle: true,
@@ -213,30 +267,42 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
       member: ids.slice(0, small).map((id) => ({ entity: { reference: `Patient/${id}` } })),
     });
     const common = {
+      modelsDir: MODELS_DIR,
       fhir: fhir.baseUrl,
       sagemaker: sagemaker.url,
       dynamodb: dynamo.endpoint,
       s3: fauxqs.address,
     };
 
-    const ceiling = await child({ ...common, mode: 'ceiling' });
-    const smallRun = await child({ ...common, name: 'bench-small', group: group.id, since: 'full' });
-    const first = await child({ ...common, name: 'bench', since: 'incremental' });
-    const rerun = await child({ ...common, name: 'bench', since: 'incremental' });
+    const ceiling = await child({ ...common, mode: 'ceiling' }, fauxqs.cpuMs);
+    const smallRun = await child(
+      { ...common, name: 'bench-small', group: group.id, since: 'full' },
+      fauxqs.cpuMs,
+    );
+    const first = await child({ ...common, name: 'bench', since: 'incremental' }, fauxqs.cpuMs);
+    const rerun = await child({ ...common, name: 'bench', since: 'incremental' }, fauxqs.cpuMs);
 
     const ceilingRate = patients / (ceiling.ms / 1000);
     const sweepRate = first.patients / (first.ms / 1000);
     return {
       machine: machineInfo(),
       patients,
+      childNodeFlags: CHILD_NODE_FLAGS.join(' '),
+      writeConcurrency: WRITE_CONCURRENCY,
       resources: ceiling.resources,
       loadMs,
-      ceiling: { ms: ceiling.ms, patientsPerSecond: round(ceilingRate, 0) },
+      ceiling: {
+        ms: ceiling.ms,
+        patientsPerSecond: round(ceilingRate, 0),
+        cpuMsPerKPatients: perK(ceiling, patients),
+      },
       sweep: {
         ms: first.ms,
         patientsPerSecond: round(sweepRate, 0),
         written: first.written,
         phasesMs: first.phasesMs,
+        // CPU per 1,000 patients: the sweep process, and the servers (FHIR, endpoint, S3, DynamoDB).
+        cpuMsPerKPatients: perK(first, first.patients),
         shareOfCeiling: round(sweepRate / ceilingRate),
         target: '≥ 0.25',
       },
@@ -269,16 +335,63 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
     await fhir.close();
     await sagemaker.close();
     await dynamo.close();
-    await fauxqs.stop();
+    fauxqs.stop();
   }
+}
+
+/**
+ * S3 (fauxqs) in a process of its own, as S3 is a service of its own in AWS: in this one, the
+ * staged export (~500 MB of part bodies at 100,000 patients, external memory) made V8 collect
+ * the FHIR server's heap again and again while the sweep staged.
+ */
+async function startS3Process(): Promise<{ address: string; cpuMs: () => number; stop: () => void }> {
+  const p = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench', 'sweep.ts'), '--s3'], {
+    cwd: ROOT,
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const address = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    p.stdout.on('data', (c: Buffer) => {
+      out += c.toString('utf8');
+      if (out.includes('\n')) resolve(out.trim());
+    });
+    p.on('error', reject);
+    p.on('exit', (code) => {
+      reject(new Error(`S3 process exited ${String(code)}`));
+    });
+  });
+  // Its CPU time (Linux: utime + stime in clock ticks of 10 ms), for the servers' CPU figures.
+  const cpuMs = (): number => {
+    try {
+      const fields =
+        readFileSync(`/proc/${String(p.pid)}/stat`, 'utf8')
+          .split(') ')[1]
+          ?.split(' ') ?? [];
+      return (Number(fields[11]) + Number(fields[12])) * 10;
+    } catch {
+      return 0;
+    }
+  };
+  return { address, cpuMs, stop: () => p.stdin.end() };
+}
+
+/** The S3 process: fauxqs on loopback, its address on stdout, until its stdin closes. */
+async function s3Main(): Promise<void> {
+  const { startFauxqs } = await import('fauxqs');
+  const fauxqs = await startFauxqs({ port: 0, logger: false, host: '127.0.0.1' });
+  process.stdout.write(fauxqs.address + '\n');
+  process.stdin.resume();
+  await new Promise<void>((resolve) => process.stdin.on('end', resolve));
+  await fauxqs.stop();
 }
 
 const invokedDirectly =
   process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
 if (invokedDirectly) {
   const i = process.argv.indexOf('--child');
-  const run =
-    i >= 0
+  const run = process.argv.includes('--s3')
+    ? s3Main()
+    : i >= 0
       ? childMain(JSON.parse(process.argv[i + 1] ?? '{}') as Record<string, string>)
       : benchSweep({ patients: Number(process.argv[2] ?? 100_000) }).then((r) => {
           process.stdout.write(JSON.stringify(r, null, 2) + '\n');

@@ -11,7 +11,6 @@ import { pathToFileURL } from 'node:url';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
-import { startFauxqs } from 'fauxqs';
 import { createLogger, type LogLevel } from '../shared/log.js';
 import type { FhirAuth } from '../shared/sweep/auth.js';
 import { DEFAULT_SWEEP_TABLE, sweepTableDefinition } from '../shared/sweep/checkpoint.js';
@@ -20,9 +19,6 @@ import type { SweepDefinitionInput } from '../shared/sweep/definition.js';
 import { SweepError } from '../shared/sweep/errors.js';
 import { renderSummaryHtml } from '../shared/sweep/summary.js';
 import { runSweep, type SweepProgress } from '../shared/sweep/sweep.js';
-import { createTables, startLocalDynamo } from './dynamo.js';
-import { startEndpointServer } from './sagemaker/server.js';
-import { MODELS_DIR } from './stack.js';
 
 export const SWEEP_USAGE = `usage: fhir-analytics sweep --fhir URL [options]
 
@@ -209,12 +205,16 @@ export async function sweepCommand(argv: string[]): Promise<number> {
     };
     const region = values.region ?? 'us-east-1';
     const aws = values.aws === true;
-    const modelsDir = path.resolve(values['models-dir'] ?? MODELS_DIR);
+    // The local servers are loaded only when this process starts them (and the demo stack's
+    // modules only for its models folder): a sweep against given endpoints holds what the
+    // Lambda item worker holds, not the servers' modules.
+    const modelsDir = path.resolve(values['models-dir'] ?? (await import('./stack.js')).MODELS_DIR);
     const logger = createLogger({ level: logLevel, sink: (line) => stderr.write(line + '\n') });
 
     // SageMaker runtime.
     let sagemakerUrl = values['sagemaker-endpoint'];
     if (!sagemakerUrl && !aws) {
+      const { startEndpointServer } = await import('./sagemaker/server.js');
       const server = await startEndpointServer({ modelsDir, port: 0, host: '127.0.0.1' });
       closers.push(() => server.close());
       sagemakerUrl = server.url;
@@ -226,6 +226,7 @@ export async function sweepCommand(argv: string[]): Promise<number> {
     // DynamoDB.
     const table = values.table ?? DEFAULT_SWEEP_TABLE;
     let dynamo: DynamoDBClient;
+    const { createTables, startLocalDynamo } = await import('./dynamo.js');
     if (values['dynamodb-endpoint'] || aws) {
       dynamo = new DynamoDBClient({ region, ...local(values['dynamodb-endpoint']) });
       if (!aws) await createTables(dynamo, [sweepTableDefinition(table)]);
@@ -240,6 +241,7 @@ export async function sweepCommand(argv: string[]): Promise<number> {
     const bucket = values.bucket ?? 'fhir-analytics-sweeps';
     let s3Endpoint = values['s3-endpoint'];
     if (!s3Endpoint && !aws) {
+      const { startFauxqs } = await import('fauxqs');
       const fauxqs = await startFauxqs({ port: 0, logger: false, host: '127.0.0.1' });
       closers.push(() => fauxqs.stop());
       s3Endpoint = fauxqs.address;

@@ -19,7 +19,7 @@ import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
 import { ENV } from '../../shared/config.js';
-import type { SweepConfig } from '../../shared/sweep/config.js';
+import { SWEEP_ITEM_MEMORY_MB, sweepWorkerNodeFlags, type SweepConfig } from '../../shared/sweep/config.js';
 import { logRetention, type AppConfig } from '../config.js';
 import { HouseFunction, type IEndpointCatalog } from '../constructs/function.js';
 import { allowAlarmsToUseKey, allowLogsToUseKey } from '../constructs/keys.js';
@@ -238,10 +238,16 @@ export class PipelineStack extends Stack {
     const item = this.fn('populationSweep', {
       handler: 'itemHandler',
       timeout: Duration.minutes(15),
-      memorySize: 2048,
+      memorySize: SWEEP_ITEM_MEMORY_MB,
       ephemeralStorageSize: Size.gibibytes(4),
       withManifests: true,
     }).bindEndpointInvoker(this.props.endpoints);
+    // Its heap bounded from its memory (why: sweepWorkerNodeFlags), as the sweep bench runs it;
+    // the house function's source maps kept.
+    item.addEnvironment(
+      'NODE_OPTIONS',
+      ['--enable-source-maps', ...sweepWorkerNodeFlags(SWEEP_ITEM_MEMORY_MB)].join(' '),
+    );
     const finish = this.fn('populationSweepFinish', {
       entryRole: 'populationSweep',
       handler: 'finishHandler',

@@ -359,7 +359,14 @@ function respond(
     else if (location && etag) headers['Content-Location'] = location;
   }
   const prefer = String(req.headers.prefer ?? '');
-  if (/return=minimal/.test(prefer) && r.interaction !== 'search-type') {
+  const minimal = /return=minimal/.test(prefer);
+  const type = resource.resourceType === 'Bundle' ? resource.type : undefined;
+  if (minimal && (type === 'batch-response' || type === 'transaction-response')) {
+    // A batch or transaction answers with its response Bundle; the preference applies to the
+    // entries: each keeps its response (status, location, etag) without the stored resource.
+    for (const entry of (resource as Bundle).entry ?? []) delete entry.resource;
+    send(res, r.status, resource, headers, r.head);
+  } else if (minimal && r.interaction !== 'search-type') {
     send(res, r.status, undefined, headers, r.head);
   } else if (/return=OperationOutcome/i.test(prefer)) {
     send(res, r.status, r.result, headers, r.head);

@@ -298,19 +298,24 @@ export class IndexedRepository extends FhirRepository<undefined> {
 
   private async write<T extends Resource>(input: T, id: string): Promise<WithId<T>> {
     validateBasic(input);
-    const json = stringify({ ...input, id });
-    const stored = JSON.parse(json) as WithId<T>;
-    if (this.validation === 'full') validateResource(stored);
-    if (json.includes('?')) await resolveConditionalReferences(stored, this);
-
-    const { resourceType } = stored;
+    const { resourceType } = input;
     const key = resourceType + '/' + id;
-    const history = this.versions.get(key) ?? [];
-    stored.meta = {
-      ...stored.meta,
+    let history = this.versions.get(key) ?? [];
+    const stamp = (meta: Resource['meta']): Resource['meta'] => ({
+      ...meta,
       versionId: String(history.length + 1),
       lastUpdated: new Date().toISOString(),
-    };
+    });
+    // The version's meta goes into the one JSON text, so the copy returned is a parse of it.
+    const json = stringify({ ...input, id, meta: stamp(input.meta) });
+    const stored = JSON.parse(json) as WithId<T>;
+    if (this.validation === 'full') validateResource(stored);
+    const conditional = json.includes('?');
+    if (conditional) {
+      await resolveConditionalReferences(stored, this);
+      history = this.versions.get(key) ?? [];
+      stored.meta = stamp(stored.meta);
+    }
     let extracted: ReturnType<typeof extractForIndex>;
     try {
       extracted = extractForIndex(stored);
@@ -332,7 +337,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
         ? { type: 'update', resource: stored, previous: before.resource }
         : { type: 'create', resource: stored },
     );
-    return clone(stored);
+    return conditional ? clone(stored) : (JSON.parse(json) as WithId<T>);
   }
 
   private indexFor(resourceType: string): TypeIndex {

@@ -5,7 +5,7 @@
  * each this way, and 0.49–0.96 ms through the FHIR gateway (fhir-kit-client over `fetch`), a
  * large part of the sweep process's time. Reads and searches still go through the gateway.
  *
- * Same contract as `FhirGateway.transaction`: retries with backoff on 408/429/5xx, timeouts and
+ * Same contract as `FhirGateway.transaction` (shared/fhir/gateway.ts): retries with backoff on 408/429/5xx, timeouts and
  * network errors (`FhirUnavailableError` when they run out); other non-2xx answers are
  * `FhirRequestError`, with the status and no body text (it may name patients).
  */
@@ -13,7 +13,6 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { Bundle } from '@medplum/fhirtypes';
 import { noAuth, type FhirAuthProvider } from '../fhir/auth.js';
-import type { FhirGateway } from '../fhir/gateway.js';
 import { FhirRequestError, FhirUnavailableError, isRetryableStatus } from '../fhir/errors.js';
 import { withRetry } from '../retry.js';
 
@@ -37,7 +36,22 @@ export interface TransactionClientOptions {
   readonly onRetry?: (status: number | undefined, attempt: number) => void;
 }
 
-export interface TransactionClient extends Pick<FhirGateway, 'transaction'> {
+export interface TransactionOptions {
+  /**
+   * `Prefer: return=minimal`: the transaction-response's entries carry their `response`
+   * (status, location) without the stored resources, which the caller does not read (the FHIR
+   * spec leaves returning them to the client's preference; a server that ignores it returns
+   * them, which changes nothing for the caller).
+   */
+  readonly minimal?: boolean;
+}
+
+/** What the write-back needs: `FhirGateway.transaction`, which ignores `opts`, satisfies it. */
+export interface TransactionPoster {
+  transaction(bundle: Bundle, opts?: TransactionOptions): Promise<Bundle>;
+}
+
+export interface TransactionClient extends TransactionPoster {
   /** Closes the kept-alive sockets. */
   close(): void;
 }
@@ -61,8 +75,12 @@ export function createTransactionClient(opts: TransactionClientOptions): Transac
   const auth = opts.auth ?? noAuth;
   const target = url.toString();
 
-  const postOnce = async (body: string): Promise<Bundle> => {
-    const base = { accept: 'application/fhir+json', 'content-type': 'application/fhir+json' };
+  const postOnce = async (body: string, minimal: boolean): Promise<Bundle> => {
+    const base = {
+      accept: 'application/fhir+json',
+      'content-type': 'application/fhir+json',
+      ...(minimal ? { prefer: 'return=minimal' } : {}),
+    };
     const headers = {
       ...base,
       ...(await auth.getAuthHeaders({ method: 'POST', url: target, headers: base, body })),
@@ -101,14 +119,15 @@ export function createTransactionClient(opts: TransactionClientOptions): Transac
   };
 
   return {
-    async transaction(bundle) {
+    async transaction(bundle, topts) {
       const body = JSON.stringify(bundle);
+      const minimal = topts?.minimal === true;
       const postAuthenticated = async (): Promise<Bundle> => {
         try {
-          return await postOnce(body);
+          return await postOnce(body, minimal);
         } catch (err) {
           if (!(err instanceof StatusError && err.status === 401 && auth.invalidate())) throw err;
-          return postOnce(body);
+          return postOnce(body, minimal);
         }
       };
       try {

@@ -16,8 +16,8 @@
  * - a transaction that fails is retried one report at a time, so one bad report fails alone.
  */
 import type { Bundle, BundleEntry } from '@medplum/fhirtypes';
-import type { FhirGateway } from '../fhir/gateway.js';
 import { isModelEntry, replaceReferences, storedReference } from '../reports/model-resources.js';
+import type { TransactionPoster } from './transaction-client.js';
 
 export const REPORTS_PER_TRANSACTION = 2;
 const MAX_CONDITIONAL_ENTRIES = 8;
@@ -38,7 +38,7 @@ function statusOf(entry: BundleEntry | undefined): boolean | undefined {
 }
 
 export function createReportWriter(
-  fhir: Pick<FhirGateway, 'transaction'>,
+  fhir: TransactionPoster,
   opts: { concurrency?: number } = {},
 ): ReportWriter {
   /** The model entries' fullUrls (deterministic per model version) → their references on the server. */
@@ -81,7 +81,11 @@ export function createReportWriter(
 
   const writeGroup = async (group: readonly BundleEntry[][]): Promise<WriteResult[]> => {
     const entry = group.flat();
-    const response = await fhir.transaction({ resourceType: 'Bundle', type: 'transaction', entry });
+    // Only each entry's status is read: the stored resources need not come back.
+    const response = await fhir.transaction(
+      { resourceType: 'Bundle', type: 'transaction', entry },
+      { minimal: true },
+    );
     let offset = 0;
     return group.map((entries) => {
       const created = statusOf(response.entry?.[offset + reportIndex(entries)]);

@@ -21,7 +21,12 @@ import { ENV, fhirAuthMode, loadConfig } from '../../shared/config.js';
 import { endpointAddressing } from '../../shared/inference/addressing.js';
 import { FhirUnavailableError } from '../../shared/fhir/errors.js';
 import { sweepTableDefinition } from '../../shared/sweep/checkpoint.js';
-import { parseSweepConfig, type SweepConfig } from '../../shared/sweep/config.js';
+import {
+  parseSweepConfig,
+  SWEEP_ITEM_MEMORY_MB,
+  sweepWorkerNodeFlags,
+  type SweepConfig,
+} from '../../shared/sweep/config.js';
 import { ExportExpiredError } from '../../shared/sweep/errors.js';
 import { FinishSweepEventSchema, StartSweepEventSchema, SweepItemSchema } from '../../shared/sweep/events.js';
 import type { SweepItem } from '../../shared/sweep/sweep.js';
@@ -266,6 +271,23 @@ describe('sweep functions: environment, grants and limits', () => {
       // FHIR_AUTH_MODE set: the handler authenticates with the shared FHIR auth (the secret), not
       // the sweep's own client-credentials settings.
       expect(vars.FHIR_AUTH_MODE).toBe('smart-backend-services');
+    }
+  });
+
+  it("bounds the item worker's heap from its memory size, as the sweep bench runs it; source maps kept", () => {
+    const functions = resourcesOf([pipeline], 'AWS::Lambda::Function').filter(([id]) =>
+      SWEEP_FUNCTIONS.some((f) => id.startsWith(f)),
+    );
+    const options = (f: Record<string, unknown>): unknown =>
+      (f.Environment as { Variables: Record<string, unknown> }).Variables.NODE_OPTIONS;
+    const [, worker = {}] = functions.find(([id]) => id.startsWith('PopulationSweepFunction')) ?? [];
+    expect(worker.MemorySize).toBe(SWEEP_ITEM_MEMORY_MB);
+    expect(options(worker)).toBe(
+      ['--enable-source-maps', ...sweepWorkerNodeFlags(worker.MemorySize as number)].join(' '),
+    );
+    expect(sweepWorkerNodeFlags(2048)).toEqual(['--max-old-space-size=256']);
+    for (const [id, f] of functions.filter(([fid]) => !fid.startsWith('PopulationSweepFunction'))) {
+      expect({ id, options: options(f) }).toEqual({ id, options: '--enable-source-maps' });
     }
   });
 

@@ -89,6 +89,33 @@ describe('sweep write-back', () => {
     expect(agents.some((a) => a.startsWith('urn:uuid:'))).toBe(false);
   });
 
+  it('asks for minimal transaction responses: entries keep status and location, without the stored resources', async () => {
+    // Arrange
+    const [a, b] = rows;
+    const bundleOf = (r: { patient: string; row: FeatureRow }): Bundle =>
+      buildReportTransaction({
+        manifest,
+        patient: r.patient,
+        row: r.row,
+        prediction: { score: 7 },
+        issued: new Date(),
+      }).bundle;
+
+    // Act
+    const minimal = await client.transaction(bundleOf(a as (typeof rows)[number]), { minimal: true });
+    const full = await client.transaction(bundleOf(b as (typeof rows)[number]));
+
+    // Assess
+    expect(minimal.type).toBe('transaction-response');
+    expect(minimal.entry?.length).toBe(full.entry?.length);
+    expect(minimal.entry?.every((e) => e.resource === undefined)).toBe(true);
+    expect(minimal.entry?.map((e) => e.response?.status)).toEqual(full.entry?.map((e) => e.response?.status));
+    expect(
+      minimal.entry?.every((e) => /^[A-Za-z]+\/[^/]+\/_history\/\d+$/.test(e.response?.location ?? '')),
+    ).toBe(true);
+    expect(full.entry?.every((e) => e.resource?.id !== undefined)).toBe(true);
+  });
+
   it('the transaction client refuses with FhirRequestError on a 4xx, and says unavailable when nothing answers', async () => {
     // Arrange
     const refused: Bundle = {
