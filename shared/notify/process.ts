@@ -94,6 +94,7 @@ function eventMessage(
       ...(patient ? { patient } : {}),
       eventNumber: event.eventNumber,
       timestamp: event.timestamp ?? carrier.timestamp ?? now,
+      ...(resource ? { resource } : {}),
     }),
   );
 }
