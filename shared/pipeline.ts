@@ -244,7 +244,7 @@ async function patientInputs(
   const codes = observationCodes(models);
   const searched = new Set(codes);
   const covered =
-    confirm?.code?.coding?.some((c) => searched.has(`${c.system ?? ''}|${c.code ?? ''}`)) ?? false;
+    confirm?.code.coding?.some((c) => searched.has(`${c.system ?? ''}|${c.code ?? ''}`)) ?? false;
   const [patient, observations, read] = await Promise.all([
     ports.fhir.read<Patient>('Patient', patientId),
     codes.length === 0

@@ -33,7 +33,7 @@ const input = (resource: Observation, overrides: Partial<MessageInput> = {}): Me
   patient: 'Patient/p-1',
   eventNumber: 7,
   timestamp: '2026-03-01T10:00:00Z',
-  resource: resource as MessageInput['resource'],
+  resource: resource as unknown as MessageInput['resource'],
   ...overrides,
 });
 

@@ -76,6 +76,10 @@ const okExtract: ExtractResult = {
   skipped: [],
 };
 
+/** A resource as a queue message carries it. */
+const carry = (r: Observation): ResourceEventMessage['resource'] =>
+  r as unknown as ResourceEventMessage['resource'];
+
 function event(overrides: Partial<ResourceEventMessage> = {}): ResourceEventMessage {
   return { v: 1, focus: 'Observation/g1', action: 'create', timestamp: '2026-11-29T00:00:00Z', ...overrides };
 }
@@ -233,7 +237,7 @@ describe('processResourceEvent', () => {
 
   it('starts from a carried focus without reading it; the patient search confirms it', async () => {
     const { ports, transaction, reads } = makePorts({});
-    const result = await processResourceEvent(ports, event({ versionId: '2', resource: glucose }));
+    const result = await processResourceEvent(ports, event({ versionId: '2', resource: carry(glucose) }));
     expect(result.outcomes[0]?.outcome).toBe('written');
     expect(reads).toEqual(['Patient/p1']);
     expect(transaction).toHaveBeenCalledTimes(1);
@@ -253,7 +257,7 @@ describe('processResourceEvent', () => {
     'ignores a carried focus that is %s by now (the search says so), writing nothing',
     async (reason, store) => {
       const { ports, transaction, predict } = makePorts({ store: store as Record<string, Resource> });
-      const result = await processResourceEvent(ports, event({ versionId: '2', resource: glucose }));
+      const result = await processResourceEvent(ports, event({ versionId: '2', resource: carry(glucose) }));
       expect(result.ignored).toBe(reason);
       expect(predict).not.toHaveBeenCalled();
       expect(transaction).not.toHaveBeenCalled();
@@ -261,12 +265,13 @@ describe('processResourceEvent', () => {
   );
 
   it('ignores a carried focus that says entered-in-error or carries the own tag, reading nothing', async () => {
-    for (const [reason, resource] of [
+    const cases: [string, Observation][] = [
       ['entered-in-error', { ...glucose, status: 'entered-in-error' }],
       ['own-write', { ...glucose, meta: { versionId: '2', tag: [{ code: 'own' }] } }],
-    ] as const) {
+    ];
+    for (const [reason, resource] of cases) {
       const { ports, transaction, reads } = makePorts({});
-      const result = await processResourceEvent(ports, event({ versionId: '2', resource }));
+      const result = await processResourceEvent(ports, event({ versionId: '2', resource: carry(resource) }));
       expect(result.ignored).toBe(reason);
       expect(reads).toEqual([]);
       expect(transaction).not.toHaveBeenCalled();
@@ -275,8 +280,8 @@ describe('processResourceEvent', () => {
 
   it('reads the focus when the carried copy is not the event version, or not the focus', async () => {
     for (const ev of [
-      event({ versionId: '3', resource: glucose }),
-      event({ focus: 'Observation/g2', versionId: '2', resource: glucose }),
+      event({ versionId: '3', resource: carry(glucose) }),
+      event({ focus: 'Observation/g2', versionId: '2', resource: carry(glucose) }),
     ]) {
       const { ports, reads } = makePorts({});
       await processResourceEvent(ports, ev);
@@ -287,11 +292,11 @@ describe('processResourceEvent', () => {
   it('reads a carried focus beside the search when the search does not cover its code', async () => {
     const other = { ...glucose, code: { coding: [{ system: 'urn:x', code: 'trigger-only' }] } };
     const { ports, reads } = makePorts({ store: { 'Patient/p1': patient, 'Observation/g1': other } });
-    const result = await processResourceEvent(ports, event({ versionId: '2', resource: other }));
+    const result = await processResourceEvent(ports, event({ versionId: '2', resource: carry(other) }));
     expect(result.outcomes[0]?.outcome).toBe('written');
     expect(reads.sort()).toEqual(['Observation/g1', 'Patient/p1']);
     const gone = makePorts({ store: { 'Patient/p1': patient } });
-    const ignored = await processResourceEvent(gone.ports, event({ versionId: '2', resource: other }));
+    const ignored = await processResourceEvent(gone.ports, event({ versionId: '2', resource: carry(other) }));
     expect(ignored.ignored).toBe('focus-gone');
     expect(gone.transaction).not.toHaveBeenCalled();
   });
