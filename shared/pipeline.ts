@@ -98,6 +98,8 @@ export interface EventResult {
   readonly focus: string;
   /** Why the event produced no model run at all, when it did not. */
   readonly ignored?: string;
+  /** Where the focus came from: the queue message (carried copy) or a read. */
+  readonly focusFrom?: 'message' | 'read';
   readonly outcomes: readonly ModelOutcome[];
 }
 
@@ -136,7 +138,12 @@ function carriedObservation(event: ResourceEventMessage): Observation | undefine
   return r as unknown as Observation;
 }
 
-const ignored = (focus: string, why: string): EventResult => ({ focus, ignored: why, outcomes: [] });
+const ignored = (focus: string, why: string, focusFrom?: EventResult['focusFrom']): EventResult => ({
+  focus,
+  ignored: why,
+  ...(focusFrom ? { focusFrom } : {}),
+  outcomes: [],
+});
 
 /** Why a focus resource produces no model run, if it does not. */
 function unusableFocus(ports: PipelinePorts, focus: Resource): string | undefined {
@@ -160,29 +167,30 @@ export async function processResourceEvent(
   const [type, id] = event.focus.split('/') as [string, string];
   if (event.action === 'delete') return ignored(event.focus, 'deleted');
   const carried = carriedObservation(event);
+  const from = carried ? 'message' : 'read';
   const focus: Resource | undefined =
     carried ?? (await ports.fhir.read(type as Resource['resourceType'], id));
-  if (!focus) return ignored(event.focus, 'focus-gone');
+  if (!focus) return ignored(event.focus, 'focus-gone', from);
   const unusable = unusableFocus(ports, focus);
-  if (unusable) return ignored(event.focus, unusable);
+  if (unusable) return ignored(event.focus, unusable, from);
   const models = ports.models.matching(focus);
-  if (models.length === 0) return ignored(event.focus, 'no-matching-model');
+  if (models.length === 0) return ignored(event.focus, 'no-matching-model', from);
   const patientRef = patientOf(focus);
-  if (!patientRef) return ignored(event.focus, 'no-patient');
+  if (!patientRef) return ignored(event.focus, 'no-patient', from);
   const imageModels = models.filter((m) => m.input.kind === 'image');
   const otherModels = models.filter((m) => m.input.kind !== 'image');
   const outcomes: ModelOutcome[] = [];
   if (otherModels.length) {
     const inputs = await patientInputs(ports, patientRef, otherModels, carried);
-    if (inputs.focusNow === null) return ignored(event.focus, 'focus-gone');
+    if (inputs.focusNow === null) return ignored(event.focus, 'focus-gone', from);
     const now = inputs.focusNow && unusableFocus(ports, inputs.focusNow);
-    if (now) return ignored(event.focus, now);
+    if (now) return ignored(event.focus, now, from);
     outcomes.push(...(await scoreInputs(ports, patientRef, otherModels, inputs)));
   }
   if (imageModels.length && focus.resourceType === 'ImagingStudy') {
     outcomes.push(...(await runImageModels(ports, patientRef, focus, imageModels)));
   }
-  return { focus: event.focus, outcomes };
+  return { focus: event.focus, focusFrom: from, outcomes };
 }
 
 /** Runs image models on one ImagingStudy (the DICOM instances are fetched over DICOMweb). */
