@@ -23,7 +23,9 @@
  * Patients: the diabetes held-out rows resampled deterministically (row i is held-out row
  * i mod n under a distinct id), the demo's deliberate gaps left out so every event has a report.
  *
- * Run alone: `npx tsx bench/event-path.ts [events]` prints the JSON.
+ * Run alone: `npx tsx bench/event-path.ts [events] [in-process|thread]` prints the JSON; `thread`
+ * runs the latency series' consumer (poller + resource-event handler) in a worker thread, off the
+ * stack's event loop (the throughput series keep it in process).
  */
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -32,6 +34,7 @@ import type { Bundle, Observation, Patient } from '@medplum/fhirtypes';
 import { buildDemoCohort, loadHeldOutRows, type DemoPatient } from '../local/demo/cohort.js';
 import { loadHistory, loadTrigger } from '../local/demo/load.js';
 import { registerSubscriptions, startEventConsumer } from '../local/live.js';
+import { startEventConsumerThread } from '../local/consumer-thread.js';
 import { queueDepth, type Poller } from '../local/queue.js';
 import { ROOT, startStack, type RunningStack } from '../local/stack.js';
 import { createFhirGateway } from '../shared/fhir/gateway.js';
@@ -105,8 +108,15 @@ function observationCodes(m: ModelManifest): string[] {
 }
 
 export async function benchEventPath(
-  opts: { events?: number; throughputEvents?: number; bareCalls?: number } = {},
+  opts: {
+    events?: number;
+    throughputEvents?: number;
+    bareCalls?: number;
+    /** Where the latency series' consumer runs: on the stack's event loop, or in a worker thread. */
+    consumer?: 'in-process' | 'thread';
+  } = {},
 ): Promise<Record<string, unknown>> {
+  const consumerMode = opts.consumer ?? 'in-process';
   const events = opts.events ?? 1000;
   const perRun = opts.throughputEvents ?? Math.min(300, events);
   const bareCalls = opts.bareCalls ?? 300;
@@ -215,7 +225,20 @@ export async function benchEventPath(
         handlerStartToReportCommit: [] as number[],
         finalRead: [] as number[],
       };
-      consumer = startEventConsumer(stack, logger, concurrency);
+      if (consumerMode === 'thread') {
+        const thread = startEventConsumerThread(
+          {
+            config: stack.functionsConfig,
+            endpoint: stack.queues.endpoint,
+            queueUrl: stack.queues.queueUrl,
+            queueArn: stack.queues.queueArn,
+            concurrency,
+          },
+          logger,
+        );
+        await thread.ready;
+        consumer = thread;
+      } else consumer = startEventConsumer(stack, logger, concurrency);
       for (const [i, { p, ref }] of take(WARMUP + n).entries()) {
         const reported = waitFor(ref);
         const [trigger] = await loadTrigger(fhir, p, ref);
@@ -386,6 +409,7 @@ export async function benchEventPath(
       machine: machineInfo(),
       loadAverage: { atStart: loadAtStart, atEnd: os.loadavg().map(round) },
       model: MODEL,
+      latencySeriesConsumer: consumerMode,
       patientsLoaded: cohort.length,
       historyLoadSeconds: round(loadSeconds),
       latencyIdOnlyConsumerConcurrency1: latencyIdOnly,
@@ -408,4 +432,6 @@ export async function benchEventPath(
   }
 }
 
-runWhenInvoked(import.meta.url, 1000, (n) => benchEventPath({ events: n }));
+runWhenInvoked(import.meta.url, 1000, (n) =>
+  benchEventPath({ events: n, consumer: process.argv[3] === 'thread' ? 'thread' : 'in-process' }),
+);
