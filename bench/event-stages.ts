@@ -10,8 +10,8 @@
  *
  * A profiling aid, not a figure with a peer: it patches `globalThis.fetch` and the clients'
  * `send` in this process only. Run alone:
- * `npx tsx bench/event-stages.ts [events] [id-only|full-resource]` (the Subscriptions' payload
- * content; default id-only, the demo's).
+ * `npx tsx bench/event-stages.ts [events] [id-only|full-resource] [consumer concurrency]` (the
+ * Subscriptions' payload content, default id-only, the demo's; the poller's concurrency, default 1).
  */
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -78,6 +78,7 @@ const median = (xs: readonly number[]): number =>
 export async function benchEventStages(
   events = 200,
   content: PayloadContent = 'id-only',
+  concurrency = 1,
 ): Promise<Record<string, unknown>> {
   instrument();
   const loadAtStart = os.loadavg();
@@ -113,7 +114,7 @@ export async function benchEventStages(
       )
         commit = performance.now();
     });
-    const consumer = startEventConsumer(stack, logger, 1);
+    const consumer = startEventConsumer(stack, logger, concurrency);
     const timeline = new Map<string, { starts: number[]; durations: number[] }>();
     const totals: number[] = [];
     for (const [i, p] of cohort.entries()) {
@@ -140,6 +141,7 @@ export async function benchEventStages(
     return {
       loadAverage: { atStart: loadAtStart.map(round), atEnd: os.loadavg().map(round) },
       content,
+      concurrency,
       events: totals.length,
       commitToProcessedP50Ms: round(median(totals)),
       callsFromCommitMs: [...timeline.entries()]
@@ -158,5 +160,9 @@ export async function benchEventStages(
 }
 
 runWhenInvoked(import.meta.url, 200, (n) =>
-  benchEventStages(n, process.argv[3] === 'full-resource' ? 'full-resource' : 'id-only'),
+  benchEventStages(
+    n,
+    process.argv[3] === 'full-resource' ? 'full-resource' : 'id-only',
+    Number(process.argv[4] ?? 1),
+  ),
 );
