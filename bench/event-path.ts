@@ -16,9 +16,11 @@
  * - the reference: the same irreducible calls made bare, sequentially, through the same clients
  *   (the pipeline's ports): focus read (GET Observation), patient search
  *   (Observation?subject=&code=), InvokeEndpoint (one row through the SDK), transaction (as the
- *   pipeline sends it, through its model cache: without Device and card once stored). Ratio:
- *   end-to-end p50 / the sum of their p50s, for each series and both end points. Targets: ≤ 1.3,
- *   p99 ≤ 3× p50. Load average printed.
+ *   pipeline sends it, through its model cache: without Device and card once stored). They are
+ *   interleaved with each concurrency-1 series (after every few events, on patients of their
+ *   own), so a series and its peer see the same load on a shared machine. Ratio per series and
+ *   end point: end-to-end p50 / the sum of the bare p50s. Targets: ≤ 1.3, p99 ≤ 3× p50. Load
+ *   average printed.
  *
  * Patients: the diabetes held-out rows resampled deterministically (row i is held-out row
  * i mod n under a distinct id), the demo's deliberate gaps left out so every event has a report.
@@ -27,77 +29,25 @@
  * runs the latency series' consumer (poller + resource-event handler) in a worker thread, off the
  * stack's event loop (the throughput series keep it in process).
  */
-import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import * as os from 'node:os';
 import type { Bundle, Observation, Patient } from '@medplum/fhirtypes';
-import { buildDemoCohort, loadHeldOutRows, type DemoPatient } from '../local/demo/cohort.js';
+import type { DemoPatient } from '../local/demo/cohort.js';
 import { loadHistory, loadTrigger } from '../local/demo/load.js';
 import { registerSubscriptions, startEventConsumer } from '../local/live.js';
 import { startEventConsumerThread } from '../local/consumer-thread.js';
 import { queueDepth, type Poller } from '../local/queue.js';
-import { ROOT, startStack, type RunningStack } from '../local/stack.js';
+import { startStack, type RunningStack } from '../local/stack.js';
 import { createFhirGateway } from '../shared/fhir/gateway.js';
 import type { ModelManifest } from '../shared/inference/manifest.js';
 import { loadRegistry } from '../shared/inference/registry.js';
 import { createLogger, silentLogger } from '../shared/log.js';
 import { createPipelinePorts } from '../shared/ports.js';
+import { benchPatients, pool, round, stats } from './event-common.js';
 import { machineInfo, runWhenInvoked } from './machine.js';
 
 const MODEL = 'diabetes-gbm';
 const WARMUP = 30;
-const round = (x: number): number => Math.round(x * 100) / 100;
-
-function stats(samples: readonly number[]): {
-  n: number;
-  p50: number;
-  p95: number;
-  p99: number;
-  mean: number;
-  max: number;
-} {
-  const s = [...samples].sort((a, b) => a - b);
-  const at = (q: number): number => s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? NaN;
-  return {
-    n: s.length,
-    p50: round(at(0.5)),
-    p95: round(at(0.95)),
-    p99: round(at(0.99)),
-    mean: round(s.reduce((a, b) => a + b, 0) / s.length),
-    max: round(s.at(-1) ?? NaN),
-  };
-}
-
-/** `count` diabetes demo patients without a deliberate gap, from the held-out rows resampled. */
-function patients(count: number): DemoPatient[] {
-  const rows = loadHeldOutRows(path.join(ROOT, 'local/demo/data/diabetes-heldout.json'));
-  const out: DemoPatient[] = [];
-  for (let batch = 0; out.length < count; batch++) {
-    const resampled = Array.from({ length: 1000 }, (_, k) => {
-      const i = batch * 1000 + k;
-      const row = rows[i % rows.length];
-      if (!row) throw new Error('no held-out rows');
-      return { ...row, rowId: row.rowId + 1_000_000 * (Math.floor(i / rows.length) + 1) };
-    });
-    // Index-based gaps repeat every 9 and 13 patients: skip them, keep the rest.
-    out.push(...buildDemoCohort(resampled, new Date()).filter((p) => !p.expectedGap));
-  }
-  return out.slice(0, count);
-}
-
-async function pool<T>(
-  items: readonly T[],
-  workers: number,
-  fn: (item: T, i: number) => Promise<void>,
-): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: workers }, async () => {
-      for (let i = next++; i < items.length; i = next++) await fn(items[i] as T, i);
-    }),
-  );
-}
-
 function observationCodes(m: ModelManifest): string[] {
   if (m.input.kind === 'image') return [];
   const codes = new Set<string>();
@@ -122,7 +72,7 @@ export async function benchEventPath(
   const bareCalls = opts.bareCalls ?? 300;
   const concurrencies = [1, 8, 32];
   const latency8Events = Math.min(200, events);
-  const total = 3 * WARMUP + 2 * events + latency8Events + bareCalls + 2 * concurrencies.length * perRun;
+  const total = 3 * WARMUP + 2 * events + latency8Events + 2 * bareCalls + 2 * concurrencies.length * perRun;
 
   // What the pipeline logs, timed as it happens (same process, same clock as the change listener).
   const written = new Map<string, { at: number; report: string }>();
@@ -165,15 +115,16 @@ export async function benchEventPath(
     if (!manifest) throw new Error(`model ${MODEL} not found`);
 
     // History for every patient, then the Subscriptions (history makes no events).
-    const cohort = patients(total);
+    const cohort = benchPatients(total);
     const refs: string[] = new Array<string>(cohort.length);
     const loadStarted = performance.now();
     // The bare calls' patients get their new result now too (complete inputs, no event).
-    const bareFrom = 3 * WARMUP + 2 * events + latency8Events;
+    // The first 2 × bareCalls patients are the bare calls' (one set per latency series).
+    const bareFrom = 0;
     await pool(cohort, 8, async (p, i) => {
       const ref = await loadHistory(fhir, p);
       refs[i] = ref;
-      if (i >= bareFrom && i < bareFrom + bareCalls) await loadTrigger(fhir, p, ref);
+      if (i >= bareFrom && i < bareFrom + 2 * bareCalls) await loadTrigger(fhir, p, ref);
     });
     const loadSeconds = (performance.now() - loadStarted) / 1000;
     await registerSubscriptions(stack, fhir, registry.all());
@@ -208,15 +159,64 @@ export async function benchEventPath(
         });
       });
 
-    let next = 0;
+    let next = bareFrom + 2 * bareCalls;
     const take = (n: number): { p: DemoPatient; ref: string }[] => {
       const out = cohort.slice(next, next + n).map((p, k) => ({ p, ref: refs[next + k] ?? '' }));
       next += n;
       return out;
     };
 
+    // The bare calls, sequentially, through the pipeline's own clients: interleaved with each
+    // latency series (after every few of its events, the consumer idle), so that a figure and
+    // its peer see the same load on this shared machine.
+    const ports = await createPipelinePorts(stack.functionsConfig, silentLogger);
+    const codes = observationCodes(manifest).join(',');
+    interface BareSamples {
+      focusRead: number[];
+      patientSearch: number[];
+      invokeEndpoint: number[];
+      transaction: number[];
+    }
+    const time = async <T>(into: number[], fn: () => Promise<T>): Promise<T> => {
+      const t = performance.now();
+      const out = await fn();
+      into.push(performance.now() - t);
+      return out;
+    };
+    const bareOnce = async (ref: string, bare: BareSamples): Promise<void> => {
+      const patientId = ref.slice('Patient/'.length);
+      const observations = await time(bare.patientSearch, () =>
+        ports.fhir.searchAll<Observation>('Observation', { subject: ref, code: codes, _count: '1000' }),
+      );
+      const focusId = observations[0]?.id ?? '';
+      await time(bare.focusRead, () => ports.fhir.read<Observation>('Observation', focusId));
+      const patient = await ports.fhir.read<Patient>('Patient', patientId);
+      const extracted = ports.extractor(manifest).extract(patient, observations, new Date());
+      if (extracted.status !== 'ok') throw new Error(`bare patient ${ref} has insufficient data`);
+      const [prediction] = await time(bare.invokeEndpoint, () =>
+        ports.inference.predict(manifest, [extracted.row]),
+      );
+      if (!prediction) throw new Error('no prediction');
+      const { bundle } = ports.buildReport({
+        manifest,
+        patient: ref,
+        row: extracted.row,
+        prediction,
+        issued: new Date(),
+      });
+      const send = (b: Bundle): Promise<Bundle> => time(bare.transaction, () => ports.fhir.transaction(b));
+      const { response } = await (ports.modelResources?.write(bundle, send) ??
+        send(bundle).then((r) => ({ response: r })));
+      if (!response.entry?.some((e) => e.response?.status.startsWith('201')))
+        throw new Error('bare transaction created nothing');
+    };
+    const bareSets = [0, 1].map((k) => refs.slice(bareFrom + k * bareCalls, bareFrom + (k + 1) * bareCalls));
+
     // 1. Latency, one event at a time: the consumer at concurrency 1 (the figure), then at 8.
-    const latency = async (n: number, concurrency: number) => {
+    const latency = async (n: number, concurrency: number, bareRefs: readonly string[] = []) => {
+      const bare: BareSamples = { focusRead: [], patientSearch: [], invokeEndpoint: [], transaction: [] };
+      const every = bareRefs.length ? Math.max(1, Math.ceil(n / bareRefs.length)) : 0;
+      let bareNext = 0;
       const out = {
         commitToCommit: [] as number[],
         commitToGet: [] as number[],
@@ -270,12 +270,44 @@ export async function benchEventPath(
           out.beforeHandler.push(handlerStart - t0);
           out.handlerStartToReportCommit.push(reportCommit - handlerStart);
         }
+        const bareRef = bareRefs[bareNext];
+        if (every && (i - WARMUP) % every === 0 && bareRef !== undefined) {
+          bareNext++;
+          await bareOnce(bareRef, bare);
+        }
       }
       await consumer.stop();
       consumer = undefined;
+      const bareStats = bareRefs.length
+        ? {
+            focusRead: stats(bare.focusRead),
+            patientSearch: stats(bare.patientSearch),
+            invokeEndpoint: stats(bare.invokeEndpoint),
+            transaction: stats(bare.transaction),
+          }
+        : undefined;
+      const bareP50Sum = bareStats
+        ? round(Object.values(bareStats).reduce((sum, x) => sum + x.p50, 0))
+        : undefined;
+      const c2c = stats(out.commitToCommit);
+      const c2get = stats(out.commitToGet);
+      const against = (e2e: ReturnType<typeof stats>) => {
+        const ratio = bareP50Sum ? round(e2e.p50 / bareP50Sum) : NaN;
+        const tail = round(e2e.p99 / e2e.p50);
+        return {
+          p50Ratio: ratio,
+          meetsP50Target: ratio <= 1.3,
+          p99OverP50: tail,
+          meetsTailTarget: tail <= 3,
+        };
+      };
       return {
-        commitToReportCommitMs: stats(out.commitToCommit),
-        commitToReportGetMs: stats(out.commitToGet),
+        ...(bareStats ? { bareCallsMs: bareStats, bareP50SumMs: bareP50Sum } : {}),
+        ...(bareStats
+          ? { targets: { commitToReportCommit: against(c2c), commitToReportGet: against(c2get) } }
+          : {}),
+        commitToReportCommitMs: c2c,
+        commitToReportGetMs: c2get,
         breakdownP50Ms: {
           commitToHandlerStart: stats(out.beforeHandler).p50,
           handlerStartToReportCommit: stats(out.handlerStartToReportCommit).p50,
@@ -290,54 +322,11 @@ export async function benchEventPath(
       };
     };
     // id-only first (the demo's Subscriptions), then the same with full-resource content.
-    const latencyIdOnly = await latency(events, 1);
+    const latencyIdOnly = await latency(events, 1, bareSets[0]);
     await registerSubscriptions(stack, fhir, registry.all(), 'full-resource');
-    const latencyFullResource = await latency(events, 1);
+    const latencyFullResource = await latency(events, 1, bareSets[1]);
     await registerSubscriptions(stack, fhir, registry.all(), 'id-only');
     const latency8 = await latency(latency8Events, 8);
-
-    // 2. The bare calls, sequentially, through the pipeline's own clients.
-    const ports = await createPipelinePorts(stack.functionsConfig, silentLogger);
-    const codes = observationCodes(manifest).join(',');
-    const bare = {
-      focusRead: [] as number[],
-      patientSearch: [] as number[],
-      invokeEndpoint: [] as number[],
-      transaction: [] as number[],
-    };
-    const time = async <T>(into: number[], fn: () => Promise<T>): Promise<T> => {
-      const t = performance.now();
-      const out = await fn();
-      into.push(performance.now() - t);
-      return out;
-    };
-    for (const { ref } of take(bareCalls)) {
-      const patientId = ref.slice('Patient/'.length);
-      const observations = await time(bare.patientSearch, () =>
-        ports.fhir.searchAll<Observation>('Observation', { subject: ref, code: codes, _count: '1000' }),
-      );
-      const focusId = observations[0]?.id ?? '';
-      await time(bare.focusRead, () => ports.fhir.read<Observation>('Observation', focusId));
-      const patient = await ports.fhir.read<Patient>('Patient', patientId);
-      const extracted = ports.extractor(manifest).extract(patient, observations, new Date());
-      if (extracted.status !== 'ok') throw new Error(`bare patient ${ref} has insufficient data`);
-      const [prediction] = await time(bare.invokeEndpoint, () =>
-        ports.inference.predict(manifest, [extracted.row]),
-      );
-      if (!prediction) throw new Error('no prediction');
-      const { bundle } = ports.buildReport({
-        manifest,
-        patient: ref,
-        row: extracted.row,
-        prediction,
-        issued: new Date(),
-      });
-      const send = (b: Bundle): Promise<Bundle> => time(bare.transaction, () => ports.fhir.transaction(b));
-      const { response } = await (ports.modelResources?.write(bundle, send) ??
-        send(bundle).then((r) => ({ response: r })));
-      if (!response.entry?.some((e) => e.response?.status.startsWith('201')))
-        throw new Error('bare transaction created nothing');
-    }
 
     // 3. Throughput at each consumer concurrency.
     const waitProcessed = async (target: number, timeoutMs = 300_000): Promise<void> => {
@@ -388,22 +377,6 @@ export async function benchEventPath(
     }
     unlisten();
 
-    const bareStats = {
-      focusRead: stats(bare.focusRead),
-      patientSearch: stats(bare.patientSearch),
-      invokeEndpoint: stats(bare.invokeEndpoint),
-      transaction: stats(bare.transaction),
-    };
-    const bareP50Sum = round(Object.values(bareStats).reduce((n, s) => n + s.p50, 0));
-    const against = (e2e: ReturnType<typeof stats>) => {
-      const ratio = round(e2e.p50 / bareP50Sum);
-      const tail = round(e2e.p99 / e2e.p50);
-      return { p50Ratio: ratio, meetsP50Target: ratio <= 1.3, p99OverP50: tail, meetsTailTarget: tail <= 3 };
-    };
-    const targets = (series: Awaited<ReturnType<typeof latency>>) => ({
-      commitToReportCommit: against(series.commitToReportCommitMs),
-      commitToReportGet: against(series.commitToReportGetMs),
-    });
     const reports = await fhir.searchAll('DiagnosticReport', { _count: '1000' }, { maxResources: 1_000_000 });
     return {
       machine: machineInfo(),
@@ -415,12 +388,8 @@ export async function benchEventPath(
       latencyIdOnlyConsumerConcurrency1: latencyIdOnly,
       latencyFullResourceConsumerConcurrency1: latencyFullResource,
       latencyIdOnlyConsumerConcurrency8: latency8,
-      bareCallsMs: bareStats,
-      bareP50SumMs: bareP50Sum,
       targetP50RatioAtMost: 1.3,
       targetP99OverP50AtMost: 3,
-      idOnly: targets(latencyIdOnly),
-      fullResource: targets(latencyFullResource),
       throughput,
       recordFailures: failed,
       reportsOnServer: reports.length,
