@@ -25,9 +25,7 @@
  * Patients: the diabetes held-out rows resampled deterministically (row i is held-out row
  * i mod n under a distinct id), the demo's deliberate gaps left out so every event has a report.
  *
- * Run alone: `npx tsx bench/event-path.ts [events] [in-process|thread]` prints the JSON; `thread`
- * runs the latency series' consumer (poller + resource-event handler) in a worker thread, off the
- * stack's event loop (the throughput series keep it in process).
+ * Run alone: `npx tsx bench/event-path.ts [events]` prints the JSON.
  */
 import { performance } from 'node:perf_hooks';
 import * as os from 'node:os';
@@ -35,7 +33,6 @@ import type { Bundle, Observation, Patient } from '@medplum/fhirtypes';
 import type { DemoPatient } from '../local/demo/cohort.js';
 import { loadHistory, loadTrigger } from '../local/demo/load.js';
 import { registerSubscriptions, startEventConsumer } from '../local/live.js';
-import { startEventConsumerThread } from '../local/consumer-thread.js';
 import { queueDepth, type Poller } from '../local/queue.js';
 import { startStack, type RunningStack } from '../local/stack.js';
 import { createFhirGateway } from '../shared/fhir/gateway.js';
@@ -62,11 +59,8 @@ export async function benchEventPath(
     events?: number;
     throughputEvents?: number;
     bareCalls?: number;
-    /** Where the latency series' consumer runs: on the stack's event loop, or in a worker thread. */
-    consumer?: 'in-process' | 'thread';
   } = {},
 ): Promise<Record<string, unknown>> {
-  const consumerMode = opts.consumer ?? 'in-process';
   const events = opts.events ?? 1000;
   const perRun = opts.throughputEvents ?? Math.min(300, events);
   const bareCalls = opts.bareCalls ?? 300;
@@ -225,20 +219,7 @@ export async function benchEventPath(
         handlerStartToReportCommit: [] as number[],
         finalRead: [] as number[],
       };
-      if (consumerMode === 'thread') {
-        const thread = startEventConsumerThread(
-          {
-            config: stack.functionsConfig,
-            endpoint: stack.queues.endpoint,
-            queueUrl: stack.queues.queueUrl,
-            queueArn: stack.queues.queueArn,
-            concurrency,
-          },
-          logger,
-        );
-        await thread.ready;
-        consumer = thread;
-      } else consumer = startEventConsumer(stack, logger, concurrency);
+      consumer = startEventConsumer(stack, logger, concurrency);
       for (const [i, { p, ref }] of take(WARMUP + n).entries()) {
         const reported = waitFor(ref);
         const [trigger] = await loadTrigger(fhir, p, ref);
@@ -382,7 +363,6 @@ export async function benchEventPath(
       machine: machineInfo(),
       loadAverage: { atStart: loadAtStart, atEnd: os.loadavg().map(round) },
       model: MODEL,
-      latencySeriesConsumer: consumerMode,
       patientsLoaded: cohort.length,
       historyLoadSeconds: round(loadSeconds),
       latencyIdOnlyConsumerConcurrency1: latencyIdOnly,
@@ -401,6 +381,4 @@ export async function benchEventPath(
   }
 }
 
-runWhenInvoked(import.meta.url, 1000, (n) =>
-  benchEventPath({ events: n, consumer: process.argv[3] === 'thread' ? 'thread' : 'in-process' }),
-);
+runWhenInvoked(import.meta.url, 1000, (n) => benchEventPath({ events: n }));
