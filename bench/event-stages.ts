@@ -9,7 +9,9 @@
  * transaction and the delete.
  *
  * A profiling aid, not a figure with a peer: it patches `globalThis.fetch` and the clients'
- * `send` in this process only. Run alone: `npx tsx bench/event-stages.ts [events]`.
+ * `send` in this process only. Run alone:
+ * `npx tsx bench/event-stages.ts [events] [id-only|full-resource] [consumer concurrency]` (the
+ * Subscriptions' payload content, default id-only, the demo's; the poller's concurrency, default 1).
  */
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -19,7 +21,7 @@ import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { buildDemoCohort, loadHeldOutRows } from '../local/demo/cohort.js';
 import { loadHistory, loadTrigger } from '../local/demo/load.js';
-import { registerSubscriptions, startEventConsumer } from '../local/live.js';
+import { registerSubscriptions, startEventConsumer, type PayloadContent } from '../local/live.js';
 import { ROOT, startStack } from '../local/stack.js';
 import { createFhirGateway } from '../shared/fhir/gateway.js';
 import { loadRegistry } from '../shared/inference/registry.js';
@@ -73,7 +75,11 @@ function instrument(): void {
 const median = (xs: readonly number[]): number =>
   [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 
-export async function benchEventStages(events = 200): Promise<Record<string, unknown>> {
+export async function benchEventStages(
+  events = 200,
+  content: PayloadContent = 'id-only',
+  concurrency = 1,
+): Promise<Record<string, unknown>> {
   instrument();
   const loadAtStart = os.loadavg();
   let processedAt = 0;
@@ -96,7 +102,7 @@ export async function benchEventStages(events = 200): Promise<Record<string, unk
       .slice(0, WARMUP + events);
     const refs: string[] = [];
     for (const p of cohort) refs.push(await loadHistory(fhir, p));
-    await registerSubscriptions(stack, fhir, registry.all());
+    await registerSubscriptions(stack, fhir, registry.all(), content);
     let commit = 0;
     const server = stack.fhir.server;
     if (!server) throw new Error('the embedded FHIR server is needed');
@@ -108,7 +114,7 @@ export async function benchEventStages(events = 200): Promise<Record<string, unk
       )
         commit = performance.now();
     });
-    const consumer = startEventConsumer(stack, logger, 1);
+    const consumer = startEventConsumer(stack, logger, concurrency);
     const timeline = new Map<string, { starts: number[]; durations: number[] }>();
     const totals: number[] = [];
     for (const [i, p] of cohort.entries()) {
@@ -134,6 +140,8 @@ export async function benchEventStages(events = 200): Promise<Record<string, unk
     const round = (x: number): number => Math.round(x * 100) / 100;
     return {
       loadAverage: { atStart: loadAtStart.map(round), atEnd: os.loadavg().map(round) },
+      content,
+      concurrency,
       events: totals.length,
       commitToProcessedP50Ms: round(median(totals)),
       callsFromCommitMs: [...timeline.entries()]
@@ -151,4 +159,10 @@ export async function benchEventStages(events = 200): Promise<Record<string, unk
   }
 }
 
-runWhenInvoked(import.meta.url, 200, benchEventStages);
+runWhenInvoked(import.meta.url, 200, (n) =>
+  benchEventStages(
+    n,
+    process.argv[3] === 'full-resource' ? 'full-resource' : 'id-only',
+    Number(process.argv[4] ?? 1),
+  ),
+);

@@ -15,7 +15,16 @@ import { SUBSCRIPTION_IDS, type RunningStack } from './stack.js';
 
 const BACKPORT = 'http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition';
 
-function subscription(id: string, topic: string, filter: string, endpoint: string): Subscription {
+/** What a notification carries: the focus reference only, or the focus resource too. */
+export type PayloadContent = 'id-only' | 'full-resource';
+
+function subscription(
+  id: string,
+  topic: string,
+  filter: string,
+  endpoint: string,
+  content: PayloadContent,
+): Subscription {
   return {
     resourceType: 'Subscription',
     id,
@@ -27,7 +36,7 @@ function subscription(id: string, topic: string, filter: string, endpoint: strin
       type: 'rest-hook',
       endpoint,
       payload: 'application/fhir+json',
-      _payload: { extension: [{ url: `${BACKPORT}/backport-payload-content`, valueCode: 'id-only' }] },
+      _payload: { extension: [{ url: `${BACKPORT}/backport-payload-content`, valueCode: content }] },
       extension: [{ url: `${BACKPORT}/backport-heartbeat-period`, valueUnsignedInt: 60 }],
     },
   } as Subscription;
@@ -38,7 +47,11 @@ function subscription(id: string, topic: string, filter: string, endpoint: strin
  * of some model, ImagingStudies of a trigger modality. Both exclude the system's own writes by
  * their tag, so it never triggers itself.
  */
-export function subscriptionsFor(models: readonly ModelManifest[], notifyUrl: string): Subscription[] {
+export function subscriptionsFor(
+  models: readonly ModelManifest[],
+  notifyUrl: string,
+  content: PayloadContent = 'id-only',
+): Subscription[] {
   const codes = new Set<string>();
   const modalities = new Set<string>();
   for (const m of models) {
@@ -56,6 +69,7 @@ export function subscriptionsFor(models: readonly ModelManifest[], notifyUrl: st
         `${TOPIC_BASE}/observation-write`,
         `Observation?code=${[...codes].join(',')}&${notOwn}`,
         notifyUrl,
+        content,
       ),
     );
   }
@@ -66,19 +80,25 @@ export function subscriptionsFor(models: readonly ModelManifest[], notifyUrl: st
         `${TOPIC_BASE}/imagingstudy-write`,
         `ImagingStudy?modality=${[...modalities].join(',')}&${notOwn}`,
         notifyUrl,
+        content,
       ),
     );
   }
   return out;
 }
 
-/** Writes the Subscriptions (PUT, so a restart reuses them) and waits for their handshakes. */
+/**
+ * Writes the Subscriptions (PUT, so a restart reuses them) and waits for their handshakes.
+ * `content`: `id-only` (the default, the demo's: the consumer reads the focus) or `full-resource`
+ * (the focus travels in the notification and, when small, in the queue message).
+ */
 export async function registerSubscriptions(
   stack: RunningStack,
   fhir: FhirGateway,
   models: readonly ModelManifest[],
+  content: PayloadContent = 'id-only',
 ): Promise<string[]> {
-  const subs = subscriptionsFor(models, `${stack.gateway.url}/notify`);
+  const subs = subscriptionsFor(models, `${stack.gateway.url}/notify`, content);
   await fhir.transaction({
     resourceType: 'Bundle',
     type: 'transaction',

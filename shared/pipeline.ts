@@ -98,6 +98,8 @@ export interface EventResult {
   readonly focus: string;
   /** Why the event produced no model run at all, when it did not. */
   readonly ignored?: string;
+  /** Where the focus came from: the queue message (carried copy) or a read. */
+  readonly focusFrom?: 'message' | 'read';
   readonly outcomes: readonly ModelOutcome[];
 }
 
@@ -123,31 +125,72 @@ function observationCodes(models: readonly ModelManifest[]): string[] {
   return [...codes];
 }
 
-/** Runs every model whose triggers match the event's focus resource, for its patient. */
+/**
+ * The focus the queue message carried (a `full-resource` notification's copy), when the pipeline
+ * may start from it instead of reading it: an Observation whose type, id and version agree with
+ * the message. Its current state is confirmed by the patient search that follows (which returns
+ * it if it still exists), so a copy that went stale never decides anything on its own.
+ */
+function carriedObservation(event: ResourceEventMessage): Observation | undefined {
+  const r = event.resource;
+  if (r?.resourceType !== 'Observation' || `Observation/${r.id}` !== event.focus) return undefined;
+  if (event.versionId !== undefined && r.meta?.versionId !== event.versionId) return undefined;
+  return r as unknown as Observation;
+}
+
+const ignored = (focus: string, why: string, focusFrom?: EventResult['focusFrom']): EventResult => ({
+  focus,
+  ignored: why,
+  ...(focusFrom ? { focusFrom } : {}),
+  outcomes: [],
+});
+
+/** Why a focus resource produces no model run, if it does not. */
+function unusableFocus(ports: PipelinePorts, focus: Resource): string | undefined {
+  if (ports.isOwnWrite(focus)) return 'own-write';
+  if ((focus as { status?: string }).status === ENTERED_IN_ERROR) return 'entered-in-error';
+  return undefined;
+}
+
+/**
+ * Runs every model whose triggers match the event's focus resource, for its patient.
+ *
+ * The focus is read first (id-only events), or taken from the message when it carried an
+ * Observation: then the read is skipped, and the patient search (which the models need anyway)
+ * confirms the focus's current state: gone, entered-in-error or own-tagged now → ignored as if
+ * it had been read. Should the search not cover the focus's code, the focus is read beside it.
+ */
 export async function processResourceEvent(
   ports: PipelinePorts,
   event: ResourceEventMessage,
 ): Promise<EventResult> {
   const [type, id] = event.focus.split('/') as [string, string];
-  if (event.action === 'delete') return { focus: event.focus, ignored: 'deleted', outcomes: [] };
-  const focus = await ports.fhir.read(type as Resource['resourceType'], id);
-  if (!focus) return { focus: event.focus, ignored: 'focus-gone', outcomes: [] };
-  if (ports.isOwnWrite(focus)) return { focus: event.focus, ignored: 'own-write', outcomes: [] };
-  if ((focus as { status?: string }).status === ENTERED_IN_ERROR) {
-    return { focus: event.focus, ignored: 'entered-in-error', outcomes: [] };
-  }
+  if (event.action === 'delete') return ignored(event.focus, 'deleted');
+  const carried = carriedObservation(event);
+  const from = carried ? 'message' : 'read';
+  const focus: Resource | undefined =
+    carried ?? (await ports.fhir.read(type as Resource['resourceType'], id));
+  if (!focus) return ignored(event.focus, 'focus-gone', from);
+  const unusable = unusableFocus(ports, focus);
+  if (unusable) return ignored(event.focus, unusable, from);
   const models = ports.models.matching(focus);
-  if (models.length === 0) return { focus: event.focus, ignored: 'no-matching-model', outcomes: [] };
+  if (models.length === 0) return ignored(event.focus, 'no-matching-model', from);
   const patientRef = patientOf(focus);
-  if (!patientRef) return { focus: event.focus, ignored: 'no-patient', outcomes: [] };
+  if (!patientRef) return ignored(event.focus, 'no-patient', from);
   const imageModels = models.filter((m) => m.input.kind === 'image');
   const otherModels = models.filter((m) => m.input.kind !== 'image');
   const outcomes: ModelOutcome[] = [];
-  if (otherModels.length) outcomes.push(...(await runModelsForPatient(ports, patientRef, otherModels)));
+  if (otherModels.length) {
+    const inputs = await patientInputs(ports, patientRef, otherModels, carried);
+    if (inputs.focusNow === null) return ignored(event.focus, 'focus-gone', from);
+    const now = inputs.focusNow && unusableFocus(ports, inputs.focusNow);
+    if (now) return ignored(event.focus, now, from);
+    outcomes.push(...(await scoreInputs(ports, patientRef, otherModels, inputs)));
+  }
   if (imageModels.length && focus.resourceType === 'ImagingStudy') {
     outcomes.push(...(await runImageModels(ports, patientRef, focus, imageModels)));
   }
-  return { focus: event.focus, outcomes };
+  return { focus: event.focus, focusFrom: from, outcomes };
 }
 
 /** Runs image models on one ImagingStudy (the DICOM instances are fetched over DICOMweb). */
@@ -181,16 +224,36 @@ export async function runImageModels(
   return outcomes;
 }
 
-/** Fetches a patient's inputs once, then runs each model on them. */
-export async function runModelsForPatient(
+interface PatientInputs {
+  readonly asOf: Date;
+  readonly patient: Patient | undefined;
+  /** The patient's Observations with the models' codes, this system's own writes left out. */
+  readonly inputs: readonly Observation[];
+  /**
+   * The current state of a carried focus (confirm mode only): the resource, or null when it
+   * is gone; undefined when nothing was to be confirmed.
+   */
+  readonly focusNow?: Resource | null;
+}
+
+/**
+ * The patient and their Observations with the models' codes, in one round trip (read ∥ search).
+ * With `confirm` (a carried focus), also the focus's current state: from the search when its
+ * code is searched, else from a read made beside it.
+ */
+async function patientInputs(
   ports: PipelinePorts,
   patientRef: string,
   models: readonly ModelManifest[],
-): Promise<ModelOutcome[]> {
+  confirm?: Observation,
+): Promise<PatientInputs> {
   const asOf = (ports.clock ?? (() => new Date()))();
   const patientId = patientRef.slice('Patient/'.length);
   const codes = observationCodes(models);
-  const [patient, observations] = await Promise.all([
+  const searched = new Set(codes);
+  const covered =
+    confirm?.code.coding?.some((c) => searched.has(`${c.system ?? ''}|${c.code ?? ''}`)) ?? false;
+  const [patient, observations, read] = await Promise.all([
     ports.fhir.read<Patient>('Patient', patientId),
     codes.length === 0
       ? Promise.resolve([])
@@ -199,10 +262,30 @@ export async function runModelsForPatient(
           code: codes.join(','),
           _count: '1000',
         }),
+    confirm && !covered && confirm.id ? ports.fhir.read<Observation>('Observation', confirm.id) : undefined,
   ]);
-  if (!patient) return models.map((m) => ({ model: m.id, outcome: 'skipped', reason: 'patient-gone' }));
   const inputs = observations.filter((o) => !ports.isOwnWrite(o));
+  if (!confirm) return { asOf, patient, inputs };
+  const focusNow = covered ? observations.find((o) => o.id === confirm.id) : read;
+  return { asOf, patient, inputs, focusNow: focusNow ?? null };
+}
 
+/** Fetches a patient's inputs once, then runs each model on them. */
+export async function runModelsForPatient(
+  ports: PipelinePorts,
+  patientRef: string,
+  models: readonly ModelManifest[],
+): Promise<ModelOutcome[]> {
+  return scoreInputs(ports, patientRef, models, await patientInputs(ports, patientRef, models));
+}
+
+async function scoreInputs(
+  ports: PipelinePorts,
+  patientRef: string,
+  models: readonly ModelManifest[],
+  { asOf, patient, inputs }: PatientInputs,
+): Promise<ModelOutcome[]> {
+  if (!patient) return models.map((m) => ({ model: m.id, outcome: 'skipped', reason: 'patient-gone' }));
   const outcomes: ModelOutcome[] = [];
   for (const manifest of models) {
     const started = Date.now();
@@ -231,7 +314,16 @@ async function predictAndWrite(
   asOf: Date,
   started: number,
 ): Promise<ModelOutcome> {
-  const existing = await ports.findReport?.(manifest, patientRef, row);
+  // The idempotency lookup and the inference run at once. Trade-off: a first delivery (the
+  // common case) no longer waits a lookup round trip before inferring; a redelivery whose report
+  // exists costs one inference whose prediction is discarded (and whose failure is ignored).
+  // Nothing is written before the lookup has answered, so exactly-once is unchanged.
+  const [lookup, inferred] = await Promise.allSettled([
+    ports.findReport?.(manifest, patientRef, row),
+    ports.inference.predict(manifest, [row]),
+  ]);
+  if (lookup.status === 'rejected') throw lookup.reason;
+  const existing = lookup.value;
   if (existing) {
     ports.logger.info('report unchanged', {
       model: manifest.id,
@@ -242,7 +334,8 @@ async function predictAndWrite(
     });
     return { model: manifest.id, outcome: 'unchanged', report: existing };
   }
-  const [prediction] = await ports.inference.predict(manifest, [row]);
+  if (inferred.status === 'rejected') throw inferred.reason;
+  const [prediction] = inferred.value;
   if (!prediction) throw new Error(`inference returned no prediction for ${manifest.id}`);
   const { bundle, idempotencyKey } = ports.buildReport({
     manifest,

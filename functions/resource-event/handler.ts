@@ -29,6 +29,7 @@ export function createResourceEventHandler(logger: Logger, getPorts: () => Promi
           messageId: record.messageId,
           focus: result.focus,
           ignored: result.ignored,
+          focusFrom: result.focusFrom,
           written: result.outcomes.filter((o) => o.outcome === 'written').length,
           unchanged: result.outcomes.filter((o) => o.outcome === 'unchanged').length,
           insufficient: result.outcomes.filter((o) => o.outcome === 'insufficient-data').length,

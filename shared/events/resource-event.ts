@@ -23,8 +23,27 @@ export const ResourceEventMessageSchema = z.object({
   eventNumber: z.string().regex(/^\d+$/).optional(),
   /** When the event happened, per the sender (ISO 8601). */
   timestamp: z.iso.datetime({ offset: true }),
+  /**
+   * The focus resource as the sender sent it (`full-resource` notifications), when small
+   * enough to travel in the message ({@link MAX_CARRIED_RESOURCE_BYTES}); else only the reference.
+   * A copy of one version: the consumer confirms the current state before acting on it.
+   */
+  resource: z
+    .object({
+      resourceType: z.string().regex(/^[A-Z][A-Za-z]+$/),
+      id: z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/),
+      meta: z.object({ versionId: z.string().optional() }).loose().optional(),
+    })
+    .loose()
+    .optional(),
 });
 export type ResourceEventMessage = z.infer<typeof ResourceEventMessageSchema>;
+
+/**
+ * The largest focus resource (serialized JSON, bytes) carried in a queue message: a quarter
+ * of SQS's 256 KiB message limit, so a batch of messages stays far from it too.
+ */
+export const MAX_CARRIED_RESOURCE_BYTES = 64 * 1024;
 
 /** Why a queue record could not be read, without echoing its content. */
 export class EventParseError extends Error {

@@ -9,7 +9,11 @@
  *   resource types for changes since the last one seen.
  *
  * Messages are sent before the state is written: a crash in between re-queues on the sender's
- * retry (same deduplication ids; the resource-event side is idempotent), never loses.
+ * retry (same deduplication ids; the resource-event side is idempotent), never loses. The two
+ * are not overlapped on purpose: the consumer starts on the send, not on the state write, so
+ * overlapping would only shorten notify's answer, and a state write that lands while the send
+ * fails (or the function dies mid-send) would record numbers as queued that are not: the
+ * sender's retry would then be dropped as a duplicate and the event lost.
  */
 import { createHash } from 'node:crypto';
 import {
@@ -94,6 +98,7 @@ function eventMessage(
       ...(patient ? { patient } : {}),
       eventNumber: event.eventNumber,
       timestamp: event.timestamp ?? carrier.timestamp ?? now,
+      ...(resource ? { resource } : {}),
     }),
   );
 }

@@ -8,7 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { SendMessageBatchCommand, type SQSClient } from '@aws-sdk/client-sqs';
-import type { ResourceEventMessage } from '../events/resource-event.js';
+import { MAX_CARRIED_RESOURCE_BYTES, type ResourceEventMessage } from '../events/resource-event.js';
 import { parseReference, type ResourceLike } from '../events/notification.js';
 
 export interface QueuedMessage {
@@ -54,6 +54,21 @@ export interface MessageInput {
   readonly timestamp: string;
   /** For events without a number (legacy posts, search catch-up): what else tells them apart. */
   readonly discriminator?: string;
+  /**
+   * The focus resource itself (a `full-resource` notification's copy): carried in the message
+   * when its JSON is at most {@link MAX_CARRIED_RESOURCE_BYTES}, else left out (the consumer reads
+   * it). Not part of the deduplication id.
+   */
+  readonly resource?: ResourceLike;
+}
+
+/** The resource to carry in a message, if it is small enough and is the focus's version. */
+function carried(input: MessageInput): ResourceEventMessage['resource'] {
+  const r = input.resource;
+  if (!r?.id || `${r.resourceType}/${r.id}` !== input.focus) return undefined;
+  if (input.versionId !== undefined && r.meta?.versionId !== input.versionId) return undefined;
+  if (Buffer.byteLength(JSON.stringify(r)) > MAX_CARRIED_RESOURCE_BYTES) return undefined;
+  return r as ResourceEventMessage['resource'];
 }
 
 export function deduplicationId(input: MessageInput): string {
@@ -81,6 +96,8 @@ export function buildMessage(input: MessageInput): QueuedMessage {
     ...(input.eventNumber === undefined ? {} : { eventNumber: String(input.eventNumber) }),
     timestamp: input.timestamp,
   };
+  const resource = carried(input);
+  if (resource) body.resource = resource;
   return { body, groupId: input.patient ?? input.focus, deduplicationId: deduplicationId(input) };
 }
 
@@ -99,7 +116,30 @@ const realSleep = (ms: number): Promise<void> =>
     setTimeout(resolve, ms);
   });
 
-/** SendMessageBatch in chunks of 10; entries failed by a server fault are retried. */
+/** SQS's limits on one SendMessageBatch: 10 entries, 256 KiB of bodies in all. */
+const BATCH_ENTRIES = 10;
+const BATCH_BYTES = 256 * 1024;
+
+/** Messages in order, cut into batches within SQS's entry and size limits. */
+function batches(messages: readonly QueuedMessage[]): QueuedMessage[][] {
+  const out: QueuedMessage[][] = [];
+  let current: QueuedMessage[] = [];
+  let bytes = 0;
+  for (const m of messages) {
+    const size = Buffer.byteLength(JSON.stringify(m.body));
+    if (current.length && (current.length === BATCH_ENTRIES || bytes + size > BATCH_BYTES)) {
+      out.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(m);
+    bytes += size;
+  }
+  if (current.length) out.push(current);
+  return out;
+}
+
+/** SendMessageBatch within SQS's limits; entries failed by a server fault are retried. */
 export function createSqsEventQueue(opts: SqsEventQueueOptions): EventQueue {
   const attempts = opts.attempts ?? 3;
   const sleep = opts.sleep ?? realSleep;
@@ -134,7 +174,7 @@ export function createSqsEventQueue(opts: SqsEventQueueOptions): EventQueue {
   };
   return {
     async send(messages) {
-      for (let i = 0; i < messages.length; i += 10) await sendChunk(messages.slice(i, i + 10));
+      for (const chunk of batches(messages)) await sendChunk(chunk);
     },
   };
 }

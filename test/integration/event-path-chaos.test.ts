@@ -16,7 +16,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { buildDemoCohort, loadHeldOutRows, type DemoPatient } from '../../local/demo/cohort.js';
 import { loadHistory, loadTrigger } from '../../local/demo/load.js';
 import { buildPbcCohort, loadPbcPatients } from '../../local/demo/pbc-cohort.js';
-import { registerSubscriptions, startEventConsumer } from '../../local/live.js';
+import { registerSubscriptions, startEventConsumer, type PayloadContent } from '../../local/live.js';
 import { queueDepth, sendMessages, type Poller } from '../../local/queue.js';
 import { ROOT, startStack, type RunningStack } from '../../local/stack.js';
 import type { ResourceEventMessage } from '../../shared/events/resource-event.js';
@@ -76,7 +76,10 @@ function cohort(diabetes: number, pbc: number): DemoPatient[] {
 }
 
 /** Starts the stack, loads the cohort's history and registers the Subscriptions (no faults yet). */
-async function setUp(patients: readonly DemoPatient[]): Promise<Harness> {
+async function setUp(
+  patients: readonly DemoPatient[],
+  content: PayloadContent = 'id-only',
+): Promise<Harness> {
   const logs: LogLine[] = [];
   const logger = createLogger({
     level: 'info',
@@ -93,7 +96,7 @@ async function setUp(patients: readonly DemoPatient[]): Promise<Harness> {
   const h: Harness = { stack, fhir, logs, models, patientRefs: [] };
   current = h; // afterEach stops `h.consumer` and closes the stack
   for (const p of patients) h.patientRefs.push(await loadHistory(fhir, p));
-  const statuses = await registerSubscriptions(stack, fhir, models);
+  const statuses = await registerSubscriptions(stack, fhir, models, content);
   expect(statuses.every((s) => s.endsWith(':active'))).toBe(true);
   return h;
 }
@@ -264,156 +267,192 @@ describe('event path chaos (issue 6)', () => {
     expect(everything.length).toBe(allReports.length);
   }, 120_000);
 
-  it('every notification delivered three times in random order: exactly one report per model and input state', async () => {
-    const patients = cohort(6, 3);
-    const h = await setUp(patients);
-    const { stack, fhir, logs, models } = h;
-    h.consumer = startEventConsumer(
-      stack,
-      createLogger({ level: 'info', sink: (line) => logs.push(JSON.parse(line) as LogLine) }),
-      4,
-    );
-    // Twice from the Subscription (byte for byte), every other one held back behind the next.
-    stack.subscriptions?.setDeliveryFault({ duplicateRate: 1, shuffle: true, random: seeded(6) });
-    const written: { patient: string; ref: string; pbc: boolean }[] = [];
-    for (const [i, p] of patients.entries()) {
-      const patient = h.patientRefs[i] ?? '';
-      for (const ref of await loadTrigger(fhir, p, patient)) {
-        written.push({ patient, ref, pbc: p.key.startsWith('pbc-') });
-      }
-    }
-    await stack.subscriptions?.flush();
-    const stats = stack.subscriptions?.stats();
-    expect(stats?.events).toBe(written.length);
-    // Each notification was either sent twice in a row or held back behind the next one.
-    expect((stats?.duplicated ?? 0) + (stats?.reordered ?? 0)).toBe(written.length);
-    expect(stats?.duplicated).toBeGreaterThan(0);
-    expect(stats?.reordered).toBeGreaterThan(0);
-    // A third time, as an integration engine resending in reverse order: new deduplication ids,
-    // so neither notify's event numbers nor SQS's deduplication can absorb it.
-    const resend: ResourceEventMessage[] = [...written].reverse().map((w) => {
-      const [type, id, , versionId] = w.ref.split('/');
-      return {
-        v: 1,
-        focus: `${type ?? ''}/${id ?? ''}`,
-        ...(versionId ? { versionId } : {}),
-        action: 'create',
-        patient: w.patient,
-        timestamp: new Date().toISOString(),
-      };
-    });
-    await sendMessages(
-      stack.queues.client,
-      stack.queues.queueUrl,
-      resend.map((e) => ({
-        body: JSON.stringify(e),
-        groupId: e.patient ?? e.focus,
-        deduplicationId: `${e.focus}-${e.versionId ?? '0'}-third`.replace(/[^A-Za-z0-9_.-]/g, '-'),
-      })),
-    );
-    const focuses = new Set(written.map((w) => bare(w.ref)));
-    await settle(h, focuses);
-    const deadline = Date.now() + 20_000;
-    while (
-      logs.filter((l) => l.msg === 'event processed').length < 2 * written.length &&
-      Date.now() < deadline
-    ) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(await queueDepth(stack.queues.client, stack.queues.queueUrl)).toBe(0);
-    expect(await queueDepth(stack.queues.client, stack.queues.dlqUrl)).toBe(0);
-
-    // Each focus processed at least twice (Subscription + resend), never more than three times.
-    const processed = logs.filter((l) => l.msg === 'event processed');
-    for (const f of focuses) {
-      const n = processed.filter((l) => l.focus === f).length;
-      expect(n, f).toBeGreaterThanOrEqual(2);
-      expect(n, f).toBeLessThanOrEqual(3);
-    }
-    // Exactly one report per model and patient (one input state each); the rest matched it.
-    const everything = await fhir.searchAll<DiagnosticReport>('DiagnosticReport', { _count: '1000' });
-    const keys = everything.map(keyOf);
-    expect(new Set(keys).size).toBe(everything.length);
-    let expectedReports = 0;
-    for (const w of written) {
-      for (const model of w.pbc ? ['pbc-gru', 'pbc-attention'] : ['diabetes-gbm']) {
-        const n = everything.filter(
-          (r) => r.subject?.reference === w.patient && r.code.coding?.[0]?.code === reportCode(models, model),
-        ).length;
-        const insufficient = logs.some(
-          (l) => l.msg === 'insufficient data' && l.model === model && l.patient === w.patient,
-        );
-        expect(n, `${model} ${w.patient}`).toBe(insufficient ? 0 : 1);
-        expectedReports += insufficient ? 0 : 1;
-      }
-    }
-    expect(everything).toHaveLength(expectedReports);
-    expect(logs.filter((l) => l.msg === 'report written')).toHaveLength(expectedReports);
-    const unchanged = logs.filter((l) => l.msg === 'report unchanged').length;
-    expect(unchanged).toBeGreaterThanOrEqual(expectedReports);
-  }, 90_000);
-
-  it('entered-in-error and deleted inputs: their events are ignored and no report comes from them', async () => {
-    const patients = cohort(3, 0);
-    const h = await setUp(patients);
-    const { stack, fhir, logs } = h;
-    const logger = createLogger({ level: 'info', sink: (line) => logs.push(JSON.parse(line) as LogLine) });
-    h.consumer = startEventConsumer(stack, logger, 2);
-    const triggers: string[] = [];
-    for (const [i, p] of patients.entries()) {
-      triggers.push(...(await loadTrigger(fhir, p, h.patientRefs[i] ?? '')));
-    }
-    await settle(h, new Set(triggers.map(bare)));
-    const before = await fhir.searchAll<DiagnosticReport>('DiagnosticReport', { _count: '1000' });
-    expect(before.length).toBe(3);
-    const [p0, p1] = h.patientRefs as [string, string];
-    const eventsBefore = stack.subscriptions?.stats().events ?? 0;
-
-    const glucose = (patient: string, status: Observation['status'], value: number): Observation => ({
-      resourceType: 'Observation',
-      status,
-      code: { coding: [{ system: LOINC, code: '2345-7' }] },
-      subject: { reference: patient },
-      effectiveDateTime: new Date().toISOString(),
-      valueQuantity: { value, unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' },
-    });
-    const create = async (o: Observation): Promise<string> => {
-      const res = await fhir.transaction({
-        resourceType: 'Bundle',
-        type: 'transaction',
-        entry: [{ resource: o, request: { method: 'POST', url: 'Observation' } }],
-      });
-      return bare(
-        /(Observation\/[^/]+\/_history\/[^/]+)$/.exec(res.entry?.[0]?.response?.location ?? '')?.[1] ?? '',
+  it.each(['id-only', 'full-resource'] as const)(
+    '%s: every notification delivered three times in random order: exactly one report per model and input state',
+    async (content) => {
+      const patients = cohort(6, 3);
+      const h = await setUp(patients, content);
+      const { stack, fhir, logs, models } = h;
+      h.consumer = startEventConsumer(
+        stack,
+        createLogger({ level: 'info', sink: (line) => logs.push(JSON.parse(line) as LogLine) }),
+        4,
       );
-    };
+      // Twice from the Subscription (byte for byte), every other one held back behind the next.
+      stack.subscriptions?.setDeliveryFault({ duplicateRate: 1, shuffle: true, random: seeded(6) });
+      const written: { patient: string; ref: string; pbc: boolean }[] = [];
+      for (const [i, p] of patients.entries()) {
+        const patient = h.patientRefs[i] ?? '';
+        for (const ref of await loadTrigger(fhir, p, patient)) {
+          written.push({ patient, ref, pbc: p.key.startsWith('pbc-') });
+        }
+      }
+      await stack.subscriptions?.flush();
+      const stats = stack.subscriptions?.stats();
+      expect(stats?.events).toBe(written.length);
+      // Each notification was either sent twice in a row or held back behind the next one.
+      expect((stats?.duplicated ?? 0) + (stats?.reordered ?? 0)).toBe(written.length);
+      expect(stats?.duplicated).toBeGreaterThan(0);
+      expect(stats?.reordered).toBeGreaterThan(0);
+      // A third time, as an integration engine resending in reverse order: new deduplication ids,
+      // so neither notify's event numbers nor SQS's deduplication can absorb it.
+      const resend: ResourceEventMessage[] = [...written].reverse().map((w) => {
+        const [type, id, , versionId] = w.ref.split('/');
+        return {
+          v: 1,
+          focus: `${type ?? ''}/${id ?? ''}`,
+          ...(versionId ? { versionId } : {}),
+          action: 'create',
+          patient: w.patient,
+          timestamp: new Date().toISOString(),
+        };
+      });
+      await sendMessages(
+        stack.queues.client,
+        stack.queues.queueUrl,
+        resend.map((e) => ({
+          body: JSON.stringify(e),
+          groupId: e.patient ?? e.focus,
+          deduplicationId: `${e.focus}-${e.versionId ?? '0'}-third`.replace(/[^A-Za-z0-9_.-]/g, '-'),
+        })),
+      );
+      const focuses = new Set(written.map((w) => bare(w.ref)));
+      await settle(h, focuses);
+      const deadline = Date.now() + 20_000;
+      while (
+        logs.filter((l) => l.msg === 'event processed').length < 2 * written.length &&
+        Date.now() < deadline
+      ) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(await queueDepth(stack.queues.client, stack.queues.queueUrl)).toBe(0);
+      expect(await queueDepth(stack.queues.client, stack.queues.dlqUrl)).toBe(0);
 
-    // 1. An entered-in-error result: its event arrives and is ignored; no new report.
-    const wrong = await create(glucose(p0, 'entered-in-error', 250));
-    // 2. A result deleted before its event is handled: the consumer is paused, the event queued,
-    //    the Observation deleted, then the consumer resumes and finds it gone.
-    await h.consumer.stop();
-    const gone = await create(glucose(p1, 'final', 260));
-    await stack.subscriptions?.flush();
-    const del = await fetch(`${stack.fhir.baseUrl}/${gone}`, { method: 'DELETE' });
-    expect(del.ok).toBe(true);
-    expect(await fhir.read<Observation>('Observation', gone.split('/')[1] ?? '')).toBeUndefined();
-    h.consumer = startEventConsumer(stack, logger, 2);
-    await settle(h, new Set([wrong, gone]));
+      // Each focus processed at least twice (Subscription + resend), never more than three times.
+      const processed = logs.filter((l) => l.msg === 'event processed');
+      for (const f of focuses) {
+        const n = processed.filter((l) => l.focus === f).length;
+        expect(n, f).toBeGreaterThanOrEqual(2);
+        expect(n, f).toBeLessThanOrEqual(3);
+      }
+      // Exactly one report per model and patient (one input state each); the rest matched it.
+      const everything = await fhir.searchAll<DiagnosticReport>('DiagnosticReport', { _count: '1000' });
+      const keys = everything.map(keyOf);
+      expect(new Set(keys).size).toBe(everything.length);
+      let expectedReports = 0;
+      for (const w of written) {
+        for (const model of w.pbc ? ['pbc-gru', 'pbc-attention'] : ['diabetes-gbm']) {
+          const n = everything.filter(
+            (r) =>
+              r.subject?.reference === w.patient && r.code.coding?.[0]?.code === reportCode(models, model),
+          ).length;
+          const insufficient = logs.some(
+            (l) => l.msg === 'insufficient data' && l.model === model && l.patient === w.patient,
+          );
+          expect(n, `${model} ${w.patient}`).toBe(insufficient ? 0 : 1);
+          expectedReports += insufficient ? 0 : 1;
+        }
+      }
+      expect(everything).toHaveLength(expectedReports);
+      expect(logs.filter((l) => l.msg === 'report written')).toHaveLength(expectedReports);
+      const unchanged = logs.filter((l) => l.msg === 'report unchanged').length;
+      expect(unchanged).toBeGreaterThanOrEqual(expectedReports);
+      // With full-resource content the Subscription's events carried the focus: those were not
+      // read. Events notify caught up through $events (a reordered notification is a gap first)
+      // and the resend carry only references: those were read.
+      if (content === 'full-resource') {
+        const fromMessage = processed.filter((l) => l.focusFrom === 'message').length;
+        const caughtUp = logs
+          .filter((l) => l.msg === 'notification processed')
+          .reduce((n, l) => n + Number(l.caughtUp ?? 0), 0);
+        expect(fromMessage).toBeGreaterThan(0);
+        expect(fromMessage).toBeGreaterThanOrEqual(written.length - caughtUp);
+      } else expect(processed.every((l) => l.focusFrom === 'read')).toBe(true);
+    },
+    90_000,
+  );
 
-    // Both writes were events (the delete is none: the topic triggers on create and update).
-    expect(stack.subscriptions?.stats().events).toBe(eventsBefore + 2);
-    const ignored = (focus: string): unknown =>
-      logs.find((l) => l.msg === 'event processed' && l.focus === focus)?.ignored;
-    expect(ignored(wrong)).toBe('entered-in-error');
-    expect(ignored(gone)).toBe('focus-gone');
-    const after = await fhir.searchAll<DiagnosticReport>('DiagnosticReport', { _count: '1000' });
-    expect(after.map((r) => r.id).sort()).toEqual(before.map((r) => r.id).sort());
-    expect(await queueDepth(stack.queues.client, stack.queues.dlqUrl)).toBe(0);
-    // No Provenance names either input.
-    const provenance = await fhir.searchAll<Provenance>('Provenance', { _count: '1000' });
-    const entities = provenance.flatMap((p) => (p.entity ?? []).map((e) => bare(e.what.reference ?? '')));
-    expect(entities).not.toContain(wrong);
-    expect(entities).not.toContain(gone);
-  }, 60_000);
+  it.each(['id-only', 'full-resource'] as const)(
+    '%s: entered-in-error and deleted inputs: their events are ignored and no report comes from them',
+    async (content) => {
+      const patients = cohort(3, 0);
+      const h = await setUp(patients, content);
+      const { stack, fhir, logs } = h;
+      const logger = createLogger({ level: 'info', sink: (line) => logs.push(JSON.parse(line) as LogLine) });
+      h.consumer = startEventConsumer(stack, logger, 2);
+      const triggers: string[] = [];
+      for (const [i, p] of patients.entries()) {
+        triggers.push(...(await loadTrigger(fhir, p, h.patientRefs[i] ?? '')));
+      }
+      await settle(h, new Set(triggers.map(bare)));
+      const before = await fhir.searchAll<DiagnosticReport>('DiagnosticReport', { _count: '1000' });
+      expect(before.length).toBe(3);
+      const [p0, p1] = h.patientRefs as [string, string];
+      const eventsBefore = stack.subscriptions?.stats().events ?? 0;
+
+      const glucose = (patient: string, status: Observation['status'], value: number): Observation => ({
+        resourceType: 'Observation',
+        status,
+        code: { coding: [{ system: LOINC, code: '2345-7' }] },
+        subject: { reference: patient },
+        effectiveDateTime: new Date().toISOString(),
+        valueQuantity: { value, unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' },
+      });
+      const create = async (o: Observation): Promise<string> => {
+        const res = await fhir.transaction({
+          resourceType: 'Bundle',
+          type: 'transaction',
+          entry: [{ resource: o, request: { method: 'POST', url: 'Observation' } }],
+        });
+        return bare(
+          /(Observation\/[^/]+\/_history\/[^/]+)$/.exec(res.entry?.[0]?.response?.location ?? '')?.[1] ?? '',
+        );
+      };
+
+      // 1. An entered-in-error result: its event arrives and is ignored; no new report.
+      const wrong = await create(glucose(p0, 'entered-in-error', 250));
+      // 2. A result deleted before its event is handled: the consumer is paused, the event queued,
+      //    the Observation deleted, then the consumer resumes and finds it gone.
+      // 3. A final result marked entered-in-error before its event is handled: its first event
+      //    (carrying the final version, with full-resource content) must not produce a report.
+      await h.consumer.stop();
+      const gone = await create(glucose(p1, 'final', 260));
+      const retracted = await create(glucose(p0, 'final', 270));
+      await stack.subscriptions?.flush();
+      const del = await fetch(`${stack.fhir.baseUrl}/${gone}`, { method: 'DELETE' });
+      expect(del.ok).toBe(true);
+      expect(await fhir.read<Observation>('Observation', gone.split('/')[1] ?? '')).toBeUndefined();
+      const final = await fhir.read<Observation>('Observation', retracted.split('/')[1] ?? '');
+      if (!final) throw new Error('the result to retract is missing');
+      const retract = await fetch(`${stack.fhir.baseUrl}/${retracted}`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/fhir+json' },
+        body: JSON.stringify({ ...final, status: 'entered-in-error' }),
+      });
+      expect(retract.ok).toBe(true);
+      h.consumer = startEventConsumer(stack, logger, 2);
+      await settle(h, new Set([wrong, gone, retracted]));
+
+      // The three creates and the update were events (the delete is none: the topic triggers on
+      // create and update).
+      expect(stack.subscriptions?.stats().events).toBe(eventsBefore + 4);
+      const events = (focus: string) => logs.filter((l) => l.msg === 'event processed' && l.focus === focus);
+      const ignored = (focus: string): unknown => events(focus)[0]?.ignored;
+      expect(ignored(wrong)).toBe('entered-in-error');
+      expect(ignored(gone)).toBe('focus-gone');
+      expect(events(retracted).map((l) => l.ignored)).toEqual(['entered-in-error', 'entered-in-error']);
+      const from = content === 'full-resource' ? 'message' : 'read';
+      for (const f of [wrong, gone, retracted]) for (const l of events(f)) expect(l.focusFrom, f).toBe(from);
+      const after = await fhir.searchAll<DiagnosticReport>('DiagnosticReport', { _count: '1000' });
+      expect(after.map((r) => r.id).sort()).toEqual(before.map((r) => r.id).sort());
+      expect(await queueDepth(stack.queues.client, stack.queues.dlqUrl)).toBe(0);
+      // No Provenance names either input.
+      const provenance = await fhir.searchAll<Provenance>('Provenance', { _count: '1000' });
+      const entities = provenance.flatMap((p) => (p.entity ?? []).map((e) => bare(e.what.reference ?? '')));
+      expect(entities).not.toContain(wrong);
+      expect(entities).not.toContain(gone);
+      expect(entities).not.toContain(retracted);
+    },
+    60_000,
+  );
 });

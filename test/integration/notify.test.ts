@@ -210,7 +210,7 @@ describe('notify over HTTP, SQS FIFO and DynamoDB', () => {
     expect(state?.lastSeenAt).toBeDefined();
   });
 
-  it('queues id-only and full-resource events with the patient as group and a hashed dedup id', async () => {
+  it('queues id-only and full-resource events (the resource carried) with the patient as group and a hashed dedup id', async () => {
     const url = await mount(eventsBase);
     await post(url, notification('ids', 'handshake', [], 0));
     const idOnly = await post(
@@ -268,6 +268,15 @@ describe('notify over HTTP, SQS FIFO and DynamoDB', () => {
           subscription: 'Subscription/ids',
           eventNumber: '2',
           timestamp: '2026-03-01T10:00:02Z',
+          // Small enough to travel with the message: the consumer need not read it.
+          resource: {
+            resourceType: 'Observation',
+            id: 'h-1',
+            meta: { versionId: '4' },
+            status: 'final',
+            code: { text: 'x' },
+            subject: { reference: 'Patient/p-2' },
+          },
         },
         'Patient/p-2',
       ],

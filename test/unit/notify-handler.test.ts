@@ -166,7 +166,14 @@ describe('notify handler: events to queue messages', () => {
     const h = harness();
     await call(h, loadEvent('event-full-resource'));
     expect(bodies()).toMatchObject([
-      { focus: 'Observation/hba1c-1', versionId: '3', patient: 'Patient/p-2', eventNumber: '2' },
+      {
+        focus: 'Observation/hba1c-1',
+        versionId: '3',
+        patient: 'Patient/p-2',
+        eventNumber: '2',
+        // The focus travels with the message (small enough): the consumer skips its read.
+        resource: { resourceType: 'Observation', id: 'hba1c-1', meta: { versionId: '3' }, status: 'final' },
+      },
     ]);
     expect(sent()[0]?.MessageGroupId).toBe('Patient/p-2');
   });

@@ -76,6 +76,10 @@ const okExtract: ExtractResult = {
   skipped: [],
 };
 
+/** A resource as a queue message carries it. */
+const carry = (r: Observation): ResourceEventMessage['resource'] =>
+  r as unknown as ResourceEventMessage['resource'];
+
 function event(overrides: Partial<ResourceEventMessage> = {}): ResourceEventMessage {
   return { v: 1, focus: 'Observation/g1', action: 'create', timestamp: '2026-11-29T00:00:00Z', ...overrides };
 }
@@ -84,7 +88,12 @@ function makePorts(opts: {
   store?: Record<string, Resource>;
   extract?: ExtractResult;
   transactionStatus?: string;
-}): { ports: PipelinePorts; transaction: ReturnType<typeof vi.fn>; predict: ReturnType<typeof vi.fn> } {
+}): {
+  ports: PipelinePorts;
+  transaction: ReturnType<typeof vi.fn>;
+  predict: ReturnType<typeof vi.fn>;
+  reads: string[];
+} {
   const store = opts.store ?? { 'Observation/g1': glucose, 'Patient/p1': patient };
   const transaction = vi.fn((bundle: Bundle): Promise<Bundle> =>
     Promise.resolve({
@@ -99,9 +108,12 @@ function makePorts(opts: {
     }),
   );
   const predict = vi.fn(() => Promise.resolve([{ score: 123 }]));
+  const reads: string[] = [];
   const fhir: FhirGateway = {
-    read: <T extends Resource>(type: string, id: string) =>
-      Promise.resolve(store[`${type}/${id}`] as T | undefined),
+    read: <T extends Resource>(type: string, id: string) => {
+      reads.push(`${type}/${id}`);
+      return Promise.resolve(store[`${type}/${id}`] as T | undefined);
+    },
     searchAll: <T extends Resource>() =>
       Promise.resolve(Object.values(store).filter((r) => r.resourceType === 'Observation') as T[]),
     transaction,
@@ -126,7 +138,7 @@ function makePorts(opts: {
     logger: silentLogger,
     clock: () => new Date('2026-11-29T00:00:00Z'),
   };
-  return { ports, transaction, predict };
+  return { ports, transaction, predict, reads };
 }
 
 describe('processResourceEvent', () => {
@@ -146,14 +158,53 @@ describe('processResourceEvent', () => {
     expect(result.outcomes[0]?.outcome).toBe('unchanged');
   });
 
-  it('calls no model and writes nothing when the report for this input state exists', async () => {
+  it('writes nothing when the report for this input state exists: the concurrent prediction is discarded', async () => {
     const { ports, transaction, predict } = makePorts({});
     const withExisting = { ...ports, findReport: () => Promise.resolve('DiagnosticReport/r0') };
     const result = await processResourceEvent(withExisting, event());
     expect(result.outcomes).toEqual([
       { model: 'test-model', outcome: 'unchanged', report: 'DiagnosticReport/r0' },
     ]);
-    expect(predict).not.toHaveBeenCalled();
+    // The lookup and the inference run at once: a redelivery costs one discarded inference.
+    expect(predict).toHaveBeenCalledTimes(1);
+    expect(transaction).not.toHaveBeenCalled();
+  });
+
+  it('starts the inference before the idempotency lookup has answered', async () => {
+    const { ports, predict } = makePorts({});
+    let answer: (found: string | undefined) => void = () => undefined;
+    const lookup = new Promise<string | undefined>((resolve) => {
+      answer = resolve;
+    });
+    const pending = processResourceEvent({ ...ports, findReport: () => lookup }, event());
+    await vi.waitFor(() => {
+      expect(predict).toHaveBeenCalledTimes(1);
+    });
+    answer(undefined);
+    expect((await pending).outcomes[0]?.outcome).toBe('written');
+  });
+
+  it('answers unchanged when the report exists even though the discarded inference failed', async () => {
+    const { ports, predict, transaction } = makePorts({});
+    predict.mockRejectedValueOnce(new Error('ThrottlingException'));
+    const withExisting = { ...ports, findReport: () => Promise.resolve('DiagnosticReport/r0') };
+    const result = await processResourceEvent(withExisting, event());
+    expect(result.outcomes[0]?.outcome).toBe('unchanged');
+    expect(transaction).not.toHaveBeenCalled();
+  });
+
+  it('fails the record (redelivery) when the lookup fails, writing nothing from the prediction', async () => {
+    const { ports, transaction } = makePorts({});
+    const failing = { ...ports, findReport: () => Promise.reject(new Error('FHIR 503')) };
+    await expect(processResourceEvent(failing, event())).rejects.toThrow('FHIR 503');
+    expect(transaction).not.toHaveBeenCalled();
+  });
+
+  it('fails the record when there is no report and the inference failed', async () => {
+    const { ports, predict, transaction } = makePorts({});
+    predict.mockRejectedValueOnce(new Error('ThrottlingException'));
+    const none = { ...ports, findReport: () => Promise.resolve(undefined) };
+    await expect(processResourceEvent(none, event())).rejects.toThrow('ThrottlingException');
     expect(transaction).not.toHaveBeenCalled();
   });
 
@@ -182,6 +233,72 @@ describe('processResourceEvent', () => {
     expect(result.ignored).toBe(reason);
     expect(result.outcomes).toEqual([]);
     expect(transaction).not.toHaveBeenCalled();
+  });
+
+  it('starts from a carried focus without reading it; the patient search confirms it', async () => {
+    const { ports, transaction, reads } = makePorts({});
+    const result = await processResourceEvent(ports, event({ versionId: '2', resource: carry(glucose) }));
+    expect(result.outcomes[0]?.outcome).toBe('written');
+    expect(reads).toEqual(['Patient/p1']);
+    expect(transaction).toHaveBeenCalledTimes(1);
+  });
+
+  it.each([
+    ['focus-gone', { 'Patient/p1': patient }],
+    [
+      'entered-in-error',
+      { 'Patient/p1': patient, 'Observation/g1': { ...glucose, status: 'entered-in-error' } },
+    ],
+    [
+      'own-write',
+      { 'Patient/p1': patient, 'Observation/g1': { ...glucose, meta: { tag: [{ code: 'own' }] } } },
+    ],
+  ] as const)(
+    'ignores a carried focus that is %s by now (the search says so), writing nothing',
+    async (reason, store) => {
+      const { ports, transaction, predict } = makePorts({ store: store as Record<string, Resource> });
+      const result = await processResourceEvent(ports, event({ versionId: '2', resource: carry(glucose) }));
+      expect(result.ignored).toBe(reason);
+      expect(predict).not.toHaveBeenCalled();
+      expect(transaction).not.toHaveBeenCalled();
+    },
+  );
+
+  it('ignores a carried focus that says entered-in-error or carries the own tag, reading nothing', async () => {
+    const cases: [string, Observation][] = [
+      ['entered-in-error', { ...glucose, status: 'entered-in-error' }],
+      ['own-write', { ...glucose, meta: { versionId: '2', tag: [{ code: 'own' }] } }],
+    ];
+    for (const [reason, resource] of cases) {
+      const { ports, transaction, reads } = makePorts({});
+      const result = await processResourceEvent(ports, event({ versionId: '2', resource: carry(resource) }));
+      expect(result.ignored).toBe(reason);
+      expect(reads).toEqual([]);
+      expect(transaction).not.toHaveBeenCalled();
+    }
+  });
+
+  it('reads the focus when the carried copy is not the event version, or not the focus', async () => {
+    for (const ev of [
+      event({ versionId: '3', resource: carry(glucose) }),
+      event({ focus: 'Observation/g2', versionId: '2', resource: carry(glucose) }),
+    ]) {
+      const { ports, reads } = makePorts({});
+      await processResourceEvent(ports, ev);
+      expect(reads[0]).toBe(ev.focus);
+    }
+  });
+
+  it('reads a carried focus beside the search when the search does not cover its code', async () => {
+    const other = { ...glucose, code: { coding: [{ system: 'urn:x', code: 'trigger-only' }] } };
+    const { ports, reads } = makePorts({ store: { 'Patient/p1': patient, 'Observation/g1': other } });
+    const result = await processResourceEvent(ports, event({ versionId: '2', resource: carry(other) }));
+    expect(result.outcomes[0]?.outcome).toBe('written');
+    expect(reads.sort()).toEqual(['Observation/g1', 'Patient/p1']);
+    const gone = makePorts({ store: { 'Patient/p1': patient } });
+    const ignored = await processResourceEvent(gone.ports, event({ versionId: '2', resource: carry(other) }));
+    expect(ignored.ignored).toBe('focus-gone');
+    expect(gone.transaction).not.toHaveBeenCalled();
   });
 
   it('propagates a failed transaction so the record is redelivered', async () => {
