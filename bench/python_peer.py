@@ -22,7 +22,7 @@ What is loaded (nothing is trained for the ONNX files; the fitted estimators are
   calibration (load_breast_cancer); RF: rf_pima.pipeline(...) = imputer + RandomForest
   (rf_pima.load_pima(), mlbench via Rscript).
 - torch models are the training modules' own architectures (cnn_lung.Cnn,
-  pbc_sequences.GruModel / AttnModel with the card's width) with seeded random weights: the
+  pbc_nets.GruModel / AttnModel with the card's width) with seeded random weights: the
   same operations and FLOPs as the exported graph, not the trained weights.
 """
 import json
@@ -110,13 +110,13 @@ def torch_model(spec):
         model = cnn_lung.Cnn().eval()
         return model, lambda x: model(x), {"architecture": "cnn_lung.Cnn (random weights)"}
     import numpy as np
-    import pbc_sequences as P
+    import pbc_nets as P
 
     F = shape[1]
     prep = P.Prep(np.zeros(F), np.zeros(F, dtype=bool), np.zeros(F), np.ones(F))
     width = int(chosen(spec["id"]).get("width", 16))
     model = (P.GruModel(prep, width, 0.0) if family == "rnn" else P.AttnModel(prep, width, 0.0)).eval()
-    return model, None, {"architecture": f"pbc_sequences.{'GruModel' if family == 'rnn' else 'AttnModel'} width {width} (random weights)"}
+    return model, None, {"architecture": f"pbc_nets.{'GruModel' if family == 'rnn' else 'AttnModel'} width {width} (random weights)"}
 
 
 def bench_model(spec, batch, min_seconds):

@@ -181,10 +181,20 @@ export async function processResourceEvent(
   const otherModels = models.filter((m) => m.input.kind !== 'image');
   const outcomes: ModelOutcome[] = [];
   if (otherModels.length) {
-    const inputs = await patientInputs(ports, patientRef, otherModels, carried);
+    const observed = focus.resourceType === 'Observation' ? focus : undefined;
+    const inputs = await patientInputs(
+      ports,
+      patientRef,
+      otherModels,
+      observed && { resource: observed, carried: carried !== undefined },
+    );
     if (inputs.focusNow === null) return ignored(event.focus, 'focus-gone', from);
     const now = inputs.focusNow && unusableFocus(ports, inputs.focusNow);
     if (now) return ignored(event.focus, now, from);
+    // A carried copy whose resource now names another patient: that change is an event of its own.
+    if (inputs.focusNow && patientOf(inputs.focusNow) !== patientRef) {
+      return ignored(event.focus, 'focus-moved', from);
+    }
     outcomes.push(...(await scoreInputs(ports, patientRef, otherModels, inputs)));
   }
   if (imageModels.length && focus.resourceType === 'ImagingStudy') {
@@ -230,29 +240,51 @@ interface PatientInputs {
   /** The patient's Observations with the models' codes, this system's own writes left out. */
   readonly inputs: readonly Observation[];
   /**
-   * The current state of a carried focus (confirm mode only): the resource, or null when it
-   * is gone; undefined when nothing was to be confirmed.
+   * The focus's current state, when one was given: the resource, or null when it is gone;
+   * undefined when nothing was to be confirmed.
    */
   readonly focusNow?: Resource | null;
 }
 
+/** The focus Observation of an event: read, or carried by the message (then still to confirm). */
+interface FocusToConfirm {
+  readonly resource: Observation;
+  readonly carried: boolean;
+}
+
+/** Whether `found` (from a search) is older than `focus`, judged by `meta.lastUpdated` when both have it. */
+function olderThan(found: Observation, focus: Observation): boolean {
+  const a = found.meta?.lastUpdated;
+  const b = focus.meta?.lastUpdated;
+  return a !== undefined && b !== undefined && Date.parse(a) < Date.parse(b);
+}
+
 /**
  * The patient and their Observations with the models' codes, in one round trip (read ∥ search).
- * With `confirm` (a carried focus), also the focus's current state: from the search when its
- * code is searched, else from a read made beside it.
+ *
+ * With a focus, also its current state, and a guard that the inputs include it: when the
+ * focus's code is searched, the search must return the focus at least as new as the event's.
+ * A search index that has not caught up yet (eventually consistent servers, e.g. HealthLake's
+ * default search consistency) or a result cut short would otherwise score the patient on inputs
+ * without the very value that triggered the event, silently. Then the focus is read: gone →
+ * `focusNow` null (ignored as gone); still there → a retryable error, so the queue delivers the
+ * event again later (and dead-letters it, with its reason, if the search never catches up). A
+ * carried focus whose code is not searched is read beside the search.
  */
 async function patientInputs(
   ports: PipelinePorts,
   patientRef: string,
   models: readonly ModelManifest[],
-  confirm?: Observation,
+  focus?: FocusToConfirm,
 ): Promise<PatientInputs> {
   const asOf = (ports.clock ?? (() => new Date()))();
   const patientId = patientRef.slice('Patient/'.length);
   const codes = observationCodes(models);
   const searched = new Set(codes);
+  const confirm = focus?.resource;
   const covered =
     confirm?.code.coding?.some((c) => searched.has(`${c.system ?? ''}|${c.code ?? ''}`)) ?? false;
+  const readBeside = focus?.carried === true && !covered && confirm?.id !== undefined;
   const [patient, observations, read] = await Promise.all([
     ports.fhir.read<Patient>('Patient', patientId),
     codes.length === 0
@@ -262,12 +294,16 @@ async function patientInputs(
           code: codes.join(','),
           _count: '1000',
         }),
-    confirm && !covered && confirm.id ? ports.fhir.read<Observation>('Observation', confirm.id) : undefined,
+    readBeside ? ports.fhir.read<Observation>('Observation', confirm.id ?? '') : undefined,
   ]);
   const inputs = observations.filter((o) => !ports.isOwnWrite(o));
-  if (!confirm) return { asOf, patient, inputs };
-  const focusNow = covered ? observations.find((o) => o.id === confirm.id) : read;
-  return { asOf, patient, inputs, focusNow: focusNow ?? null };
+  if (!focus || !confirm) return { asOf, patient, inputs };
+  if (!covered) return { asOf, patient, inputs, focusNow: focus.carried ? (read ?? null) : confirm };
+  const found = observations.find((o) => o.id === confirm.id);
+  if (found && !olderThan(found, confirm)) return { asOf, patient, inputs, focusNow: found };
+  const now = focus.carried ? await ports.fhir.read<Observation>('Observation', confirm.id ?? '') : confirm;
+  if (!now) return { asOf, patient, inputs, focusNow: null };
+  throw new InputUnavailableError('search-behind-focus', true);
 }
 
 /** Fetches a patient's inputs once, then runs each model on them. */

@@ -1,7 +1,7 @@
 /**
  * The sequence feature extractor (RNN, attention): one patient's Observations binned in time
  * into `x [steps, features]` (row-major) and `mask [steps]`, as the PBC training
- * (`models/training/pbc_sequences.py`, `bin_visits`) builds them:
+ * (`models/training/pbc_data.py`, `bin_visits`) builds them:
  *
  * 1. Observations are read exactly as the tabular extractor reads them (codes, components,
  *    units, statuses, effective[x], dataAbsentReason, each feature's lookback before `asOf`).

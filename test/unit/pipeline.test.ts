@@ -88,6 +88,8 @@ function makePorts(opts: {
   store?: Record<string, Resource>;
   extract?: ExtractResult;
   transactionStatus?: string;
+  /** What the Observation search returns, when not the store's Observations (a lagging index). */
+  search?: Observation[];
 }): {
   ports: PipelinePorts;
   transaction: ReturnType<typeof vi.fn>;
@@ -115,7 +117,9 @@ function makePorts(opts: {
       return Promise.resolve(store[`${type}/${id}`] as T | undefined);
     },
     searchAll: <T extends Resource>() =>
-      Promise.resolve(Object.values(store).filter((r) => r.resourceType === 'Observation') as T[]),
+      Promise.resolve(
+        (opts.search ?? Object.values(store).filter((r) => r.resourceType === 'Observation')) as T[],
+      ),
     transaction,
   };
   const ports: PipelinePorts = {
@@ -299,6 +303,44 @@ describe('processResourceEvent', () => {
     const ignored = await processResourceEvent(gone.ports, event({ versionId: '2', resource: carry(other) }));
     expect(ignored.ignored).toBe('focus-gone');
     expect(gone.transaction).not.toHaveBeenCalled();
+  });
+
+  it.each([
+    ['read', event()],
+    ['carried', event({ versionId: '2', resource: carry(glucose) })],
+  ] as const)(
+    'fails the record for redelivery when the search has not caught up with a %s focus, scoring nothing',
+    async (_mode, ev) => {
+      const { ports, transaction, predict } = makePorts({ search: [] });
+      await expect(processResourceEvent(ports, ev)).rejects.toMatchObject({
+        name: 'InputUnavailableError',
+        reason: 'search-behind-focus',
+        retryable: true,
+      });
+      expect(predict).not.toHaveBeenCalled();
+      expect(transaction).not.toHaveBeenCalled();
+    },
+  );
+
+  it('fails the record when the search returns an older version of the focus; scores when it is current', async () => {
+    const now = { ...glucose, meta: { versionId: '2', lastUpdated: '2026-11-02T00:00:00Z' } };
+    const before = { ...glucose, meta: { versionId: '1', lastUpdated: '2026-11-01T00:00:00Z' } };
+    const behind = makePorts({ store: { 'Patient/p1': patient, 'Observation/g1': now }, search: [before] });
+    await expect(processResourceEvent(behind.ports, event())).rejects.toMatchObject({
+      reason: 'search-behind-focus',
+    });
+    expect(behind.transaction).not.toHaveBeenCalled();
+    const current = makePorts({ store: { 'Patient/p1': patient, 'Observation/g1': now }, search: [now] });
+    expect((await processResourceEvent(current.ports, event())).outcomes[0]?.outcome).toBe('written');
+  });
+
+  it('ignores a carried focus that the read shows under another patient now', async () => {
+    const other = { ...glucose, code: { coding: [{ system: 'urn:x', code: 'trigger-only' }] } };
+    const moved = { ...other, subject: { reference: 'Patient/p2' } };
+    const { ports, transaction } = makePorts({ store: { 'Patient/p1': patient, 'Observation/g1': moved } });
+    const result = await processResourceEvent(ports, event({ versionId: '2', resource: carry(other) }));
+    expect(result.ignored).toBe('focus-moved');
+    expect(transaction).not.toHaveBeenCalled();
   });
 
   it('propagates a failed transaction so the record is redelivered', async () => {
