@@ -48,4 +48,3 @@ export function parseSweepConfig(env: Readonly<Record<string, string | undefined
  * batches (shared/sweep/heap.ts).
  */
 export const SWEEP_ITEM_MEMORY_MB = 2048;
-
