@@ -6,8 +6,8 @@
  * - the sweep: patients per second, and its share of the ceiling (target ≥ 25%);
  * - peak RSS of the sweep process at N/10 (a Group of the first N/10 patients) and at N
  *   (target: ≤ 1.2×); each sweep runs in a child process (the FHIR, endpoint and DynamoDB
- *   servers stay in this one, S3 runs in a process of its own) with
- *   the Node flags of the AWS item worker (its heap bound from its memory), and
+ *   servers stay in this one, S3 runs in a process of its own, bench/sweep-s3.ts) started
+ *   with the flags Lambda's bootstrap gives the item worker for its memory, and
  *   reports `process.resourceUsage().maxRSS`, with sampled peaks by kind (heap, external) and,
  *   under `BENCH_SWEEP_NODE_ARGS=--trace-gc`, the largest heap left after a full GC (what the
  *   process held, apart from what V8 had not collected yet);
@@ -17,15 +17,18 @@
  * `npx tsx bench/sweep.ts [patients]`, or `benchSweep({ patients })` from the bench runner.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { constants, PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Group } from '@medplum/fhirtypes';
 import { createBulkClient } from '../shared/sweep/bulk-client.js';
-import { SWEEP_ITEM_MEMORY_MB, sweepWorkerNodeFlags } from '../shared/sweep/config.js';
+import { SWEEP_ITEM_MEMORY_MB } from '../shared/sweep/config.js';
+import { lambdaNodeFlags } from '../shared/sweep/heap.js';
 import { lines } from '../shared/sweep/staging.js';
 import { machineInfo } from './machine.js';
+import { startS3Process } from './sweep-s3.js';
 
 // The servers' modules (FHIR router, endpoint server, dynalite, fauxqs) are imported by the
 // parent alone, in `benchSweep`: a sweep child holds what the Lambda item worker holds.
@@ -46,12 +49,14 @@ interface ChildResult {
 }
 
 /**
- * Node flags of each child: the sweep item worker's in AWS for its memory (its heap bound,
- * `sweepWorkerNodeFlags`), then BENCH_SWEEP_NODE_ARGS, the sweep process alone (e.g.
- * `--cpu-prof --cpu-prof-dir=/tmp/prof`, or `--trace-gc`: what it prints goes to stderr).
+ * Node flags of each child: those Lambda's bootstrap starts the sweep item worker with for its
+ * memory (`lambdaNodeFlags`: heap sizes, `--expose-gc`), then BENCH_SWEEP_NODE_ARGS, the sweep
+ * process alone (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`, or `--trace-gc`: what it prints
+ * goes to stderr). BENCH_SWEEP_COLLECT=off drops `--expose-gc`: no collection between batches.
  */
+const COLLECT = process.env.BENCH_SWEEP_COLLECT !== 'off';
 const CHILD_NODE_FLAGS = [
-  ...sweepWorkerNodeFlags(SWEEP_ITEM_MEMORY_MB),
+  ...lambdaNodeFlags(SWEEP_ITEM_MEMORY_MB).filter((f) => COLLECT || f !== '--expose-gc'),
   ...(process.env.BENCH_SWEEP_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
 ];
 
@@ -137,9 +142,32 @@ function sampleMemory(): () => Record<string, number> {
   };
 }
 
+/** The child's full (mark-compact) collections: all, and those the sweep forced between batches. */
+function observeGc(): () => Record<string, number> {
+  const n = { major: 0, majorMs: 0, forced: 0, forcedMs: 0 };
+  const observer = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      const { kind, flags } = (e as unknown as { detail: { kind: number; flags: number } }).detail;
+      if (kind !== constants.NODE_PERFORMANCE_GC_MAJOR) continue;
+      n.major++;
+      n.majorMs += e.duration;
+      if (flags & constants.NODE_PERFORMANCE_GC_FLAGS_FORCED) {
+        n.forced++;
+        n.forcedMs += e.duration;
+      }
+    }
+  });
+  observer.observe({ entryTypes: ['gc'] });
+  return () => {
+    observer.disconnect();
+    return Object.fromEntries(Object.entries(n).map(([k, v]) => [k, Math.round(v)]));
+  };
+}
+
 async function childMain(args: Record<string, string>): Promise<void> {
   const started = Date.now();
   const memory = sampleMemory();
+  const gcs = observeGc();
   const base = args.fhir ?? '';
   if (args.mode === 'ceiling') {
     // The export read alone: kick-off, poll, download and parse every line (no staging, no scoring).
@@ -222,6 +250,7 @@ async function childMain(args: Record<string, string>): Promise<void> {
       mode: summary.mode,
       phasesMs: summary.phasesMs,
       memoryPeaksMb: memory(),
+      fullGcs: gcs(),
     }) + '\n',
   );
 }
@@ -287,7 +316,9 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
     return {
       machine: machineInfo(),
       patients,
+      // As Lambda's bootstrap starts the item worker at SWEEP_ITEM_MEMORY_MB (+ BENCH_SWEEP_NODE_ARGS).
       childNodeFlags: CHILD_NODE_FLAGS.join(' '),
+      itemMemoryMb: SWEEP_ITEM_MEMORY_MB,
       writeConcurrency: WRITE_CONCURRENCY,
       resources: ceiling.resources,
       loadMs,
@@ -319,6 +350,9 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
         },
         [`peaksAt${small}`]: smallRun.memoryPeaksMb,
         [`peaksAt${patients}`]: first.memoryPeaksMb,
+        // Full collections in the child (forced: the sweep's own between batches, shared/sweep/heap.ts).
+        [`fullGcsAt${small}`]: smallRun.fullGcs,
+        [`fullGcsAt${patients}`]: first.fullGcs,
       },
       unchangedRerun: {
         ms: rerun.ms,
@@ -339,59 +373,12 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
   }
 }
 
-/**
- * S3 (fauxqs) in a process of its own, as S3 is a service of its own in AWS: in this one, the
- * staged export (~500 MB of part bodies at 100,000 patients, external memory) made V8 collect
- * the FHIR server's heap again and again while the sweep staged.
- */
-async function startS3Process(): Promise<{ address: string; cpuMs: () => number; stop: () => void }> {
-  const p = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench', 'sweep.ts'), '--s3'], {
-    cwd: ROOT,
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
-  const address = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    p.stdout.on('data', (c: Buffer) => {
-      out += c.toString('utf8');
-      if (out.includes('\n')) resolve(out.trim());
-    });
-    p.on('error', reject);
-    p.on('exit', (code) => {
-      reject(new Error(`S3 process exited ${String(code)}`));
-    });
-  });
-  // Its CPU time (Linux: utime + stime in clock ticks of 10 ms), for the servers' CPU figures.
-  const cpuMs = (): number => {
-    try {
-      const fields =
-        readFileSync(`/proc/${String(p.pid)}/stat`, 'utf8')
-          .split(') ')[1]
-          ?.split(' ') ?? [];
-      return (Number(fields[11]) + Number(fields[12])) * 10;
-    } catch {
-      return 0;
-    }
-  };
-  return { address, cpuMs, stop: () => p.stdin.end() };
-}
-
-/** The S3 process: fauxqs on loopback, its address on stdout, until its stdin closes. */
-async function s3Main(): Promise<void> {
-  const { startFauxqs } = await import('fauxqs');
-  const fauxqs = await startFauxqs({ port: 0, logger: false, host: '127.0.0.1' });
-  process.stdout.write(fauxqs.address + '\n');
-  process.stdin.resume();
-  await new Promise<void>((resolve) => process.stdin.on('end', resolve));
-  await fauxqs.stop();
-}
-
 const invokedDirectly =
   process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
 if (invokedDirectly) {
   const i = process.argv.indexOf('--child');
-  const run = process.argv.includes('--s3')
-    ? s3Main()
-    : i >= 0
+  const run =
+    i >= 0
       ? childMain(JSON.parse(process.argv[i + 1] ?? '{}') as Record<string, string>)
       : benchSweep({ patients: Number(process.argv[2] ?? 100_000) }).then((r) => {
           process.stdout.write(JSON.stringify(r, null, 2) + '\n');

@@ -19,7 +19,7 @@ import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
 import { ENV } from '../../shared/config.js';
-import { SWEEP_ITEM_MEMORY_MB, sweepWorkerNodeFlags, type SweepConfig } from '../../shared/sweep/config.js';
+import { SWEEP_ITEM_MEMORY_MB, type SweepConfig } from '../../shared/sweep/config.js';
 import { logRetention, type AppConfig } from '../config.js';
 import { HouseFunction, type IEndpointCatalog } from '../constructs/function.js';
 import { allowAlarmsToUseKey, allowLogsToUseKey } from '../constructs/keys.js';
@@ -242,12 +242,9 @@ export class PipelineStack extends Stack {
       ephemeralStorageSize: Size.gibibytes(4),
       withManifests: true,
     }).bindEndpointInvoker(this.props.endpoints);
-    // Its heap bounded from its memory (why: sweepWorkerNodeFlags), as the sweep bench runs it;
-    // the house function's source maps kept.
-    item.addEnvironment(
-      'NODE_OPTIONS',
-      ['--enable-source-maps', ...sweepWorkerNodeFlags(SWEEP_ITEM_MEMORY_MB)].join(' '),
-    );
+    // No heap flag in its NODE_OPTIONS (the house `--enable-source-maps` only): Lambda's bootstrap
+    // puts its own on the command line, which wins; the worker collects between batches instead
+    // (shared/sweep/heap.ts).
     const finish = this.fn('populationSweepFinish', {
       entryRole: 'populationSweep',
       handler: 'finishHandler',

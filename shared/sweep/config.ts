@@ -42,19 +42,9 @@ export function parseSweepConfig(env: Readonly<Record<string, string | undefined
   return parsed.data;
 }
 
-/** The item worker's memory in AWS (MB): sized for its CPU share (Lambda gives CPU with memory). */
-export const SWEEP_ITEM_MEMORY_MB = 2048;
-
 /**
- * Node flags of a sweep item worker with `memoryMb` of memory: its old space bounded at an
- * eighth of it (256 MB at 2,048 MB). Why: the worker holds one sort buffer, one line per sorted
- * run and two batches of feature rows, whatever the item (its heap after a full GC measured at
- * 24–37 MB, 2,000 and 20,000 patients), but every line it streams lives long enough to be
- * promoted, and without a bound V8 lets that garbage reach about four times the live heap before
- * collecting it, so the footprint followed how long the item ran, not what it held. Bounded, V8
- * collects against the bound (more often, concurrently) and the footprint stays flat. The bench
- * (bench/sweep.ts) runs its sweep processes with the same flags for the same memory.
+ * The item worker's memory in AWS (MB): sized for its CPU share (Lambda gives CPU with memory).
+ * Its heap is not bounded by a flag (Lambda's own on the command line win); it collects between
+ * batches (shared/sweep/heap.ts).
  */
-export function sweepWorkerNodeFlags(memoryMb: number = SWEEP_ITEM_MEMORY_MB): string[] {
-  return [`--max-old-space-size=${Math.floor(memoryMb / 8)}`];
-}
+export const SWEEP_ITEM_MEMORY_MB = 2048;

@@ -30,6 +30,7 @@ import type { CheckpointStore, ItemCheckpoint, SweepRecord } from './checkpoint.
 import { parseSweepDefinition, selectModels } from './definition.js';
 import { ExportUnsupportedError, SweepError, SweepInputError } from './errors.js';
 import { ExternalSorter, groupByKey } from './external-sort.js';
+import { createHeapCollector } from './heap.js';
 import { stageExport, stageSearch, type StagedExport, type StageOptions } from './stage.js';
 import { getJson, getObjectStream, lines, putObject, type StagingStore } from './staging.js';
 import { buildSummary, renderSummaryHtml, type SweepSummary } from './summary.js';
@@ -241,6 +242,21 @@ export async function processItem(ctx: SweepContext, item: SweepItem): Promise<I
     ...(ctx.runBytes ? { runBytes: ctx.runBytes } : {}),
   });
   const clock = ctx.ports.clock ?? ((): Date => new Date());
+  // A full GC after a checkpoint when the heap has grown well past what the last one left (why: heap.ts).
+  const heap = createHeapCollector();
+  const counts = (): Record<string, number> => {
+    const gc = heap.stats();
+    return { batches, patients: tally.patients, gcCollections: gc.collections, gcMs: gc.ms };
+  };
+  const checkpointOf = (done: boolean): ItemCheckpoint => ({
+    sweepId: item.sweepId,
+    partition: item.partition,
+    ...(last === undefined ? {} : { lastPatient: last }),
+    done,
+    tally,
+    batches,
+    updatedAt: new Date().toISOString(),
+  });
   interface Batch {
     readonly asOf: Date;
     /** Incremental runs: the ids whose inputs are read from the server when the batch is full. */
@@ -272,17 +288,10 @@ export async function processItem(ctx: SweepContext, item: SweepItem): Promise<I
       if (batch.malformed > 0) tally.malformedLines = (tally.malformedLines ?? 0) + batch.malformed;
       last = prepared[prepared.length - 1]?.id ?? last;
       batches++;
-      const checkpoint: ItemCheckpoint = {
-        sweepId: item.sweepId,
-        partition: item.partition,
-        ...(last === undefined ? {} : { lastPatient: last }),
-        done: false,
-        tally,
-        batches,
-        updatedAt: new Date().toISOString(),
-      };
+      const checkpoint = checkpointOf(false);
       await ctx.checkpoints.putItem(checkpoint);
-      log.info('sweep checkpoint', { batches, patients: tally.patients, failed: tally.outcomes.failed });
+      heap.maybeCollect();
+      log.info('sweep checkpoint', { ...counts(), failed: tally.outcomes.failed });
       ctx.onCheckpoint?.(checkpoint);
       ctx.onProgress?.({ phase: 'process', done: prepared.length, total: item.lines });
     })().catch((err: unknown) => {
@@ -324,16 +333,9 @@ export async function processItem(ctx: SweepContext, item: SweepItem): Promise<I
     await inflight;
     await sorter.dispose();
   }
-  const done: ItemCheckpoint = {
-    sweepId: item.sweepId,
-    partition: item.partition,
-    ...(last === undefined ? {} : { lastPatient: last }),
-    done: true,
-    tally,
-    batches,
-    updatedAt: new Date().toISOString(),
-  };
+  const done = checkpointOf(true);
   await ctx.checkpoints.putItem(done);
+  log.info('sweep item done', counts());
   return done;
 }
 

@@ -184,8 +184,7 @@ describe('functions', () => {
       });
       expect(f.ReservedConcurrentExecutions).toBeGreaterThan(0);
       expect((f.Environment as { Variables: Record<string, unknown> }).Variables).toMatchObject({
-        // The sweep item worker adds its heap bound (test/infra/sweep.test.ts).
-        NODE_OPTIONS: expect.stringMatching(/^--enable-source-maps( |$)/),
+        NODE_OPTIONS: '--enable-source-maps',
         FHIR_BASE_URL: 'https://fhir.example.org/r4',
         FHIR_AUTH_MODE: 'smart-backend-services',
         FHIR_CREDENTIALS_SECRET_ARN: expect.anything(),

@@ -131,3 +131,10 @@ export function run(states: States, startAt: string, input: Json, context: Json,
   }
   return data;
 }
+
+/** A value of the right shape for a CloudFormation reference in a sweep function's environment. */
+export const SAMPLE: Record<string, string> = {
+  FHIR_CREDENTIALS_SECRET_ARN: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:FhirCredentials-AbCdEf',
+  SWEEP_BUCKET: 'fhiranalyticsdata-exports-abc123',
+  SWEEP_TABLE: 'FhirAnalyticsData-Checkpoints-XYZ',
+};
