@@ -27,7 +27,7 @@ export interface LocalQueues {
 
 export interface LocalQueueOptions {
   port?: number;
-  /** Seconds a received message stays invisible before redelivery. Default 5. */
+  /** Seconds a received message stays invisible before redelivery. Default 30, as SQS's own (see local/stack.ts). */
   visibilityTimeoutSeconds?: number;
   /** Receives before a message goes to the dead-letter queue. Default 3. */
   maxReceiveCount?: number;
@@ -41,7 +41,7 @@ export async function startLocalQueues(opts: LocalQueueOptions = {}): Promise<Lo
   const queue = server.createQueue(`${name}.fifo`, {
     attributes: {
       FifoQueue: 'true',
-      VisibilityTimeout: String(opts.visibilityTimeoutSeconds ?? 5),
+      VisibilityTimeout: String(opts.visibilityTimeoutSeconds ?? 30),
       RedrivePolicy: JSON.stringify({
         deadLetterTargetArn: dlq.queueArn,
         maxReceiveCount: String(opts.maxReceiveCount ?? 3),
