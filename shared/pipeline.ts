@@ -156,9 +156,7 @@ function unusableFocus(ports: PipelinePorts, focus: Resource): string | undefine
  * Runs every model whose triggers match the event's focus resource, for its patient.
  *
  * The focus is read first (id-only events), or taken from the message when it carried an
- * Observation: then the read is skipped, and the patient search (which the models need anyway)
- * confirms the focus's current state: gone, entered-in-error or own-tagged now → ignored as if
- * it had been read. Should the search not cover the focus's code, the focus is read beside it.
+ * Observation; either way the patient search confirms its current state (see patientInputs).
  */
 export async function processResourceEvent(
   ports: PipelinePorts,
@@ -278,15 +276,14 @@ async function patientInputs(
   focus?: FocusToConfirm,
 ): Promise<PatientInputs> {
   const asOf = (ports.clock ?? (() => new Date()))();
-  const patientId = patientRef.slice('Patient/'.length);
   const codes = observationCodes(models);
   const searched = new Set(codes);
-  const confirm = focus?.resource;
+  const focusId = focus?.resource.id ?? '';
   const covered =
-    confirm?.code.coding?.some((c) => searched.has(`${c.system ?? ''}|${c.code ?? ''}`)) ?? false;
-  const readBeside = focus?.carried === true && !covered && confirm?.id !== undefined;
+    focus?.resource.code.coding?.some((c) => searched.has(`${c.system ?? ''}|${c.code ?? ''}`)) ?? false;
+  const readFocus = () => ports.fhir.read<Observation>('Observation', focusId);
   const [patient, observations, read] = await Promise.all([
-    ports.fhir.read<Patient>('Patient', patientId),
+    ports.fhir.read<Patient>('Patient', patientRef.slice('Patient/'.length)),
     codes.length === 0
       ? Promise.resolve([])
       : ports.fhir.searchAll<Observation>('Observation', {
@@ -294,14 +291,14 @@ async function patientInputs(
           code: codes.join(','),
           _count: '1000',
         }),
-    readBeside ? ports.fhir.read<Observation>('Observation', confirm.id ?? '') : undefined,
+    focus?.carried && !covered ? readFocus() : undefined,
   ]);
   const inputs = observations.filter((o) => !ports.isOwnWrite(o));
-  if (!focus || !confirm) return { asOf, patient, inputs };
-  if (!covered) return { asOf, patient, inputs, focusNow: focus.carried ? (read ?? null) : confirm };
-  const found = observations.find((o) => o.id === confirm.id);
-  if (found && !olderThan(found, confirm)) return { asOf, patient, inputs, focusNow: found };
-  const now = focus.carried ? await ports.fhir.read<Observation>('Observation', confirm.id ?? '') : confirm;
+  if (!focus) return { asOf, patient, inputs };
+  if (!covered) return { asOf, patient, inputs, focusNow: focus.carried ? (read ?? null) : focus.resource };
+  const found = observations.find((o) => o.id === focusId);
+  if (found && !olderThan(found, focus.resource)) return { asOf, patient, inputs, focusNow: found };
+  const now = focus.carried ? await readFocus() : focus.resource;
   if (!now) return { asOf, patient, inputs, focusNow: null };
   throw new InputUnavailableError('search-behind-focus', true);
 }
