@@ -200,10 +200,15 @@ function postingUnion(postings: readonly Posting[]): Candidates {
   return {
     size,
     has: (id) => postings.some((p) => postingHas(p, id)),
+    // Each id once. A set of those seen, not a look back at the earlier postings: an export
+    // step's `subject=<500 patients>` made that look-back quadratic in the patients per step.
     *[Symbol.iterator]() {
-      for (const [i, p] of postings.entries()) {
+      const seen = new Set<string>();
+      for (const p of postings) {
         for (const id of typeof p === 'string' ? [p] : p) {
-          if (!postings.slice(0, i).some((q) => postingHas(q, id))) yield id;
+          if (seen.has(id)) continue;
+          seen.add(id);
+          yield id;
         }
       }
     },
