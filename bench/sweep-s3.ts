@@ -25,19 +25,21 @@ export async function startS3Process(): Promise<{ address: string; cpuMs: () => 
       reject(new Error(`S3 process exited ${String(code)}`));
     });
   });
-  // Its CPU time (Linux: utime + stime in clock ticks of 10 ms), for the servers' CPU figures.
-  const cpuMs = (): number => {
-    try {
-      const fields =
-        readFileSync(`/proc/${String(p.pid)}/stat`, 'utf8')
-          .split(') ')[1]
-          ?.split(' ') ?? [];
-      return (Number(fields[11]) + Number(fields[12])) * 10;
-    } catch {
-      return 0;
-    }
-  };
+  const cpuMs = (): number => procCpuMs(p.pid);
   return { address, cpuMs, stop: () => p.stdin.end() };
+}
+
+/** A process's CPU time in ms (Linux: utime + stime, in clock ticks of 10 ms); 0 when unknown. */
+export function procCpuMs(pid: number | undefined): number {
+  try {
+    const fields =
+      readFileSync(`/proc/${String(pid)}/stat`, 'utf8')
+        .split(') ')[1]
+        ?.split(' ') ?? [];
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return 0;
+  }
 }
 
 async function s3Main(): Promise<void> {

@@ -22,12 +22,12 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { constants, PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import type { Group } from '@medplum/fhirtypes';
 import { createBulkClient } from '../shared/sweep/bulk-client.js';
 import { SWEEP_ITEM_MEMORY_MB } from '../shared/sweep/config.js';
 import { lambdaNodeFlags } from '../shared/sweep/heap.js';
 import { lines } from '../shared/sweep/staging.js';
 import { machineInfo } from './machine.js';
+import { FHIR_SERVER_NODE_FLAGS, type FhirProcess, startFhirProcess } from './sweep-fhir.js';
 import { startS3Process } from './sweep-s3.js';
 
 // The servers' modules (FHIR router, endpoint server, dynalite, fauxqs) are imported by the
@@ -255,6 +255,15 @@ async function childMain(args: Record<string, string>): Promise<void> {
   );
 }
 
+/**
+ * BENCH_SWEEP_SERVERS_PROF=<file.cpuprofile>: a CPU profile of the FHIR server's process while
+ * the first full sweep runs, for Chrome DevTools or a script.
+ */
+async function profileServers(fhir: FhirProcess): Promise<() => Promise<void>> {
+  const file = process.env.BENCH_SWEEP_SERVERS_PROF;
+  return file ? fhir.profile(file) : async () => {};
+}
+
 const round = (n: number, d = 2): number => Number(n.toFixed(d));
 const perK = (r: ChildResult, patients: number): { sweep: number; servers: number } => ({
   sweep: round((r.cpuMs / patients) * 1000, 0),
@@ -266,14 +275,11 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
   const small = Math.max(1, Math.round(patients / 10));
   const { CreateBucketCommand, S3Client } = await import('@aws-sdk/client-s3');
   const { createTables, startLocalDynamo } = await import('../local/dynamo.js');
-  const { installBulkExport } = await import('../local/fhir/export.js');
-  const { loadSyntheticCohort } = await import('../local/fhir/export-cohort.js');
-  const { startFhirServer } = await import('../local/fhir/server.js');
   const { startEndpointServer } = await import('../local/sagemaker/server.js');
   const { MODELS_DIR } = await import('../local/stack.js');
   const { sweepTableDefinition } = await import('../shared/sweep/checkpoint.js');
-  const fhir = await startFhirServer({ port: 0 });
-  const bulk = installBulkExport(fhir, { retryAfterSeconds: 1, chunkSize: 50_000 });
+  // The FHIR server (and the cohort, written into its repository) in a process of its own.
+  const fhir = await startFhirProcess({ patients, small, seed: 2024 });
   const sagemaker = await startEndpointServer({ modelsDir: MODELS_DIR, port: 0 });
   const dynamo = await startLocalDynamo({ port: 0, createTables: false });
   await createTables(dynamo.client, [sweepTableDefinition()]);
@@ -285,16 +291,9 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
     credentials: { accessKeyId: 'x', secretAccessKey: 'x' },
   });
   await s3.send(new CreateBucketCommand({ Bucket: 'bench' }));
+  // The servers' CPU outside this process: S3's and the FHIR server's.
+  const otherCpuMs = (): number => fauxqs.cpuMs() + fhir.cpuMs();
   try {
-    const loadStarted = Date.now();
-    const ids = await loadSyntheticCohort(fhir.repo, { patients, seed: 2024 });
-    const loadMs = Date.now() - loadStarted;
-    const group = await fhir.repo.createResource<Group>({
-      resourceType: 'Group',
-      type: 'person',
-      actual: true,
-      member: ids.slice(0, small).map((id) => ({ entity: { reference: `Patient/${id}` } })),
-    });
     const common = {
       modelsDir: MODELS_DIR,
       fhir: fhir.baseUrl,
@@ -303,13 +302,15 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
       s3: fauxqs.address,
     };
 
-    const ceiling = await child({ ...common, mode: 'ceiling' }, fauxqs.cpuMs);
+    const ceiling = await child({ ...common, mode: 'ceiling' }, otherCpuMs);
     const smallRun = await child(
-      { ...common, name: 'bench-small', group: group.id, since: 'full' },
-      fauxqs.cpuMs,
+      { ...common, name: 'bench-small', group: fhir.groupId, since: 'full' },
+      otherCpuMs,
     );
-    const first = await child({ ...common, name: 'bench', since: 'incremental' }, fauxqs.cpuMs);
-    const rerun = await child({ ...common, name: 'bench', since: 'incremental' }, fauxqs.cpuMs);
+    const stopProfile = await profileServers(fhir);
+    const first = await child({ ...common, name: 'bench', since: 'incremental' }, otherCpuMs);
+    await stopProfile();
+    const rerun = await child({ ...common, name: 'bench', since: 'incremental' }, otherCpuMs);
 
     const ceilingRate = patients / (ceiling.ms / 1000);
     const sweepRate = first.patients / (first.ms / 1000);
@@ -321,7 +322,8 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
       itemMemoryMb: SWEEP_ITEM_MEMORY_MB,
       writeConcurrency: WRITE_CONCURRENCY,
       resources: ceiling.resources,
-      loadMs,
+      loadMs: fhir.loadMs,
+      fhirServerNodeFlags: FHIR_SERVER_NODE_FLAGS.join(' '),
       ceiling: {
         ms: ceiling.ms,
         patientsPerSecond: round(ceilingRate, 0),
@@ -362,11 +364,10 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
         ratioToFirst: round(rerun.ms / first.ms, 3),
         target: '≤ 0.10',
       },
-      exportKickOffs: bulk.kickOffs(),
+      exportKickOffs: await fhir.kickOffs(),
     };
   } finally {
-    await bulk.close();
-    await fhir.close();
+    await fhir.stop();
     await sagemaker.close();
     await dynamo.close();
     fauxqs.stop();
