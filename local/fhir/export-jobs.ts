@@ -5,9 +5,10 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import * as path from 'node:path';
-import type { Operator as OperatorType } from '@medplum/core';
-import { Operator } from '@medplum/core';
+import type { Filter, Operator as OperatorType } from '@medplum/core';
+import { Operator, matchesSearchRequest } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
+import type { TypeFilters } from './export-filters.js';
 import type { IndexedRepository } from './indexed-repository.js';
 import { kindOf } from './search-index.js';
 
@@ -31,6 +32,8 @@ export interface ExportRequest {
   readonly groupId?: string;
   readonly types: readonly string[];
   readonly since?: string;
+  /** `_typeFilter`: per type, alternative filter lists (a type without one is exported whole). */
+  readonly typeFilters?: TypeFilters;
   readonly requestUrl: string;
 }
 
@@ -156,6 +159,49 @@ function patientParam(type: string): string | undefined {
   return ['subject', 'patient'].find((code) => kindOf(type, code) === 'reference');
 }
 
+/**
+ * A search of one type with the job's `_typeFilter` alternatives for it: one search per
+ * alternative (each answered from the indexes like any other), each resource once, in the
+ * order found.
+ */
+async function searchFiltered(
+  repo: IndexedRepository,
+  request: ExportRequest,
+  type: string,
+  filters: readonly Filter[],
+  page?: { offset: number; count: number },
+): Promise<Resource[]> {
+  const search = async (extra: readonly Filter[]): Promise<Resource[]> => {
+    const bundle = await repo.search({
+      resourceType: type as Resource['resourceType'],
+      filters: [...filters, ...extra],
+      ...(page ?? {}),
+    });
+    return (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
+  };
+  const alternatives = request.typeFilters?.get(type);
+  if (!alternatives) return search([]);
+  const seen = new Set<string>();
+  const out: Resource[] = [];
+  for (const alt of alternatives) {
+    for (const r of await search(alt)) {
+      if (seen.has(r.id ?? '')) continue;
+      seen.add(r.id ?? '');
+      out.push(r);
+    }
+  }
+  return out;
+}
+
+/** Whether a resource read by id passes the job's `_typeFilter` for its type. */
+function passesTypeFilter(request: ExportRequest, r: Resource): boolean {
+  const alternatives = request.typeFilters?.get(r.resourceType);
+  return (
+    !alternatives ||
+    alternatives.some((alt) => matchesSearchRequest(r, { resourceType: r.resourceType, filters: [...alt] }))
+  );
+}
+
 /** Writes a job's files. Members of a Group export come from `Group.member.entity`. */
 export async function runJob(job: ExportJob, opts: RunJobOptions): Promise<void> {
   await mkdir(job.dir, { recursive: true });
@@ -202,13 +248,9 @@ export async function runJob(job: ExportJob, opts: RunJobOptions): Promise<void>
     for (const type of request.types) {
       if (opts.isCancelled()) return;
       if (type !== 'Patient' && !patientParam(type)) continue;
-      const found = await opts.repo.search({
-        resourceType: type as Resource['resourceType'],
-        filters: sinceFilters,
-      });
-      for (const entry of found.entry ?? []) {
-        const pid = entry.resource ? patientIdOf(entry.resource) : undefined;
-        if (entry.resource && pid !== undefined && (!members || members.has(pid))) await emit(entry.resource);
+      for (const r of await searchFiltered(opts.repo, request, type, sinceFilters)) {
+        const pid = patientIdOf(r);
+        if (pid !== undefined && (!members || members.has(pid))) await emit(r);
       }
       job.progress = `changes: ${type}`;
       await yieldToLoop();
@@ -224,21 +266,21 @@ export async function runJob(job: ExportJob, opts: RunJobOptions): Promise<void>
       if (request.types.includes('Patient')) {
         for (const id of page) {
           const patient = await opts.repo.readResource('Patient', id).catch(() => undefined);
-          if (patient) await emit(patient);
+          if (patient && passesTypeFilter(request, patient)) await emit(patient);
         }
       }
       const refs = page.map((id) => `Patient/${id}`).join(',');
       for (const type of compartment) {
         const code = patientParam(type);
         if (!code) continue; // not in the patient compartment as served here
-        const found = await opts.repo.search({
-          resourceType: type as Resource['resourceType'],
-          filters: [{ code, operator: Operator.EQUALS, value: refs }, ...sinceFilters],
-        });
-        for (const entry of found.entry ?? []) {
+        const found = await searchFiltered(opts.repo, request, type, [
+          { code, operator: Operator.EQUALS, value: refs },
+          ...sinceFilters,
+        ]);
+        for (const r of found) {
           // Each resource once: in the page of the patient it names.
-          const pid = entry.resource ? patientIdOf(entry.resource) : undefined;
-          if (entry.resource && pid !== undefined && inPage.has(pid)) await emit(entry.resource);
+          const pid = patientIdOf(r);
+          if (pid !== undefined && inPage.has(pid)) await emit(r);
         }
       }
       job.progress = `${Math.min(from + perPage, ids.length)}/${ids.length} patients`;
@@ -331,7 +373,9 @@ async function systemLevel(
         count: SYSTEM_PAGE,
       });
       const page = bundle.entry ?? [];
-      for (const entry of page) if (entry.resource) await emit(entry.resource);
+      for (const entry of page) {
+        if (entry.resource && passesTypeFilter(job.request, entry.resource)) await emit(entry.resource);
+      }
       job.progress = `${type} ${t + 1}/${job.request.types.length}, ${offset + page.length} read`;
       await yieldToLoop();
       if (page.length < SYSTEM_PAGE) break;

@@ -3,7 +3,7 @@
  * middleware in front of the router:
  *
  * - kick-off `GET [base]/$export`, `[base]/Patient/$export`, `[base]/Group/[id]/$export` with
- *   `_type`, `_since`, `_outputFormat`; `Accept: application/fhir+json` and
+ *   `_type`, `_since`, `_typeFilter` (see export-filters.ts), `_outputFormat`; `Accept: application/fhir+json` and
  *   `Prefer: respond-async` are required (400 otherwise) → 202 + `Content-Location`;
  * - status `GET [base]/$export-status/[job]`: 202 with `X-Progress` and `Retry-After` while the
  *   job runs, then 200 with the manifest; `DELETE` cancels (202) and removes the files;
@@ -25,6 +25,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { OperationOutcome } from '@medplum/fhirtypes';
+import { parseTypeFilters } from './export-filters.js';
 import { isKnownResourceType } from './validate.js';
 import type { RunningFhirServer } from './server.js';
 import {
@@ -123,7 +124,8 @@ export function installBulkExport(server: RunningFhirServer, opts: BulkExportOpt
       : PATIENT_TYPES;
     const unknown = types.find((t) => !isKnownResourceType(t));
     if (unknown) return outcome(400, res, `Unknown resource type in _type: ${unknown}`);
-    if (url.searchParams.has('_typeFilter')) return outcome(400, res, '_typeFilter is not supported');
+    const typeFilter = parseTypeFilters(url.searchParams.getAll('_typeFilter'), types);
+    if ('error' in typeFilter) return outcome(400, res, typeFilter.error);
     const id = randomUUID();
     const job: ExportJob = {
       id,
@@ -132,6 +134,7 @@ export function installBulkExport(server: RunningFhirServer, opts: BulkExportOpt
         ...(match[2] ? { groupId: match[2] } : {}),
         types,
         ...(since ? { since } : {}),
+        ...(typeFilter.filters.size > 0 ? { typeFilters: typeFilter.filters } : {}),
         requestUrl: url.href,
       },
       transactionTime: new Date().toISOString(),
