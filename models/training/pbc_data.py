@@ -195,3 +195,27 @@ def build_samples(patients):
 def mayo_score(age, bili, albumin, protime, edema):
     """Published Mayo PBC risk score (Dickson et al. 1989), natural logs."""
     return 0.871 * np.log(bili) - 2.53 * np.log(albumin) + 0.039 * age + 2.38 * np.log(protime) + 0.859 * edema
+
+
+def pick_golden(test_rows, seed):
+    """GOLDEN_CASES test samples with varied numbers of real steps (and some with a NaN left
+    after carry-forward, to exercise the in-graph imputation)."""
+    rng = np.random.RandomState(seed)
+    n_real = np.array([int(r["mask"].sum()) for r in test_rows])
+    has_nan = np.array([bool(np.isnan(r["x"][r["mask"] > 0]).any()) for r in test_rows])
+    chosen = []
+    for k in sorted(set(n_real.tolist())):  # one per length first
+        cand = np.flatnonzero((n_real == k) & ~np.isin(np.arange(len(test_rows)), chosen))
+        if len(cand):
+            chosen.append(int(rng.choice(cand)))
+    for i in rng.permutation(np.flatnonzero(has_nan))[:4]:
+        if int(i) not in chosen:
+            chosen.append(int(i))
+    rest = [i for i in rng.permutation(len(test_rows)) if int(i) not in chosen]
+    chosen += [int(i) for i in rest[: max(0, GOLDEN_CASES - len(chosen))]]
+    return sorted(chosen[:GOLDEN_CASES])
+
+
+def nested(x):
+    """x with NaN → None (JSON null = missing; parity.mjs sends NaN)."""
+    return [[None if math.isnan(v) else float(v) for v in row] for row in x]
