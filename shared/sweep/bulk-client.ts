@@ -32,6 +32,13 @@ export interface ExportKickOff {
   readonly group?: string;
   readonly types: readonly string[];
   readonly since?: string;
+  /**
+   * `_typeFilter` queries (`Observation?code=…`), one parameter each. A server that refuses
+   * them (400; Bulk Data lets a server decline `_typeFilter`) is asked again without them,
+   * after `onTypeFilterRefused`: what is read is filtered again anyway, so the filter only
+   * saves what the server exports and the sweep downloads and stages.
+   */
+  readonly typeFilters?: readonly string[];
 }
 
 export interface BulkClientOptions {
@@ -48,6 +55,8 @@ export interface BulkClientOptions {
   /** Consecutive 5xx answers tolerated while polling. Default 5. */
   readonly maxServerErrors?: number;
   readonly onPoll?: (event: { status: number; progress?: string; waitMs: number }) => void;
+  /** The server refused the kick-off's `_typeFilter` (400); the kick-off is made again without it. */
+  readonly onTypeFilterRefused?: (status: number) => void;
 }
 
 export interface PollStats {
@@ -100,34 +109,42 @@ export function createBulkClient(opts: BulkClientOptions): BulkClient {
   const minPoll = opts.minPollMs ?? 100;
   const maxPoll = opts.maxPollMs ?? 60_000;
 
+  const kickOff = async (request: ExportKickOff): Promise<string> => {
+    const path =
+      request.level === 'group'
+        ? `Group/${request.group ?? ''}/$export`
+        : request.level === 'patient'
+          ? 'Patient/$export'
+          : '$export';
+    const url = new URL(`${base}/${path}`);
+    url.searchParams.set('_outputFormat', 'application/fhir+ndjson');
+    if (request.types.length > 0) url.searchParams.set('_type', request.types.join(','));
+    if (request.since) url.searchParams.set('_since', request.since);
+    for (const q of request.typeFilters ?? []) url.searchParams.append('_typeFilter', q);
+    const res = await doFetch(url, {
+      headers: await headers({ Accept: 'application/fhir+json', Prefer: 'respond-async' }),
+    });
+    if (res.status === 400 && (request.typeFilters?.length ?? 0) > 0) {
+      await res.body?.cancel();
+      opts.onTypeFilterRefused?.(res.status);
+      return kickOff({ ...request, typeFilters: [] });
+    }
+    if (res.status === 202) {
+      await res.body?.cancel();
+      const location = res.headers.get('content-location');
+      if (!location)
+        throw new ExportFailedError('$export kick-off answered 202 without Content-Location', 202);
+      return new URL(location, `${base}/`).href;
+    }
+    const detail = await outcomeText(res);
+    if (UNSUPPORTED.has(res.status)) {
+      throw new ExportUnsupportedError(`$export not supported (${res.status}: ${detail})`, res.status);
+    }
+    throw new ExportFailedError(`$export kick-off refused (${res.status}: ${detail})`, res.status);
+  };
+
   return {
-    async kickOff(request) {
-      const path =
-        request.level === 'group'
-          ? `Group/${request.group ?? ''}/$export`
-          : request.level === 'patient'
-            ? 'Patient/$export'
-            : '$export';
-      const url = new URL(`${base}/${path}`);
-      url.searchParams.set('_outputFormat', 'application/fhir+ndjson');
-      if (request.types.length > 0) url.searchParams.set('_type', request.types.join(','));
-      if (request.since) url.searchParams.set('_since', request.since);
-      const res = await doFetch(url, {
-        headers: await headers({ Accept: 'application/fhir+json', Prefer: 'respond-async' }),
-      });
-      if (res.status === 202) {
-        await res.body?.cancel();
-        const location = res.headers.get('content-location');
-        if (!location)
-          throw new ExportFailedError('$export kick-off answered 202 without Content-Location', 202);
-        return new URL(location, `${base}/`).href;
-      }
-      const detail = await outcomeText(res);
-      if (UNSUPPORTED.has(res.status)) {
-        throw new ExportUnsupportedError(`$export not supported (${res.status}: ${detail})`, res.status);
-      }
-      throw new ExportFailedError(`$export kick-off refused (${res.status}: ${detail})`, res.status);
-    },
+    kickOff,
 
     async waitForManifest(statusUrl, stats = { polls: 0, throttled: 0, serverErrors: 0, waitedMs: 0 }) {
       const maxWait = opts.maxWaitMs ?? 30 * 60_000;
