@@ -10,6 +10,7 @@ import { GLUCOSE_CODE, loadSyntheticCohort } from '../../local/fhir/export-cohor
 import { startFhirServer, type RunningFhirServer } from '../../local/fhir/server.js';
 import { createBulkClient } from '../../shared/sweep/bulk-client.js';
 import { lines } from '../../shared/sweep/staging.js';
+import { exportTypeFilters } from '../../shared/sweep/type-filters.js';
 
 const PATIENTS = 40;
 const LOINC = 'http://loinc.org';
@@ -146,6 +147,31 @@ describe('$export _typeFilter', () => {
     expect(ids(groupPatients)).toEqual(ids(female));
     expect(ids(changes)).toEqual(ids([changed]));
     expect(ids(changes)).not.toContain(`Observation/${own.id}`);
+  });
+
+  it("takes the sweep's own filter through the Bulk Data client", async () => {
+    // Arrange
+    const codes = [`${LOINC}|${GLUCOSE_CODE}`, `${LOINC}|${BMI_CODE}`];
+    const wanted = (await all<Observation>('Observation')).filter((o) =>
+      [GLUCOSE_CODE, BMI_CODE].includes(codeOf(o) ?? ''),
+    );
+    const client = createBulkClient({ baseUrl: fhir.baseUrl, minPollMs: 0 });
+
+    // Act
+    const status = await client.kickOff({
+      level: 'patient',
+      types: ['Observation'],
+      typeFilters: exportTypeFilters(codes),
+    });
+    const manifest = await client.waitForManifest(status);
+    const got: Resource[] = [];
+    for (const o of manifest.output) {
+      for await (const line of lines(await client.download(o.url, false)))
+        got.push(JSON.parse(line) as Resource);
+    }
+
+    // Assert
+    expect(ids(got)).toEqual(ids(wanted));
   });
 
   it.each([

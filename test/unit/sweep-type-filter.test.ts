@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { createBulkClient } from '../../shared/sweep/bulk-client.js';
 import { ExportFailedError } from '../../shared/sweep/errors.js';
+import { exportTypeFilters } from '../../shared/sweep/type-filters.js';
 
 /** A fetch answering from a list, recording each URL. */
 function answering(statuses: number[]) {
@@ -81,5 +82,12 @@ describe('Bulk Data client _typeFilter', () => {
     // Assert
     await expect(kicked).rejects.toBeInstanceOf(ExportFailedError);
     expect(urls).toHaveLength(2);
+  });
+
+  it("builds one Observation query from the models' codes, escaping search syntax", () => {
+    expect(exportTypeFilters([])).toEqual([]);
+    expect(exportTypeFilters(['http://loinc.org|2345-7', 'urn:x|a,b$c', 'bare'])).toEqual([
+      'Observation?code=http://loinc.org|2345-7,urn:x|a\\,b\\$c,bare',
+    ]);
   });
 });
