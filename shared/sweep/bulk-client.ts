@@ -66,8 +66,27 @@ export interface PollStats {
   waitedMs: number;
 }
 
+/** One status request's answer: the manifest, or how long to wait before asking again. */
+export type PollResult =
+  | { readonly done: true; readonly manifest: ExportManifest }
+  | {
+      readonly done: false;
+      /** Retry-After (202, 429, 5xx) or the default, clamped to [minPollMs, maxPollMs]. */
+      readonly waitMs: number;
+      /** Consecutive 5xx answers so far (pass it to the next poll). */
+      readonly serverErrorsInARow: number;
+    };
+
 export interface BulkClient {
   kickOff(request: ExportKickOff): Promise<string>;
+  /**
+   * ONE status request. Counts it in `stats`, and the wait it asks for in `stats.waitedMs`;
+   * throws `ExportTimeoutError` when that wait would pass the bound on total wait, and
+   * `ExportFailedError` on a failed job or more 5xx in a row than tolerated. A Step Functions
+   * Wait/Choice loop calls it once per state transition (the stats travel in the state).
+   */
+  poll(statusUrl: string, stats: PollStats, serverErrorsInARow?: number): Promise<PollResult>;
+  /** `poll` in a loop, sleeping as it says, until the manifest. */
   waitForManifest(statusUrl: string, stats?: PollStats): Promise<ExportManifest>;
   cancel(statusUrl: string): Promise<void>;
   /** The NDJSON body as a byte stream. Throws `ExportExpiredError` on 404/410. */
@@ -109,6 +128,44 @@ export function createBulkClient(opts: BulkClientOptions): BulkClient {
   const minPoll = opts.minPollMs ?? 100;
   const maxPoll = opts.maxPollMs ?? 60_000;
 
+  const poll: BulkClient['poll'] = async (statusUrl, stats, serverErrorsInARow = 0) => {
+    const maxWait = opts.maxWaitMs ?? 30 * 60_000;
+    const res = await doFetch(statusUrl, { headers: await headers({ Accept: 'application/json' }) });
+    stats.polls++;
+    if (res.status === 200) {
+      const body: unknown = await res.json().catch(() => undefined);
+      const parsed = ExportManifestSchema.safeParse(body);
+      if (!parsed.success) throw new ExportFailedError('the export manifest does not parse', 200);
+      return { done: true, manifest: parsed.data };
+    }
+    let waitMs: number;
+    let inARow = serverErrorsInARow;
+    const progress = res.headers.get('x-progress') ?? undefined;
+    if (res.status === 202 || res.status === 429) {
+      await res.body?.cancel();
+      if (res.status === 429) stats.throttled++;
+      inARow = 0;
+      waitMs = retryAfterMs(res.headers.get('retry-after')) ?? (res.status === 429 ? 1000 : minPoll * 10);
+    } else if (res.status >= 500 && res.status !== 501) {
+      const detail = await outcomeText(res);
+      stats.serverErrors++;
+      if (++inARow > (opts.maxServerErrors ?? 5)) {
+        throw new ExportFailedError(`export status failed (${res.status}: ${detail})`, res.status);
+      }
+      waitMs = retryAfterMs(res.headers.get('retry-after')) ?? 500 * 2 ** inARow;
+    } else {
+      const detail = await outcomeText(res);
+      throw new ExportFailedError(`export failed (${res.status}: ${detail})`, res.status);
+    }
+    waitMs = Math.min(maxPoll, Math.max(minPoll, waitMs));
+    opts.onPoll?.({ status: res.status, ...(progress ? { progress } : {}), waitMs });
+    if (stats.waitedMs + waitMs > maxWait) {
+      throw new ExportTimeoutError(`export not complete after ${stats.waitedMs} ms (bound ${maxWait} ms)`);
+    }
+    stats.waitedMs += waitMs;
+    return { done: false, waitMs, serverErrorsInARow: inARow };
+  };
+
   const kickOff = async (request: ExportKickOff): Promise<string> => {
     const path =
       request.level === 'group'
@@ -146,45 +203,14 @@ export function createBulkClient(opts: BulkClientOptions): BulkClient {
   return {
     kickOff,
 
+    poll,
+
     async waitForManifest(statusUrl, stats = { polls: 0, throttled: 0, serverErrors: 0, waitedMs: 0 }) {
-      const maxWait = opts.maxWaitMs ?? 30 * 60_000;
-      let serverErrors = 0;
-      for (;;) {
-        const res = await doFetch(statusUrl, { headers: await headers({ Accept: 'application/json' }) });
-        stats.polls++;
-        if (res.status === 200) {
-          const body: unknown = await res.json().catch(() => undefined);
-          const parsed = ExportManifestSchema.safeParse(body);
-          if (!parsed.success) throw new ExportFailedError('the export manifest does not parse', 200);
-          return parsed.data;
-        }
-        let waitMs: number;
-        const progress = res.headers.get('x-progress') ?? undefined;
-        if (res.status === 202 || res.status === 429) {
-          await res.body?.cancel();
-          if (res.status === 429) stats.throttled++;
-          serverErrors = 0;
-          waitMs = retryAfterMs(res.headers.get('retry-after')) ?? (res.status === 429 ? 1000 : minPoll * 10);
-        } else if (res.status >= 500 && res.status !== 501) {
-          const detail = await outcomeText(res);
-          stats.serverErrors++;
-          if (++serverErrors > (opts.maxServerErrors ?? 5)) {
-            throw new ExportFailedError(`export status failed (${res.status}: ${detail})`, res.status);
-          }
-          waitMs = retryAfterMs(res.headers.get('retry-after')) ?? 500 * 2 ** serverErrors;
-        } else {
-          const detail = await outcomeText(res);
-          throw new ExportFailedError(`export failed (${res.status}: ${detail})`, res.status);
-        }
-        waitMs = Math.min(maxPoll, Math.max(minPoll, waitMs));
-        opts.onPoll?.({ status: res.status, ...(progress ? { progress } : {}), waitMs });
-        if (stats.waitedMs + waitMs > maxWait) {
-          throw new ExportTimeoutError(
-            `export not complete after ${stats.waitedMs} ms (bound ${maxWait} ms)`,
-          );
-        }
-        stats.waitedMs += waitMs;
-        await sleep(waitMs);
+      for (let inARow = 0; ;) {
+        const result = await poll(statusUrl, stats, inARow);
+        if (result.done) return result.manifest;
+        inARow = result.serverErrorsInARow;
+        await sleep(result.waitMs);
       }
     },
 
