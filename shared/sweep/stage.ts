@@ -1,16 +1,17 @@
 /**
- * Gets the cohort's resources into S3, once: Bulk `$export` (kick-off, poll, download each
- * NDJSON file as a stream, route each line to its patient's partition), or, where the server
- * has no `$export`, paged search (`Patient?_count=…`, then `Observation?subject=<page of
- * patients>&code=…`), staged the same way. The result (`StagedExport`) is written to S3 and
- * named in the sweep record, so a resumed sweep streams from S3 instead of exporting again.
+ * Gets the cohort's resources into S3, once. Bulk `$export` is staged file by file by the
+ * steps in steps.ts (kick-off, poll, one export file → its lines routed to their patients'
+ * partitions, plan); this module holds what they share, and the paged-search stage for servers
+ * without `$export` (`Patient?_count=…`, then `Observation?subject=<page of patients>&code=…`).
+ * The result (`StagedExport`) is written to S3 and named in the sweep record, so a resumed
+ * sweep streams from S3 instead of exporting again.
  */
 import type { Observation, OperationOutcome, Patient, Resource } from '@medplum/fhirtypes';
 import type { FhirGateway } from '../fhir/gateway.js';
 import type { Logger } from '../log.js';
-import type { BulkClient, ExportKickOff, ExportManifest, PollStats } from './bulk-client.js';
+import type { BulkClient, ExportManifest, PollStats } from './bulk-client.js';
 import type { Cohort } from './definition.js';
-import { ExportExpiredError, ExportFailedError } from './errors.js';
+import { ExportFailedError } from './errors.js';
 import {
   lines,
   PartitionWriter,
@@ -55,14 +56,19 @@ export interface StageOptions {
   readonly onProgress?: (event: { phase: 'export' | 'stage'; done: number; total: number }) => void;
 }
 
-function partitionsFor(total: number, opts: StageOptions): number {
+/** Partitions for `total` resources (the manifest's counts, or the expected population). */
+export function partitionsFor(
+  total: number,
+  opts: Pick<StageOptions, 'resourcesPerPartition' | 'maxPartitions'>,
+): number {
   return Math.max(
     1,
     Math.min(opts.maxPartitions ?? 64, Math.ceil(total / (opts.resourcesPerPartition ?? 250_000))),
   );
 }
 
-async function readErrors(bulk: BulkClient, manifest: ExportManifest): Promise<ExportErrorReport[]> {
+/** The manifest's error files, by issue code (never their text). */
+export async function readErrors(bulk: BulkClient, manifest: ExportManifest): Promise<ExportErrorReport[]> {
   const reports: ExportErrorReport[] = [];
   for (const entry of manifest.error) {
     const codes: Record<string, number> = {};
@@ -79,68 +85,6 @@ async function readErrors(bulk: BulkClient, manifest: ExportManifest): Promise<E
     reports.push({ type: entry.type, codes, count });
   }
   return reports;
-}
-
-/** Export, poll, stage. Re-kicks the export when its files expired before they were read. */
-export async function stageExport(
-  bulk: BulkClient,
-  request: ExportKickOff,
-  opts: StageOptions,
-): Promise<StagedExport> {
-  const maxAttempts = opts.maxExportAttempts ?? 2;
-  const poll: PollStats = { polls: 0, throttled: 0, serverErrors: 0, waitedMs: 0 };
-  for (let attempt = 1; ; attempt++) {
-    const statusUrl = await bulk.kickOff(request);
-    const manifest = await bulk.waitForManifest(statusUrl, poll);
-    const total = manifest.output.reduce((n, o) => n + (o.count ?? 10_000), 0);
-    const writer = new PartitionWriter({
-      store: opts.store,
-      prefix: `${opts.prefix}/attempt-${attempt}`,
-      partitions: partitionsFor(total, opts),
-      isOwnWrite: opts.isOwnWrite,
-      ...(opts.ownWriteMarker ? { ownWriteMarker: opts.ownWriteMarker } : {}),
-      ...(opts.partBytes ? { partBytes: opts.partBytes } : {}),
-    });
-    try {
-      let done = 0;
-      for (const output of manifest.output) {
-        for await (const line of lines(await bulk.download(output.url, manifest.requiresAccessToken))) {
-          await writer.addLine(line);
-          if (++done % 5000 === 0) opts.onProgress?.({ phase: 'stage', done, total });
-        }
-      }
-      const exportErrors = await readErrors(bulk, manifest);
-      const partitions = await writer.close();
-      opts.onProgress?.({ phase: 'stage', done: total, total });
-      await bulk.cancel(statusUrl).catch(() => undefined); // the server may delete its files now
-      for (const e of exportErrors) opts.logger.warn('export error entry', { type: e.type, count: e.count });
-      opts.logger.info('export staged', { lines: done, routedUnparsed: writer.routedUnparsed });
-      if (writer.counts.malformedLines > 0)
-        opts.logger.warn('malformed export lines', { lines: writer.counts.malformedLines });
-      return {
-        source: 'export',
-        transactionTime: manifest.transactionTime,
-        ...(request.since ? { since: request.since } : {}),
-        partitions,
-        counts: writer.counts,
-        exportErrors,
-        poll,
-        attempts: attempt,
-      };
-    } catch (err) {
-      if (err instanceof ExportExpiredError && attempt < maxAttempts) {
-        opts.logger.warn('export files expired; kicking off again', { attempt, status: err.status });
-        continue;
-      }
-      if (err instanceof ExportExpiredError) {
-        throw new ExportExpiredError(
-          `export files expired (${err.status}) before they were read, ${attempt} kick-off(s); run the sweep again`,
-          err.status,
-        );
-      }
-      throw err;
-    }
-  }
 }
 
 export interface SearchStageOptions extends StageOptions {

@@ -1,10 +1,11 @@
 /**
- * The population sweep, in three entry points that infra wires into a Step Functions state
- * machine (and that `runSweep` chains in-process):
+ * The population sweep, in three phases that infra wires into a Step Functions state machine
+ * (and that `runSweep` chains in-process):
  *
- * 1. `startSweep` (coordinator): parse the definition, pick `_since`, export (or search) the
- *    cohort, stage it in S3 by patient partition, and return the items. A sweep id already
- *    staged is resumed without exporting again.
+ * 1. `startSweep` (coordinator; in AWS the steps of steps.ts, one Lambda call each): parse the
+ *    definition, pick `_since`, export (or search) the cohort, stage it in S3 by patient
+ *    partition, and return the items. A sweep id already staged is resumed without exporting
+ *    again.
  * 2. `processItem` (worker, one Distributed Map item): stream the item's staged parts from S3,
  *    group by patient in bounded memory (external sort), run batches (features → one predict
  *    per model per batch → concurrent report transactions), and checkpoint after each batch.
@@ -12,7 +13,7 @@
  * 3. `finishSweep` (coordinator): merge the item checkpoints into the summary, record the
  *    sweep's transactionTime as the next incremental `_since` when no patient failed.
  */
-import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createNdjsonPrefilter, parseNdjsonLines } from '../features/index.js';
 import type { Resource } from '@medplum/fhirtypes';
 import type { ModelManifest } from '../inference/manifest.js';
@@ -25,13 +26,15 @@ import {
   type PreparedPatient,
   type SweepPorts,
 } from './batch.js';
-import type { BulkClient } from './bulk-client.js';
-import type { CheckpointStore, ItemCheckpoint, SweepRecord } from './checkpoint.js';
-import { parseSweepDefinition, selectModels } from './definition.js';
-import { ExportUnsupportedError, SweepError, SweepInputError } from './errors.js';
+import type { BulkClient, PollStats } from './bulk-client.js';
+import type { CheckpointStore, ItemCheckpoint } from './checkpoint.js';
+import { selectModels } from './definition.js';
+import { ExportExpiredError, SweepError, SweepInputError } from './errors.js';
 import { ExternalSorter, groupByKey } from './external-sort.js';
 import { createHeapCollector } from './heap.js';
-import { stageExport, stageSearch, type StagedExport, type StageOptions } from './stage.js';
+import type { StagedExport, StageOptions } from './stage.js';
+import { planItems, stageFile } from './stage-files.js';
+import { begin, itemsOf, pollExport, prefixOf, type ExportFile } from './steps.js';
 import { getJson, getObjectStream, lines, putObject, type StagingStore } from './staging.js';
 import { buildSummary, renderSummaryHtml, type SweepSummary } from './summary.js';
 import { emptyTally, mergeTally } from './tally.js';
@@ -98,124 +101,81 @@ export interface StartResult {
   readonly mode: 'full' | 'incremental';
 }
 
-const prefixOf = (ctx: SweepContext, sweepId: string): string => `${ctx.prefix ?? 'sweeps'}/${sweepId}`;
+/** Export files staged at once by the in-process path (`startSweep`). */
+const STAGE_CONCURRENCY = 2;
 
-function itemsOf(sweepId: string, staged: StagedExport): SweepItem[] {
-  const mode = staged.since ? 'incremental' : 'full';
-  return staged.partitions
-    .filter((p) => p.lines > 0)
-    .map((p) => ({ sweepId, partition: p.partition, keys: p.keys, mode, lines: p.lines }));
-}
-
+/**
+ * The coordinator steps (steps.ts) in one process: begin → poll until the manifest (sleeping as
+ * each poll says) → stage each file, two at a time → plan. Export files that expired are
+ * kicked off again, up to `stage.maxExportAttempts` (default 2) kick-offs.
+ */
 export async function startSweep(
   ctx: SweepContext,
   input: unknown,
   opts: { sweepId?: string } = {},
 ): Promise<StartResult> {
-  const definition = parseSweepDefinition(input);
-  const models = selectModels(ctx.models.all(), definition);
-  const sweepId =
-    opts.sweepId ??
-    `${definition.name}-${new Date().toISOString().replace(/[-:.]/g, '')}-${randomUUID().slice(0, 8)}`;
-  if (!/^[A-Za-z0-9_.-]{1,128}$/.test(sweepId)) throw new SweepInputError('invalid sweep id');
-  const prefix = prefixOf(ctx, sweepId);
-  const itemsKey = `${prefix}/items.json`;
-  const log = ctx.ports.logger.child({ sweep: sweepId });
-
-  const existing = await ctx.checkpoints.getSweep(sweepId);
-  if (existing?.stagedKey) {
-    const staged = await getJson<StagedExport>(ctx.store, existing.stagedKey);
-    if (staged) {
-      log.info('sweep resumed from staged export', { partitions: staged.partitions.length });
+  const maxAttempts = ctx.stage?.maxExportAttempts ?? 2;
+  let sweepId = opts.sweepId;
+  let poll: PollStats | undefined;
+  for (let attempt = 1; ; attempt++) {
+    const begun = await begin(ctx, input, {
+      ...(sweepId ? { sweepId } : {}),
+      attempt,
+      ...(poll ? { poll } : {}),
+    });
+    let state = begun.state;
+    sweepId = state.sweepId;
+    if (state.phase === 'staged' || !begun.record) {
       return {
         sweepId,
-        items: itemsOf(sweepId, staged),
-        itemsKey,
-        resumed: true,
-        mode: staged.since ? 'incremental' : 'full',
+        items: begun.items ?? [],
+        itemsKey: state.itemsKey ?? `${prefixOf(ctx, sweepId)}/items.json`,
+        resumed: state.resumed === true,
+        mode: state.mode ?? 'full',
       };
     }
-  }
-
-  const since =
-    definition.since === 'full'
-      ? undefined
-      : definition.since === 'incremental'
-        ? (await ctx.checkpoints.getLatest(definition.name))?.transactionTime
-        : definition.since;
-  const record: SweepRecord = {
-    sweepId,
-    definition,
-    status: 'exporting',
-    startedAt: existing?.startedAt ?? new Date().toISOString(),
-    ...(since ? { since } : {}),
-  };
-  await ctx.checkpoints.putSweep(record);
-
-  const isOwnWrite = (r: Resource): boolean => ctx.ports.isOwnWrite(r);
-  const stageOpts: StageOptions = {
-    store: ctx.store,
-    prefix,
-    isOwnWrite,
-    ...(ctx.ownWriteMarker ? { ownWriteMarker: ctx.ownWriteMarker } : {}),
-    logger: log,
-    ...ctx.stage,
-    onProgress: (e) => ctx.onProgress?.(e),
-  };
-  const types = [
-    'Patient',
-    'Observation',
-    ...definition.extraTypes.filter((t) => t !== 'Patient' && t !== 'Observation'),
-  ];
-  const search = (): Promise<StagedExport> =>
-    stageSearch({
-      ...stageOpts,
-      fhir: ctx.ports.fhir,
-      cohort: definition.cohort,
-      codes: observationCodes(models),
-      ...(since ? { since } : {}),
-    });
-  let staged: StagedExport;
-  if (definition.cohort.kind === 'search') staged = await search();
-  else {
+    const record = begun.record;
+    const log = ctx.ports.logger.child({ sweep: sweepId });
     try {
-      staged = await stageExport(
-        ctx.bulk,
-        {
-          level: definition.cohort.kind === 'group' ? 'group' : 'patient',
-          ...(definition.cohort.kind === 'group' ? { group: definition.cohort.group } : {}),
-          types,
-          ...(since ? { since } : {}),
-        },
-        stageOpts,
-      );
-    } catch (err) {
-      if (!(err instanceof ExportUnsupportedError)) {
-        await ctx.checkpoints.putSweep({ ...record, status: 'failed' });
-        throw err;
+      while (state.phase === 'exporting') {
+        if (state.waitMs) await sleep(state.waitMs);
+        state = await pollExport(ctx, state);
       }
-      log.warn('no $export on the server; paged search instead', { status: err.status });
-      staged = await search();
+      const files = (await getJson<ExportFile[]>(ctx.store, state.filesKey ?? '')) ?? [];
+      const total = files.reduce((n, f) => n + (f.count ?? 10_000), 0);
+      let done = 0;
+      const onLines = (n: number): void => {
+        done += n;
+        ctx.onProgress?.({ phase: 'stage', done, total });
+      };
+      // Every file settles before the outcome counts (no download left running on a re-kick).
+      let failure: unknown;
+      await mapLimit(files, STAGE_CONCURRENCY, async (f) => {
+        if (failure !== undefined) return;
+        await stageFile(ctx, f, onLines).catch((err: unknown) => {
+          failure ??= err;
+        });
+      });
+      if (failure !== undefined) throw failure as Error;
+      const planned = await planItems(ctx, state);
+      ctx.onProgress?.({ phase: 'stage', done: total, total });
+      return planned;
+    } catch (err) {
+      if (err instanceof ExportExpiredError && attempt < maxAttempts) {
+        log.warn('export files expired; kicking off again', { attempt, status: err.status });
+        poll = state.poll;
+        continue;
+      }
+      await ctx.checkpoints.putSweep({ ...record, status: 'failed' });
+      if (err instanceof ExportExpiredError) {
+        throw new ExportExpiredError(
+          `export files expired (${err.status}) before they were read, ${attempt} kick-off(s); run the sweep again`,
+          err.status,
+        );
+      }
+      throw err;
     }
   }
-  const stagedKey = `${prefix}/staged.json`;
-  const items = itemsOf(sweepId, staged);
-  await putObject(ctx.store, stagedKey, JSON.stringify(staged));
-  await putObject(ctx.store, itemsKey, JSON.stringify(items));
-  await ctx.checkpoints.putSweep({
-    ...record,
-    status: 'staged',
-    stagedKey,
-    transactionTime: staged.transactionTime,
-  });
-  log.info('sweep staged', {
-    source: staged.source,
-    items: items.length,
-    lines: staged.partitions.reduce((n, p) => n + p.lines, 0),
-    malformed: staged.counts.malformedLines,
-    exportErrors: staged.exportErrors.length,
-  });
-  return { sweepId, items, itemsKey, resumed: false, mode: staged.since ? 'incremental' : 'full' };
 }
 
 /** Worker: one item, batch by batch, a checkpoint after each. Idempotent; resumes after a crash. */
