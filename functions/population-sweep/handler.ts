@@ -1,16 +1,22 @@
 /**
- * population-sweep: three Lambda entry points for the Step Functions state machine (infra
- * wires them; docs/sweeps.md draws it):
+ * population-sweep: the Lambda entry points of the Step Functions state machine (infra wires
+ * them, one function each; docs/sweeps.md draws it):
  *
  *   EventBridge Scheduler ─▶ state machine
- *     1. startHandler   { definition, sweepId? } → { sweepId, bucket, itemsKey, items, mode, resumed }
- *     2. Distributed Map, ItemReader = s3://<bucket>/<itemsKey> (a JSON array), one
- *        itemHandler call per item:
- *          { sweepId, partition, keys: ["sweeps/<id>/attempt-1/p0003/000001.kndjson", …],
+ *     1. startHandler   { definition, sweepId, attempt?, poll? } → the sweep's state (`SweepState`):
+ *                       phase "exporting" (statusUrl, waitSeconds), or "staged" (resumed, search)
+ *     2. pollHandler    the state → one status request → "exporting" again (waitSeconds from
+ *                       Retry-After), or "exported" (files.json in S3) — a Wait/Choice loop
+ *     3. Distributed Map, ItemReader = s3://<bucket>/<filesKey>, one stageFileHandler call per
+ *        export file: { sweepId, attempt, index, type, url, requiresAccessToken, partitions }
+ *        → { sweepId, index, lines } (idempotent: a retry rewrites the same parts)
+ *     4. planHandler    the state → merges the files' partitions → "staged" (items.json)
+ *     5. Distributed Map, ItemReader = s3://<bucket>/<itemsKey>, one itemHandler call per item:
+ *          { sweepId, partition, keys: ["sweeps/<id>/attempt-1/f0000/p0003/000001.kndjson", …],
  *            mode: "full" | "incremental", lines }
  *        → { sweepId, partition, patients, written, unchanged, insufficientData, failed }
  *        (idempotent and resumable: a retried item continues after its last checkpoint)
- *     3. finishHandler  { sweepId } → the summary (counts, histograms; failed patients by reference)
+ *     6. finishHandler  { sweepId } → the summary (counts, histograms; failed patients by reference)
  *
  * The logic is in shared/sweep; this file only builds the context once per cold start.
  */
@@ -27,17 +33,26 @@ import { createLogger, type Logger } from '../../shared/log.js';
 import { logInvocation, parseEvent } from '../../shared/middleware.js';
 import { parseSweepConfig, type SweepConfig } from '../../shared/sweep/config.js';
 import { createSweepContext } from '../../shared/sweep/context.js';
-import { FinishSweepEventSchema, StartSweepEventSchema, SweepItemSchema } from '../../shared/sweep/events.js';
+import {
+  ExportFileSchema,
+  FinishSweepEventSchema,
+  PlanSweepEventSchema,
+  PollSweepEventSchema,
+  StartSweepEventSchema,
+  SweepItemSchema,
+} from '../../shared/sweep/events.js';
+import { planItems, stageFile } from '../../shared/sweep/stage-files.js';
+import { beginSweep, pollExport, type SweepState } from '../../shared/sweep/steps.js';
 import type { SweepSummary } from '../../shared/sweep/summary.js';
-import { finishSweep, processItem, startSweep, type SweepContext } from '../../shared/sweep/sweep.js';
+import { finishSweep, processItem, type SweepContext } from '../../shared/sweep/sweep.js';
 
-export interface StartResponse {
+/** Begin, poll and plan answer the sweep's state; the state machine's Choice reads its phase. */
+export type StartResponse = SweepState;
+
+export interface StageFileResponse {
   sweepId: string;
-  bucket: string;
-  itemsKey: string;
-  items: number;
-  mode: 'full' | 'incremental';
-  resumed: boolean;
+  index: number;
+  lines: number;
 }
 
 export interface ItemResponse {
@@ -94,7 +109,7 @@ export function contextFromConfig(config: Config, sweep: SweepConfig, logger: Lo
   });
 }
 
-/** Builds the three handlers around a context factory, called once per cold start. */
+/** Builds the handlers around a context factory, called once per cold start. */
 export function createPopulationSweepHandlers(logger: Logger, getContext: () => Promise<SweepContext>) {
   let ctx: Promise<SweepContext> | undefined;
   const context = (): Promise<SweepContext> => (ctx ??= getContext());
@@ -102,18 +117,23 @@ export function createPopulationSweepHandlers(logger: Logger, getContext: () => 
   const start = async (
     event: z.infer<typeof StartSweepEventSchema>,
     _context: Context,
-  ): Promise<StartResponse> => {
-    const c = await context();
-    const result = await startSweep(c, event.definition, event.sweepId ? { sweepId: event.sweepId } : {});
-    return {
-      sweepId: result.sweepId,
-      bucket: c.store.bucket,
-      itemsKey: result.itemsKey,
-      items: result.items.length,
-      mode: result.mode,
-      resumed: result.resumed,
-    };
+  ): Promise<SweepState> =>
+    beginSweep(await context(), event.definition, {
+      ...(event.sweepId ? { sweepId: event.sweepId } : {}),
+      ...(event.attempt ? { attempt: event.attempt } : {}),
+      ...(event.poll ? { poll: event.poll } : {}),
+    });
+  const poll = async (event: z.infer<typeof PollSweepEventSchema>, _context: Context): Promise<SweepState> =>
+    pollExport(await context(), event);
+  const stage = async (
+    event: z.infer<typeof ExportFileSchema>,
+    _context: Context,
+  ): Promise<StageFileResponse> => {
+    const staged = await stageFile(await context(), event);
+    return { sweepId: event.sweepId, index: event.index, lines: staged.lines };
   };
+  const plan = async (event: z.infer<typeof PlanSweepEventSchema>, _context: Context): Promise<SweepState> =>
+    (await planItems(await context(), event)).state;
   const item = async (event: z.infer<typeof SweepItemSchema>, _context: Context): Promise<ItemResponse> => {
     const checkpoint = await processItem(await context(), event);
     const t = checkpoint.tally;
@@ -126,6 +146,9 @@ export function createPopulationSweepHandlers(logger: Logger, getContext: () => 
 
   return {
     startHandler: middy(start).use(parseEvent(StartSweepEventSchema)).use(logInvocation(logger)),
+    pollHandler: middy(poll).use(parseEvent(PollSweepEventSchema)).use(logInvocation(logger)),
+    stageFileHandler: middy(stage).use(parseEvent(ExportFileSchema)).use(logInvocation(logger)),
+    planHandler: middy(plan).use(parseEvent(PlanSweepEventSchema)).use(logInvocation(logger)),
     itemHandler: middy(item).use(parseEvent(SweepItemSchema)).use(logInvocation(logger)),
     finishHandler: middy(finish).use(parseEvent(FinishSweepEventSchema)).use(logInvocation(logger)),
   };
@@ -136,5 +159,8 @@ const handlers = createPopulationSweepHandlers(logger, () =>
   contextFromConfig(loadConfig(), parseSweepConfig(process.env), logger),
 );
 export const startHandler = handlers.startHandler;
+export const pollHandler = handlers.pollHandler;
+export const stageFileHandler = handlers.stageFileHandler;
+export const planHandler = handlers.planHandler;
 export const itemHandler = handlers.itemHandler;
 export const finishHandler = handlers.finishHandler;

@@ -1,19 +1,34 @@
 /**
- * Population sweeps: EventBridge Scheduler → a Step Functions state machine → the three entry
- * points of `functions/population-sweep/handler.ts` (one Lambda function each):
+ * Population sweeps: EventBridge Scheduler → a Step Functions state machine → the entry points
+ * of `functions/population-sweep/handler.ts` (one Lambda function each). No call waits for a
+ * whole export or reads a whole export: the export is polled in a Wait/Choice loop and staged
+ * file by file in a Distributed Map (Lambda stops at 15 minutes; a 10^7-patient export takes
+ * hours and tens of GB).
  *
- *   Start   startHandler  { definition, sweepId: <execution name> }
- *             → $.start = { sweepId, bucket, itemsKey, items, mode, resumed }
- *   Items   Distributed Map, ItemReader = the JSON array s3://{$.start.bucket}/{$.start.itemsKey};
- *             each item (a `SweepItem`, passed as is) → itemHandler, `maxConcurrency` at once
- *   Finish  finishHandler { sweepId: $.start.sweepId } → the summary (also in S3, so discarded here)
+ *   Prepare  { definition, sweepId: <execution name>, attempt: 1 } → $.begin
+ *   Begin    startHandler → $.sweep (the sweep's state: `SweepState`)
+ *   Phase    Choice on $.sweep.phase:
+ *              exporting → WaitForExport (SecondsPath $.sweep.waitSeconds) → Poll (pollHandler) → Phase
+ *              exported  → Stage: Distributed Map over s3://{bucket}/{filesKey} (files.json), one
+ *                          stageFileHandler call per export file, `stageConcurrency` at once
+ *                          (protects the FHIR server) → Plan (planHandler) → Items
+ *              otherwise (staged: resumed, or paged search) → Items
+ *   Items    Distributed Map over s3://{bucket}/{itemsKey} (items.json), each item → itemHandler,
+ *            `maxConcurrency` at once
+ *   Finish   finishHandler { sweepId } → the summary (also in S3, so discarded here)
  *
- * The sweep id is the execution name, so a retried Start, and a redriven execution, resume the
- * sweep already staged instead of exporting again; a retried item continues after its last
- * checkpoint. Retries back off on Lambda service errors and on the handler's retryable errors
- * (`RETRYABLE_ERRORS`); any other error is caught, recorded in the checkpoint table as
- * `(sweepId, "#failure")` and fails the execution. Execution data stays out of the logs; the state
- * machine is encrypted with the customer-managed key.
+ * Export files that expired (404/410) before they were staged: StageFile catches
+ * `ExportExpiredError` (leaving a marker), Plan finds it and throws it, and ExportExpired
+ * kicks the export off again (Rekick → Begin with attempt + 1) up to `maxExportAttempts`
+ * kick-offs; after that the failure is recorded like any other.
+ *
+ * The sweep id is the execution name, so a retried Begin, and a redriven execution, resume the
+ * sweep already staged instead of exporting again; a retried file rewrites the same parts; a
+ * retried item continues after its last checkpoint. Retries back off on Lambda service errors
+ * and on the handler's retryable errors (`RETRYABLE_ERRORS`); any other error is caught,
+ * recorded in the checkpoint table as `(sweepId, "#failure")` and fails the execution.
+ * Execution data stays out of the logs; the state machine is encrypted with the customer-managed
+ * key.
  */
 import { Duration, RemovalPolicy, Stack, TimeZone, Validations } from 'aws-cdk-lib';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
@@ -25,15 +40,20 @@ import type { IBucket } from 'aws-cdk-lib/aws-s3';
 import { Schedule, ScheduleExpression, ScheduleTargetInput } from 'aws-cdk-lib/aws-scheduler';
 import { StepFunctionsStartExecution } from 'aws-cdk-lib/aws-scheduler-targets';
 import {
+  Choice,
+  Condition,
   CustomerManagedEncryptionConfiguration,
   DefinitionBody,
   DistributedMap,
   Fail,
   JsonPath,
   LogLevel,
+  Pass,
   S3JsonItemReader,
   StateMachine,
   TaskInput,
+  Wait,
+  WaitTime,
   type TaskStateBase,
 } from 'aws-cdk-lib/aws-stepfunctions';
 import { DynamoAttributeValue, DynamoPutItem, LambdaInvoke } from 'aws-cdk-lib/aws-stepfunctions-tasks';
@@ -63,15 +83,14 @@ export const LAMBDA_SERVICE_ERRORS = [
 
 /**
  * The handler's errors worth another attempt (their `name` is the Lambda error type Step
- * Functions matches): the FHIR server or an endpoint unavailable for now, export files that
- * expired (Start kicks the export off again), and the AWS SDK's throttling and 5xx answers from
- * S3 and DynamoDB. Everything else (a bad definition or event, a failed export, items not done)
- * would fail again.
+ * Functions matches): the FHIR server or an endpoint unavailable for now, and the AWS SDK's
+ * throttling and 5xx answers from S3 and DynamoDB. Everything else (a bad definition or event,
+ * a failed export, items not done) would fail again. Not `ExportExpiredError`: the same files
+ * stay expired; the state machine kicks the export off again instead.
  */
 export const RETRYABLE_ERRORS: readonly string[] = [
   ...[
     FhirUnavailableError,
-    ExportExpiredError,
     InferenceThrottlingError,
     InferenceServiceUnavailableError,
     InferenceInternalFailureError,
@@ -100,9 +119,18 @@ export interface SweepSchedule {
   readonly groupId?: string;
 }
 
+/** Export files staged at once by default: each one streams a file from the FHIR server. */
+export const SWEEP_STAGE_CONCURRENCY = 10;
+
 export interface SweepFunctions {
-  /** `startHandler`: export and stage the cohort, answer where the items lie. */
+  /** `startHandler`: kick the export off (or stage by search, or find the sweep staged). */
   readonly start: IFunction;
+  /** `pollHandler`: one export status request. */
+  readonly poll: IFunction;
+  /** `stageFileHandler`: one export file into the staged partitions. */
+  readonly stageFile: IFunction;
+  /** `planHandler`: the staged files merged into the items. */
+  readonly plan: IFunction;
   /** `itemHandler`: one Distributed Map item. */
   readonly item: IFunction;
   /** `finishHandler`: the summary; advances the next incremental `_since`. */
@@ -117,8 +145,12 @@ export interface SweepProps {
   /** The checkpoint table; failures are recorded in it. */
   readonly table: ITable;
   readonly schedules: readonly SweepSchedule[];
-  /** Concurrent Distributed Map children. */
+  /** Concurrent item workers (the Items Distributed Map's children). */
   readonly maxConcurrency: number;
+  /** Concurrent export files staged (the Stage Distributed Map's children). Default `SWEEP_STAGE_CONCURRENCY`. */
+  readonly stageConcurrency?: number;
+  /** Kick-offs of the export while its files keep expiring. Default 2. */
+  readonly maxExportAttempts?: number;
   /** Encrypts the state machine, its logs and the schedules. */
   readonly key: IKey;
   readonly logRetention: RetentionDays;
@@ -170,23 +202,51 @@ export class Sweep extends Construct {
         retryOnServiceExceptions: false,
       });
 
-    const start = invoke(
-      'Start',
-      fns.start,
-      TaskInput.fromObject({
+    const state = (field: string): string => `$.sweep.Payload.${field}`;
+    const prepare = new Pass(this, 'Prepare', {
+      parameters: {
         definition: JsonPath.objectAt('$.definition'),
         sweepId: JsonPath.executionName,
+        attempt: 1,
+      },
+      resultPath: '$.begin',
+    });
+    const begin = invoke('Begin', fns.start, TaskInput.fromJsonPathAt('$.begin'), '$.sweep');
+    retries(begin);
+    const poll = invoke('Poll', fns.poll, TaskInput.fromJsonPathAt('$.sweep.Payload'), '$.sweep');
+    retries(poll);
+    const waitForExport = new Wait(this, 'WaitForExport', {
+      time: WaitTime.secondsPath(state('waitSeconds')),
+    });
+
+    const stageFile = invoke('StageFile', fns.stageFile, TaskInput.fromJsonPathAt('$'), JsonPath.DISCARD);
+    // A timed-out file is staged again from the start: it rewrites the same parts.
+    retries(stageFile, ['Sandbox.Timedout']);
+    // An expired file leaves a marker for Plan, which decides on a new kick-off for the whole export.
+    stageFile.addCatch(new Pass(this, 'FileExpired'), {
+      errors: [ExportExpiredError.name],
+      resultPath: JsonPath.DISCARD,
+    });
+    const stage = new DistributedMap(this, 'Stage', {
+      itemReader: new S3JsonItemReader({
+        bucketNamePath: JsonPath.stringAt(state('bucket')),
+        key: JsonPath.stringAt(state('filesKey')),
       }),
-      '$.start',
-    );
-    retries(start);
+      maxConcurrency: props.stageConcurrency ?? SWEEP_STAGE_CONCURRENCY,
+      toleratedFailurePercentage: 0,
+      resultPath: JsonPath.DISCARD,
+    });
+    stage.itemProcessor(stageFile);
+    const plan = invoke('Plan', fns.plan, TaskInput.fromJsonPathAt('$.sweep.Payload'), '$.sweep');
+    retries(plan);
+
     const item = invoke('Item', fns.item, TaskInput.fromJsonPathAt('$'), JsonPath.DISCARD);
     // A timed-out item resumes after its last checkpoint.
     retries(item, ['Sandbox.Timedout']);
     const items = new DistributedMap(this, 'Items', {
       itemReader: new S3JsonItemReader({
-        bucketNamePath: JsonPath.stringAt('$.start.Payload.bucket'),
-        key: JsonPath.stringAt('$.start.Payload.itemsKey'),
+        bucketNamePath: JsonPath.stringAt(state('bucket')),
+        key: JsonPath.stringAt(state('itemsKey')),
       }),
       maxConcurrency: props.maxConcurrency,
       toleratedFailurePercentage: props.toleratedFailurePercentage ?? 0,
@@ -198,7 +258,7 @@ export class Sweep extends Construct {
     const finish = invoke(
       'Finish',
       fns.finish,
-      TaskInput.fromObject({ sweepId: JsonPath.stringAt('$.start.Payload.sweepId') }),
+      TaskInput.fromObject({ sweepId: JsonPath.stringAt(state('sweepId')) }),
       JsonPath.DISCARD,
     );
     retries(finish);
@@ -218,7 +278,32 @@ export class Sweep extends Construct {
       causePath: '$.failure.Cause',
     });
     recordFailure.next(failed);
-    for (const state of [start, items, finish]) state.addCatch(recordFailure, { resultPath: '$.failure' });
+    // Expired files: kick the export off again (the polls so far count towards the bound on
+    // total wait), or, after `maxExportAttempts` kick-offs, record the failure.
+    const rekick = new Pass(this, 'Rekick', {
+      parameters: {
+        definition: JsonPath.objectAt('$.definition'),
+        sweepId: JsonPath.executionName,
+        attempt: JsonPath.mathAdd(JsonPath.numberAt(state('attempt')), 1),
+        poll: JsonPath.objectAt(state('poll')),
+      },
+      resultPath: '$.begin',
+    });
+    rekick.next(begin);
+    const expired = new Choice(this, 'ExportExpired')
+      .when(Condition.numberLessThan(state('attempt'), props.maxExportAttempts ?? 2), rekick)
+      .otherwise(recordFailure);
+    plan.addCatch(expired, { errors: [ExportExpiredError.name], resultPath: '$.failure' });
+    for (const s of [begin, poll, stage, plan, items, finish])
+      s.addCatch(recordFailure, { resultPath: '$.failure' });
+
+    const phase = new Choice(this, 'Phase')
+      .when(Condition.stringEquals(state('phase'), 'exporting'), waitForExport)
+      .when(Condition.stringEquals(state('phase'), 'exported'), stage)
+      .otherwise(items);
+    waitForExport.next(poll).next(phase);
+    stage.next(plan).next(items);
+    items.next(finish);
 
     const logs = new LogGroup(this, 'Logs', {
       encryptionKey: props.key,
@@ -226,13 +311,13 @@ export class Sweep extends Construct {
       removalPolicy: RemovalPolicy.RETAIN,
     });
     this.stateMachine = new StateMachine(this, 'StateMachine', {
-      definitionBody: DefinitionBody.fromChainable(start.next(items).next(finish)),
+      definitionBody: DefinitionBody.fromChainable(prepare.next(begin).next(phase)),
       timeout: Duration.hours(24),
       tracingEnabled: true,
       logs: { destination: logs, level: LogLevel.ERROR, includeExecutionData: false },
       encryptionConfiguration: new CustomerManagedEncryptionConfiguration(props.key),
     });
-    // The ItemReader reads items.json under the sweep prefix only (and decrypts it); the failure
+    // The ItemReaders read files.json and items.json under the sweep prefix only (and decrypts it); the failure
     // record needs the table's key.
     this.stateMachine.addToRolePolicy(
       new PolicyStatement({
@@ -246,7 +331,7 @@ export class Sweep extends Construct {
     Validations.of(this.stateMachine).acknowledge({
       id: 'HIPAA.Security-IAMNoInlinePolicy',
       reason:
-        "The state machine's own role: CDK-generated policies to invoke the sweep functions, read the items under the sweep prefix, record failures in the checkpoint table, run its Distributed Map children (states:StartExecution on itself) and deliver its logs.",
+        "The state machine's own role: CDK-generated policies to invoke the sweep functions, read the export files' and the items' lists under the sweep prefix, record failures in the checkpoint table, run its Distributed Map children (states:StartExecution on itself) and deliver its logs.",
     });
     const schedulerRole = new Role(this, 'SchedulerRole', {
       assumedBy: new ServicePrincipal('scheduler.amazonaws.com', {

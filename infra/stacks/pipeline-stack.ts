@@ -27,7 +27,7 @@ import type { DeployedEndpoint } from '../constructs/model-endpoints.js';
 import { Monitoring } from '../constructs/monitoring.js';
 import { NotifyApi } from '../constructs/notify-api.js';
 import { PartnerApi } from '../constructs/partner-api.js';
-import { Sweep } from '../constructs/sweep.js';
+import { Sweep, SWEEP_STAGE_CONCURRENCY } from '../constructs/sweep.js';
 import { PREFIX } from './data-stack.js';
 
 /** The function folders this stack deploys, by role. */
@@ -47,8 +47,13 @@ const DEFAULT_CONCURRENCY: Record<FunctionRole, number> = {
   populationSweep: 0, // the item worker: sweeps.maxConcurrency
 };
 
-/** The sweep's coordinator functions (same bundle as the item worker, other entry points). */
-type SweepPhaseRole = 'populationSweepStart' | 'populationSweepFinish';
+/** The sweep's coordinator and staging functions (same bundle as the item worker, other entry points). */
+type SweepPhaseRole =
+  | 'populationSweepStart'
+  | 'populationSweepPoll'
+  | 'populationSweepStage'
+  | 'populationSweepPlan'
+  | 'populationSweepFinish';
 
 /**
  * The sweep's settings (`shared/sweep/config.ts`), by name. The type checks each name is a key
@@ -65,9 +70,13 @@ export const SWEEP_ENV = {
 /** Where the sweep stages exports, items and summaries (no trailing slash: the sweep adds `/<id>/`). */
 export const SWEEP_PREFIX = `${PREFIX.bulk}sweeps`;
 
-/** Start's timeout, and its bound on waiting for the export (the rest of the 15 min stages it). */
+/**
+ * Start's timeout (a kick-off, or the paged-search fallback, which stages in that one call), and
+ * the bound on waiting for the export: the state machine's Wait/Choice loop, inside the 24 h
+ * execution timeout with time left to stage and score.
+ */
 export const SWEEP_START_TIMEOUT = Duration.minutes(15);
-export const SWEEP_EXPORT_MAX_WAIT = Duration.minutes(10);
+export const SWEEP_EXPORT_MAX_WAIT = Duration.hours(12);
 
 export interface PipelineStackProps extends StackProps {
   readonly config: AppConfig;
@@ -213,8 +222,9 @@ export class PipelineStack extends Stack {
   }
 
   /**
-   * The three sweep functions (one bundle, `startHandler` / `itemHandler` / `finishHandler`) with
-   * the sweep's settings and grants, and the state machine that runs them.
+   * The sweep functions (one bundle, an entry point each: `startHandler`, `pollHandler`,
+   * `stageFileHandler`, `planHandler`, `itemHandler`, `finishHandler`) with the sweep's settings
+   * and grants, and the state machine that runs them.
    */
   private sweeps(): Sweep {
     const { config, exportBucket: bucket, checkpointTable: table } = this.props;
@@ -252,18 +262,45 @@ export class PipelineStack extends Stack {
       concurrency: coordinators,
       withManifests: true,
     });
-    for (const fn of [start, item, finish]) {
+    // The export's status (one request a call), its files (one a call), and the plan that merges them.
+    const poll = this.fn('populationSweepPoll', {
+      entryRole: 'populationSweep',
+      handler: 'pollHandler',
+      timeout: Duration.minutes(1),
+      concurrency: coordinators,
+      withManifests: true,
+    });
+    const stageFile = this.fn('populationSweepStage', {
+      entryRole: 'populationSweep',
+      handler: 'stageFileHandler',
+      timeout: Duration.minutes(15),
+      concurrency: SWEEP_STAGE_CONCURRENCY,
+      withManifests: true,
+    });
+    const plan = this.fn('populationSweepPlan', {
+      entryRole: 'populationSweep',
+      handler: 'planHandler',
+      timeout: Duration.minutes(5),
+      concurrency: coordinators,
+      withManifests: true,
+    });
+    for (const fn of [start, poll, stageFile, plan, item, finish]) {
       for (const [k, v] of Object.entries(env)) fn.addEnvironment(k, v);
+    }
+    for (const fn of [start, plan, item, finish]) {
       // What the checkpoint store calls (shared/sweep/checkpoint.ts), and no more: no Scan,
       // no deletes, no batch writes, no streams.
       table.grant(fn, 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query');
       table.encryptionKey?.grantEncryptDecrypt(fn);
     }
     bucket.grantReadWrite(start, objects);
+    bucket.grantPut(poll, objects);
+    bucket.grantPut(stageFile, objects);
+    bucket.grantReadWrite(plan, objects);
     bucket.grantRead(item, objects);
     bucket.grantReadWrite(finish, objects);
     const sweep = new Sweep(this, 'Sweep', {
-      functions: { start, item, finish },
+      functions: { start, poll, stageFile, plan, item, finish },
       bucket,
       prefix: `${SWEEP_PREFIX}/`,
       table,
@@ -365,13 +402,9 @@ export class PipelineStack extends Stack {
             ...(role === 'resourceEvent' || role === 'partnerApi' || role === 'populationSweep'
               ? ['healthlake:CreateResource', 'healthlake:UpdateResource']
               : []),
-            ...(role === 'populationSweepStart'
-              ? [
-                  'healthlake:StartFHIRExportJobWithGet',
-                  'healthlake:DescribeFHIRExportJobWithGet',
-                  'healthlake:CancelFHIRExportJobWithDelete',
-                ]
-              : []),
+            ...(role === 'populationSweepStart' ? ['healthlake:StartFHIRExportJobWithGet'] : []),
+            ...(role === 'populationSweepPoll' ? ['healthlake:DescribeFHIRExportJobWithGet'] : []),
+            ...(role === 'populationSweepPlan' ? ['healthlake:CancelFHIRExportJobWithDelete'] : []),
           ],
           resources: [config.fhir.auth.datastoreArn],
         }),

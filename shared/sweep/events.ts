@@ -1,25 +1,75 @@
 /**
  * The shapes the population-sweep functions receive (Step Functions passes them as the
- * Lambda event): start (from EventBridge Scheduler through the state machine), one item
- * (from the Distributed Map), finish.
+ * Lambda event): begin (from EventBridge Scheduler through the state machine, or a re-kick),
+ * poll and plan (the sweep's state, steps.ts), one export file and one item (from the two
+ * Distributed Maps), finish.
  */
 import { z } from 'zod';
 import { SweepDefinitionSchema } from './definition.js';
 
 const SWEEP_ID = /^[A-Za-z0-9_.-]{1,128}$/;
+const count = z.number().int().nonnegative();
+const key = z.string().min(1).max(1024);
+
+const ms = z.number().nonnegative();
+const PollStatsSchema = z.object({ polls: count, throttled: count, serverErrors: count, waitedMs: ms });
 
 export const StartSweepEventSchema = z.object({
   definition: SweepDefinitionSchema,
   /** Resume a sweep (a Step Functions retry or redrive passes the id it got first). */
   sweepId: z.string().regex(SWEEP_ID).optional(),
+  /** The kick-off this is: 1 (default), or the next after the export's files expired. */
+  attempt: z.number().int().min(1).max(10).optional(),
+  /** The earlier kick-offs' polls (the bound on total wait holds across them). */
+  poll: PollStatsSchema.optional(),
 });
 export type StartSweepEvent = z.infer<typeof StartSweepEventSchema>;
+
+/** The sweep's state between steps (`SweepState`). */
+export const SweepStateSchema = z.object({
+  sweepId: z.string().regex(SWEEP_ID),
+  bucket: z.string().min(3).max(63),
+  phase: z.enum(['exporting', 'exported', 'staged']),
+  attempt: count,
+  poll: PollStatsSchema,
+  statusUrl: z.url().optional(),
+  waitMs: ms.optional(),
+  waitSeconds: count.optional(),
+  serverErrorsInARow: count.optional(),
+  filesKey: key.optional(),
+  files: count.optional(),
+  itemsKey: key.optional(),
+  items: count.optional(),
+  mode: z.enum(['full', 'incremental']).optional(),
+  resumed: z.boolean().optional(),
+});
+
+/** Poll: an export in progress. */
+export const PollSweepEventSchema = SweepStateSchema.extend({
+  phase: z.literal('exporting'),
+  statusUrl: z.url(),
+});
+
+/** Plan: an export whose files were staged. */
+export const PlanSweepEventSchema = SweepStateSchema.extend({ phase: z.literal('exported'), filesKey: key });
+
+/** One export file (a line of `files.json`); see `ExportFile`. */
+export const ExportFileSchema = z.object({
+  sweepId: z.string().regex(SWEEP_ID),
+  attempt: z.number().int().min(1),
+  index: count,
+  type: z.string().regex(/^[A-Za-z]{1,64}$/),
+  url: z.url(),
+  requiresAccessToken: z.boolean(),
+  count: count.optional(),
+  partitions: z.number().int().min(1).max(10_000),
+});
 
 /** One Distributed Map item (a line of `items.json`); see `SweepItem`. */
 export const SweepItemSchema = z.object({
   sweepId: z.string().regex(SWEEP_ID),
   partition: z.number().int().nonnegative(),
-  keys: z.array(z.string().min(1).max(1024)).min(1),
+  keys: z.array(key).min(1),
   mode: z.enum(['full', 'incremental']),
   lines: z.number().int().nonnegative(),
 });

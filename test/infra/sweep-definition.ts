@@ -1,8 +1,12 @@
 /**
  * Reads a synthesized state machine as Step Functions would run it, far enough to check its
  * wiring: the definition with CloudFormation references replaced by placeholders, JSONPath
- * parameters resolved against a state's input and the context object, ResultSelector and
- * ResultPath applied, Distributed Map children run on the items a reader answers.
+ * parameters resolved against a state's input and the context object (and the intrinsics
+ * States.JsonToString and States.MathAdd), ResultSelector and ResultPath applied, Pass, Wait
+ * (no waiting) and Choice (StringEquals, NumericLessThan, Default) states, Catch of a task's
+ * error (a `StateError` the visitor throws), Distributed Map children run on the items a
+ * reader answers (a child's uncaught error fails the map with
+ * States.ExceedToleratedFailureThreshold). Retries are not run.
  */
 import type { Template } from 'aws-cdk-lib/assertions';
 
@@ -24,10 +28,31 @@ export interface State {
   readonly ToleratedFailurePercentage?: number;
   readonly ErrorPath?: string;
   readonly CausePath?: string;
+  readonly Result?: Json;
+  readonly SecondsPath?: string;
+  readonly Choices?: readonly Rule[];
+  readonly Default?: string;
+}
+export interface Rule {
+  readonly Variable: string;
+  readonly StringEquals?: string;
+  readonly NumericLessThan?: number;
+  readonly Next: string;
+}
+
+/** A task's error, as Step Functions names it (the Lambda error type) and its cause. */
+export class StateError extends Error {
+  constructor(
+    readonly error: string,
+    readonly detail = '',
+  ) {
+    super(`${error}: ${detail}`);
+  }
 }
 export type States = Readonly<Record<string, State>>;
 export interface Definition {
   readonly StartAt: string;
+  readonly TimeoutSeconds?: number;
   readonly States: States;
 }
 
@@ -66,6 +91,8 @@ export function readPath(path: string, input: Json, context: Json): Json {
 function evaluate(expr: string, input: Json, context: Json): Json {
   const json = /^States\.JsonToString\((\$[^)]*)\)$/.exec(expr);
   if (json?.[1]) return JSON.stringify(readPath(json[1], input, context));
+  const add = /^States\.MathAdd\((\$[^,)]*), *(-?\d+)\)$/.exec(expr);
+  if (add?.[1] && add[2]) return Number(readPath(add[1], input, context)) + Number(add[2]);
   if (expr.startsWith('States.')) throw new Error(`unsupported intrinsic ${expr}`);
   return readPath(expr, input, context);
 }
@@ -103,31 +130,71 @@ export interface Visitor {
   items(name: string, state: State, reader: Json): Json[];
 }
 
-/** Runs states from `startAt` on the happy path (Next / End), at most 50 transitions. */
+function choose(name: string, s: State, data: Json, context: Json): string {
+  for (const rule of s.Choices ?? []) {
+    const value = readPath(rule.Variable, data, context);
+    if (rule.StringEquals !== undefined && value === rule.StringEquals) return rule.Next;
+    if (rule.NumericLessThan !== undefined && typeof value === 'number' && value < rule.NumericLessThan)
+      return rule.Next;
+  }
+  if (s.Default === undefined) throw new StateError('States.NoChoiceMatched', name);
+  return s.Default;
+}
+
+/** Runs states from `startAt` (Next / End, Choice, Catch), at most 200 transitions. */
 export function run(states: States, startAt: string, input: Json, context: Json, visit: Visitor): Json {
   let name: string | undefined = startAt;
   let data = input;
-  for (let n = 0; name !== undefined && n < 50; n++) {
+  for (let n = 0; name !== undefined && n < 200; n++) {
     const s: State | undefined = states[name];
     if (!s) throw new Error(`no state ${name}`);
-    if (s.Type === 'Task') {
-      const raw = visit.task(name, s, resolve(s.Parameters, data, context));
-      const selected = s.ResultSelector ? resolve(s.ResultSelector, raw, context) : raw;
-      data = applyResultPath(data, s.ResultPath, selected);
-    } else if (s.Type === 'Map') {
-      if (!s.ItemReader || !s.ItemProcessor) throw new Error(`${name}: not a Distributed Map over a reader`);
-      for (const [index, item] of visit
-        .items(name, s, resolve(s.ItemReader.Parameters, data, context))
-        .entries()) {
-        const mapContext = { ...(context as object), Map: { Item: { Index: index, Value: item } } };
-        const childInput = s.ItemSelector ? resolve(s.ItemSelector, data, mapContext) : item;
-        run(s.ItemProcessor.States, s.ItemProcessor.StartAt, childInput, mapContext, visit);
-      }
-      data = applyResultPath(data, s.ResultPath, []);
-    } else if (s.Type === 'Fail' || s.Type === 'Succeed') {
-      return data;
-    } else throw new Error(`${name}: state type ${s.Type} not simulated`);
-    name = s.End ? undefined : s.Next;
+    let next: string | undefined = s.End ? undefined : s.Next;
+    try {
+      if (s.Type === 'Task') {
+        const raw = visit.task(name, s, resolve(s.Parameters, data, context));
+        const selected = s.ResultSelector ? resolve(s.ResultSelector, raw, context) : raw;
+        data = applyResultPath(data, s.ResultPath, selected);
+      } else if (s.Type === 'Map') {
+        if (!s.ItemReader || !s.ItemProcessor)
+          throw new Error(`${name}: not a Distributed Map over a reader`);
+        const processor = s.ItemProcessor;
+        for (const [index, item] of visit
+          .items(name, s, resolve(s.ItemReader.Parameters, data, context))
+          .entries()) {
+          const mapContext = { ...(context as object), Map: { Item: { Index: index, Value: item } } };
+          const childInput = s.ItemSelector ? resolve(s.ItemSelector, data, mapContext) : item;
+          try {
+            run(processor.States, processor.StartAt, childInput, mapContext, visit);
+          } catch (err) {
+            if (!(err instanceof StateError)) throw err;
+            throw new StateError('States.ExceedToleratedFailureThreshold', err.message);
+          }
+        }
+        data = applyResultPath(data, s.ResultPath, []);
+      } else if (s.Type === 'Pass') {
+        const result = s.Parameters ? resolve(s.Parameters, data, context) : (s.Result ?? data);
+        data = applyResultPath(data, s.ResultPath, result);
+      } else if (s.Type === 'Wait') {
+        const seconds = s.SecondsPath ? readPath(s.SecondsPath, data, context) : 0;
+        if (!Number.isInteger(seconds) || (seconds as number) < 0)
+          throw new Error(
+            `${name}: SecondsPath gives ${JSON.stringify(seconds)}, not a whole number of seconds`,
+          );
+      } else if (s.Type === 'Choice') {
+        next = choose(name, s, data, context);
+      } else if (s.Type === 'Fail' || s.Type === 'Succeed') {
+        return data;
+      } else throw new Error(`${name}: state type ${s.Type} not simulated`);
+    } catch (err) {
+      if (!(err instanceof StateError)) throw err;
+      const catcher = s.Catch?.find(
+        (c) => c.ErrorEquals.includes(err.error) || c.ErrorEquals.includes('States.ALL'),
+      );
+      if (!catcher) throw err;
+      data = applyResultPath(data, catcher.ResultPath, { Error: err.error, Cause: err.detail });
+      next = catcher.Next;
+    }
+    name = next;
   }
   return data;
 }
