@@ -1,0 +1,267 @@
+/**
+ * The sweep driven step by step, the way the state machine drives it (infra/constructs/sweep.ts):
+ * each step a call of its Lambda entry point (zod-parsed event, JSON in and out), the export polled
+ * in a loop, its files staged one call each — in a shuffled order, one of them twice — then
+ * plan, every item, finish; against the embedded stack (FHIR server with `$export`, endpoint
+ * server, dynalite, fauxqs S3), compared with `runSweep` in one process.
+ */
+import { tmpdir } from 'node:os';
+import { CreateBucketCommand, GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
+import type { DiagnosticReport } from '@medplum/fhirtypes';
+import type { Context } from 'aws-lambda';
+import { startFauxqs, type FauxqsServer } from 'fauxqs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPopulationSweepHandlers } from '../../functions/population-sweep/handler.js';
+import { createTables, startLocalDynamo, type LocalDynamo } from '../../local/dynamo.js';
+import { installBulkExport, type BulkExport } from '../../local/fhir/export.js';
+import { loadSyntheticCohort } from '../../local/fhir/export-cohort.js';
+import { startFhirServer, type RunningFhirServer } from '../../local/fhir/server.js';
+import { startEndpointServer, type EndpointServer } from '../../local/sagemaker/server.js';
+import { MODELS_DIR } from '../../local/stack.js';
+import { silentLogger } from '../../shared/log.js';
+import { sweepTableDefinition } from '../../shared/sweep/checkpoint.js';
+import { createSweepContext } from '../../shared/sweep/context.js';
+import type { SweepDefinitionInput } from '../../shared/sweep/definition.js';
+import { ExportExpiredError, ExportTimeoutError } from '../../shared/sweep/errors.js';
+import type { ExportFile, SweepState } from '../../shared/sweep/steps.js';
+import type { SweepSummary } from '../../shared/sweep/summary.js';
+import { runSweep, type SweepContext, type SweepItem } from '../../shared/sweep/sweep.js';
+
+const PATIENTS = 60;
+/** Every 20th synthetic patient has no glucose: insufficient data. */
+const ELIGIBLE = PATIENTS - PATIENTS / 20;
+const BUCKET = 'sweep-steps-test';
+const CREDENTIALS = { accessKeyId: 'x', secretAccessKey: 'x' };
+const LAMBDA = { awsRequestId: 'req-1', functionName: 'population-sweep' } as Context;
+
+let fhir: RunningFhirServer;
+let bulk: BulkExport;
+let sagemaker: EndpointServer;
+let dynamo: LocalDynamo;
+let fauxqs: FauxqsServer;
+let s3: S3Client;
+
+beforeAll(async () => {
+  fhir = await startFhirServer({ port: 0 });
+  // 100 resources per file: several files of each type, so staging has files to fan out over.
+  bulk = installBulkExport(fhir, { retryAfterSeconds: 0, chunkSize: 100 });
+  sagemaker = await startEndpointServer({ modelsDir: MODELS_DIR, port: 0 });
+  dynamo = await startLocalDynamo({ port: 0, createTables: false });
+  await createTables(dynamo.client, [sweepTableDefinition()]);
+  fauxqs = await startFauxqs({ port: 0, logger: false, host: '127.0.0.1' });
+  s3 = new S3Client({
+    endpoint: fauxqs.address,
+    forcePathStyle: true,
+    region: 'us-east-1',
+    credentials: CREDENTIALS,
+  });
+  await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
+  await loadSyntheticCohort(fhir.repo, { patients: PATIENTS, seed: 5 });
+});
+
+afterAll(async () => {
+  await bulk.close();
+  await fhir.close();
+  await sagemaker.close();
+  await dynamo.close();
+  await fauxqs.stop();
+});
+
+function context(fhirBaseUrl = fhir.baseUrl, exportMaxWaitMs?: number): Promise<SweepContext> {
+  return createSweepContext({
+    fhirBaseUrl,
+    sagemaker: new SageMakerRuntimeClient({
+      endpoint: sagemaker.url,
+      region: 'us-east-1',
+      credentials: CREDENTIALS,
+    }),
+    s3,
+    bucket: BUCKET,
+    dynamo: dynamo.client,
+    modelsDir: MODELS_DIR,
+    tmpDir: tmpdir(),
+    logger: silentLogger,
+    ...(exportMaxWaitMs ? { exportMaxWaitMs } : {}),
+  });
+}
+
+const definition = (name: string): SweepDefinitionInput => ({
+  name,
+  models: ['diabetes-gbm'],
+  since: 'full',
+  batchSize: 16,
+});
+
+/**
+ * Step Functions hands each Lambda JSON: nothing but what survives a round trip, untyped until
+ * the entry point's zod schema parses it.
+ */
+const json = (value: unknown): never => JSON.parse(JSON.stringify(value)) as never;
+
+/** What a Distributed Map's ItemReader reads: a JSON array in S3. */
+async function readList<T>(bucket: string, key: string): Promise<T[]> {
+  const out = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  return JSON.parse((await out.Body?.transformToString()) ?? '[]') as T[];
+}
+
+type Handlers = ReturnType<typeof createPopulationSweepHandlers>;
+
+/** Begin, then the Wait/Choice loop: poll (after the wait it asks for) until the phase changes. */
+async function beginAndPoll(h: Handlers, name: string, sweepId: string, attempt = 1): Promise<SweepState> {
+  let state = await h.startHandler(json({ definition: definition(name), sweepId, attempt }), LAMBDA);
+  while (state.phase === 'exporting') {
+    expect(Number.isInteger(state.waitSeconds) && (state.waitSeconds ?? 0) >= 1).toBe(true);
+    await new Promise((r) => setTimeout(r, state.waitMs ?? 0));
+    state = await h.pollHandler(json(state), LAMBDA);
+  }
+  return state;
+}
+
+/** The Stage map (the files in `order`), Plan, the Items map, Finish. */
+async function stageAndRun(
+  h: Handlers,
+  exported: SweepState,
+  order: (files: ExportFile[]) => ExportFile[],
+): Promise<{ summary: SweepSummary; staged: SweepState; items: SweepItem[] }> {
+  const files = await readList<ExportFile>(exported.bucket, exported.filesKey ?? '');
+  for (const f of order(files)) await h.stageFileHandler(json(f), LAMBDA);
+  const staged = await h.planHandler(json(exported), LAMBDA);
+  const items = await readList<SweepItem>(staged.bucket, staged.itemsKey ?? '');
+  for (const item of items) await h.itemHandler(json(item), LAMBDA);
+  const summary = await h.finishHandler(json({ sweepId: staged.sweepId }), LAMBDA);
+  return { summary, staged, items };
+}
+
+async function reportsBySubject(): Promise<Map<string, number>> {
+  const reports = await fhir.repo.searchResources<DiagnosticReport>({ resourceType: 'DiagnosticReport' });
+  const counts = new Map<string, number>();
+  for (const r of reports)
+    counts.set(r.subject?.reference ?? '', (counts.get(r.subject?.reference ?? '') ?? 0) + 1);
+  return counts;
+}
+
+describe('population sweep, step by step as the state machine runs it (embedded stack)', () => {
+  it('stages files in any order, one twice, and scores as runSweep does: the same reports, counts and scores', async () => {
+    // Arrange
+    const ctx = await context();
+    const h = createPopulationSweepHandlers(silentLogger, () => Promise.resolve(ctx));
+
+    // Act: the steps (files staged last-first, the first one again at the end: a retried item).
+    const exported = await beginAndPoll(h, 'steps', 'steps-1');
+    const stepped = await stageAndRun(h, exported, (files) => [
+      ...files.reverse(),
+      files[files.length - 1] as ExportFile,
+    ]);
+    // Then the same cohort in one process: it finds every report the steps wrote.
+    const inProcess = await runSweep(await context(), definition('in-process'));
+
+    // Assess
+    expect(exported.phase).toBe('exported');
+    expect(exported.files).toBeGreaterThan(2);
+    expect(stepped.staged).toMatchObject({ phase: 'staged', attempt: 1, mode: 'full', resumed: false });
+    const { summary } = stepped;
+    expect(summary.patients).toMatchObject({
+      processed: PATIENTS,
+      written: ELIGIBLE,
+      insufficientData: PATIENTS - ELIGIBLE,
+      failed: 0,
+    });
+    expect(inProcess.patients).toMatchObject({
+      processed: PATIENTS,
+      written: 0,
+      unchanged: ELIGIBLE,
+      failed: 0,
+    });
+    // The file staged twice counted once: the same resources, lines and scores as in one process.
+    expect(summary.export.resources).toEqual(inProcess.export.resources);
+    expect(stepped.items.reduce((n, i) => n + i.lines, 0)).toBe(
+      Object.values(inProcess.export.resources).reduce((n, c) => n + c, 0),
+    );
+    expect(summary.histograms).toEqual(inProcess.histograms);
+    const counts = await reportsBySubject();
+    expect(counts.size).toBe(ELIGIBLE);
+    expect([...counts.values()].every((n) => n === 1)).toBe(true);
+  });
+
+  it('a poll while the export runs answers the wait Retry-After asks for (429 here), in whole seconds', async () => {
+    const h = createPopulationSweepHandlers(silentLogger, context);
+    bulk.setFaults({ throttlePolls: 1, throttleRetryAfterSeconds: 3 });
+    const begun = await h.startHandler(
+      json({ definition: definition('throttled'), sweepId: 'throttled-1' }),
+      LAMBDA,
+    );
+    const polled = await h.pollHandler(json(begun), LAMBDA);
+    expect(begun).toMatchObject({ phase: 'exporting', attempt: 1, poll: { polls: 0 } });
+    expect(polled).toMatchObject({
+      phase: 'exporting',
+      statusUrl: begun.statusUrl,
+      waitMs: 3000,
+      waitSeconds: 3,
+      poll: { polls: 1, throttled: 1, waitedMs: 3000 },
+    });
+    // The export goes on from there.
+    const next = await h.pollHandler(json(polled), LAMBDA);
+    expect(['exporting', 'exported']).toContain(next.phase);
+  });
+
+  it('a 202 with Retry-After gives that wait', async () => {
+    const slow = await startFhirServer({ port: 0 });
+    const slowBulk = installBulkExport(slow, { retryAfterSeconds: 2, startDelayMs: 5_000 });
+    try {
+      const h = createPopulationSweepHandlers(silentLogger, () => context(slow.baseUrl));
+      const begun = await h.startHandler(json({ definition: definition('slow'), sweepId: 'slow-1' }), LAMBDA);
+      const polled = await h.pollHandler(json(begun), LAMBDA);
+      expect(polled).toMatchObject({ phase: 'exporting', waitSeconds: 2, poll: { polls: 1, throttled: 0 } });
+    } finally {
+      await slowBulk.close();
+      await slow.close();
+    }
+  });
+
+  it('bounds the total wait across polls: the state carries it', async () => {
+    const h = createPopulationSweepHandlers(silentLogger, () => context(fhir.baseUrl, 5_000));
+    bulk.setFaults({ throttlePolls: 2, throttleRetryAfterSeconds: 3 });
+    const begun = await h.startHandler(
+      json({ definition: definition('bounded'), sweepId: 'bounded-1' }),
+      LAMBDA,
+    );
+    const first = await h.pollHandler(json(begun), LAMBDA);
+    expect(first.poll.waitedMs).toBe(3000);
+    // 3 s more would pass the 5 s bound.
+    await expect(h.pollHandler(json(first), LAMBDA)).rejects.toBeInstanceOf(ExportTimeoutError);
+  });
+
+  it('expired files: stageFile throws ExportExpiredError, plan too; a re-kick (attempt 2) completes the sweep', async () => {
+    // Arrange
+    const ctx = await context();
+    const h = createPopulationSweepHandlers(silentLogger, () => Promise.resolve(ctx));
+    bulk.setFaults({ expiredJobs: 1 });
+    const kicks = bulk.kickOffs();
+
+    // Act
+    const exported = await beginAndPoll(h, 'expired', 'expired-1');
+    const files = await readList<ExportFile>(exported.bucket, exported.filesKey ?? '');
+    const staging = await Promise.allSettled(files.map((f) => h.stageFileHandler(json(f), LAMBDA)));
+    const planned = h.planHandler(json(exported), LAMBDA);
+    await expect(planned).rejects.toBeInstanceOf(ExportExpiredError);
+    // What the Rekick state sends Begin: attempt + 1, the polls so far.
+    const again = await h.startHandler(
+      json({ definition: definition('expired'), sweepId: 'expired-1', attempt: 2, poll: exported.poll }),
+      LAMBDA,
+    );
+    let state = again;
+    while (state.phase === 'exporting') state = await h.pollHandler(json(state), LAMBDA);
+    const { summary } = await stageAndRun(h, state, (fs) => fs);
+
+    // Assess
+    expect(staging.every((s) => s.status === 'rejected' && s.reason instanceof ExportExpiredError)).toBe(
+      true,
+    );
+    expect(bulk.kickOffs() - kicks).toBe(2);
+    expect(again.poll.polls).toBe(exported.poll.polls);
+    expect(summary.export.attempts).toBe(2);
+    expect(summary.export.polls).toBeGreaterThan(exported.poll.polls);
+    expect(summary.patients).toMatchObject({ processed: PATIENTS, failed: 0 });
+  });
+});
