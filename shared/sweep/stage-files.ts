@@ -4,7 +4,7 @@
  */
 import { mapLimit } from './batch.js';
 import { ExportExpiredError, SweepError, SweepInputError } from './errors.js';
-import { readErrors } from './stage.js';
+import { readErrors, type StagedExport } from './stage.js';
 import {
   getJson,
   lines,
@@ -13,7 +13,14 @@ import {
   type StageCounts,
   type StagedPartition,
 } from './staging.js';
-import { attemptPrefix, filePrefix, recordStaged, type ExportFile, type SweepState } from './steps.js';
+import {
+  attemptPrefix,
+  filePrefix,
+  recordStaged,
+  stagedResult,
+  type ExportFile,
+  type SweepState,
+} from './steps.js';
 import type { StartResult, SweepContext } from './sweep.js';
 
 /** `f<index>/staged.json`: what one file put where. */
@@ -98,6 +105,9 @@ export async function planItems(
   const log = ctx.ports.logger.child({ sweep: state.sweepId });
   const record = await ctx.checkpoints.getSweep(state.sweepId);
   if (!record) throw new SweepInputError(`no sweep ${state.sweepId}`);
+  // A retried plan after the export was cancelled: what the first one staged.
+  const done = record.stagedKey ? await getJson<StagedExport>(ctx.store, record.stagedKey) : undefined;
+  if (done?.attempts === state.attempt) return stagedResult(ctx, state.sweepId, done, false);
   const prefix = attemptPrefix(ctx, state.sweepId, state.attempt);
   const files = await getJson<ExportFile[]>(ctx.store, state.filesKey);
   const manifest = await getJson<Parameters<typeof readErrors>[1]>(ctx.store, `${prefix}/manifest.json`);

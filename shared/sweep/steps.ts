@@ -118,15 +118,27 @@ export async function recordStaged(
     malformed: staged.counts.malformedLines,
     exportErrors: staged.exportErrors.length,
   });
+  return stagedResult(ctx, record.sweepId, staged, false);
+}
+
+/** The start result and the `staged` state of a staged export (`resumed`: staged by an earlier call). */
+export function stagedResult(
+  ctx: SweepContext,
+  sweepId: string,
+  staged: StagedExport,
+  resumed: boolean,
+): StartResult & { state: SweepState } {
+  const items = itemsOf(sweepId, staged);
+  const itemsKey = `${prefixOf(ctx, sweepId)}/items.json`;
   const mode = modeOf(staged);
   return {
-    sweepId: record.sweepId,
+    sweepId,
     items,
     itemsKey,
-    resumed: false,
+    resumed,
     mode,
     state: {
-      sweepId: record.sweepId,
+      sweepId,
       bucket: ctx.store.bucket,
       phase: 'staged',
       attempt: staged.attempts,
@@ -134,7 +146,7 @@ export async function recordStaged(
       itemsKey,
       items: items.length,
       mode,
-      resumed: false,
+      resumed,
     },
   };
 }
@@ -168,18 +180,7 @@ export async function begin(
     const staged = await getJson<StagedExport>(ctx.store, existing.stagedKey);
     if (staged) {
       log.info('sweep resumed from staged export', { partitions: staged.partitions.length });
-      const items = itemsOf(sweepId, staged);
-      const state: SweepState = {
-        sweepId,
-        bucket: ctx.store.bucket,
-        phase: 'staged',
-        attempt: staged.attempts,
-        poll: staged.poll,
-        itemsKey: `${prefixOf(ctx, sweepId)}/items.json`,
-        items: items.length,
-        mode: modeOf(staged),
-        resumed: true,
-      };
+      const { state, items } = stagedResult(ctx, sweepId, staged, true);
       return { state, items };
     }
   }

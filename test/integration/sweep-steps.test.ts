@@ -153,6 +153,8 @@ describe('population sweep, step by step as the state machine runs it (embedded 
       ...files.reverse(),
       files[files.length - 1] as ExportFile,
     ]);
+    // A retried Plan (the export is cancelled by now) answers what the first one staged.
+    const replanned = await h.planHandler(json(exported), LAMBDA);
     // Then the same cohort in one process: it finds every report the steps wrote.
     const inProcess = await runSweep(await context(), definition('in-process'));
 
@@ -160,6 +162,7 @@ describe('population sweep, step by step as the state machine runs it (embedded 
     expect(exported.phase).toBe('exported');
     expect(exported.files).toBeGreaterThan(2);
     expect(stepped.staged).toMatchObject({ phase: 'staged', attempt: 1, mode: 'full', resumed: false });
+    expect(replanned).toEqual(stepped.staged);
     const { summary } = stepped;
     expect(summary.patients).toMatchObject({
       processed: PATIENTS,
