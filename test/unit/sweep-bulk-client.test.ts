@@ -115,6 +115,42 @@ describe('Bulk Data client', () => {
     expect(stats).toMatchObject({ polls: 4, throttled: 1, serverErrors: 1 });
   });
 
+  it('poll makes one request: the wait it asks for (clamped), 5xx counted in a row, then the manifest', async () => {
+    const { calls, fetchFn } = scripted([
+      { status: 503 },
+      { status: 503, headers: { 'Retry-After': '1' } },
+      { status: 202, headers: { 'Retry-After': '600' } },
+      { status: 200, body: MANIFEST },
+    ]);
+    const client = createBulkClient({ baseUrl: 'http://x', fetch: fetchFn, maxPollMs: 60_000 });
+    const stats = { polls: 0, throttled: 0, serverErrors: 0, waitedMs: 0 };
+    const first = await client.poll('http://x/status', stats);
+    const second = await client.poll('http://x/status', stats, first.done ? 0 : first.serverErrorsInARow);
+    const third = await client.poll('http://x/status', stats, second.done ? 0 : second.serverErrorsInARow);
+    const fourth = await client.poll('http://x/status', stats);
+    expect(first).toEqual({ done: false, waitMs: 1000, serverErrorsInARow: 1 });
+    expect(second).toEqual({ done: false, waitMs: 1000, serverErrorsInARow: 2 });
+    // A 202 resets the 5xx count; 600 s is clamped to the longest pause.
+    expect(third).toEqual({ done: false, waitMs: 60_000, serverErrorsInARow: 0 });
+    expect(fourth.done && fourth.manifest.output).toEqual(MANIFEST.output);
+    expect(calls).toHaveLength(4);
+    expect(stats).toEqual({ polls: 4, throttled: 0, serverErrors: 2, waitedMs: 62_000 });
+  });
+
+  it('poll refuses more 5xx in a row than tolerated, and a wait past the bound', async () => {
+    const { fetchFn } = scripted([{ status: 502 }, { status: 202, headers: { 'Retry-After': '30' } }]);
+    const client = createBulkClient({
+      baseUrl: 'http://x',
+      fetch: fetchFn,
+      maxServerErrors: 2,
+      maxWaitMs: 60_000,
+    });
+    const stats = { polls: 0, throttled: 0, serverErrors: 0, waitedMs: 40_000 };
+    await expect(client.poll('http://x/status', stats, 2)).rejects.toBeInstanceOf(ExportFailedError);
+    await expect(client.poll('http://x/status', stats)).rejects.toBeInstanceOf(ExportTimeoutError);
+    expect(stats.waitedMs).toBe(40_000);
+  });
+
   it('gives up after the bound on total wait', async () => {
     const { fetchFn } = scripted(
       Array.from({ length: 10 }, () => ({ status: 202, headers: { 'Retry-After': '60' } })),
