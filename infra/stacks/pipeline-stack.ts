@@ -237,13 +237,19 @@ export class PipelineStack extends Stack {
     };
     const objects = `${SWEEP_PREFIX}/*`;
     const coordinators = Math.max(2, config.sweeps.schedules.length + 1);
-    const start = this.fn('populationSweepStart', {
-      entryRole: 'populationSweep',
-      handler: 'startHandler',
-      timeout: SWEEP_START_TIMEOUT,
-      concurrency: coordinators,
-      withManifests: true,
-    });
+    // The coordinator's steps and the file stager: the item worker's bundle, another entry point.
+    const step = (role: SweepPhaseRole, handler: string, timeout: Duration, concurrency = coordinators) =>
+      this.fn(role, { entryRole: 'populationSweep', handler, timeout, concurrency, withManifests: true });
+    const start = step('populationSweepStart', 'startHandler', SWEEP_START_TIMEOUT);
+    const poll = step('populationSweepPoll', 'pollHandler', Duration.minutes(1));
+    const stageFile = step(
+      'populationSweepStage',
+      'stageFileHandler',
+      Duration.minutes(15),
+      SWEEP_STAGE_CONCURRENCY,
+    );
+    const plan = step('populationSweepPlan', 'planHandler', Duration.minutes(5));
+    const finish = step('populationSweepFinish', 'finishHandler', Duration.minutes(5));
     // The item worker: sorted runs spill to /tmp (2x the largest item's bytes, docs/sweeps.md).
     const item = this.fn('populationSweep', {
       handler: 'itemHandler',
@@ -255,35 +261,6 @@ export class PipelineStack extends Stack {
     // No heap flag in its NODE_OPTIONS (the house `--enable-source-maps` only): Lambda's bootstrap
     // puts its own on the command line, which wins; the worker collects between batches instead
     // (shared/sweep/heap.ts).
-    const finish = this.fn('populationSweepFinish', {
-      entryRole: 'populationSweep',
-      handler: 'finishHandler',
-      timeout: Duration.minutes(5),
-      concurrency: coordinators,
-      withManifests: true,
-    });
-    // The export's status (one request a call), its files (one a call), and the plan that merges them.
-    const poll = this.fn('populationSweepPoll', {
-      entryRole: 'populationSweep',
-      handler: 'pollHandler',
-      timeout: Duration.minutes(1),
-      concurrency: coordinators,
-      withManifests: true,
-    });
-    const stageFile = this.fn('populationSweepStage', {
-      entryRole: 'populationSweep',
-      handler: 'stageFileHandler',
-      timeout: Duration.minutes(15),
-      concurrency: SWEEP_STAGE_CONCURRENCY,
-      withManifests: true,
-    });
-    const plan = this.fn('populationSweepPlan', {
-      entryRole: 'populationSweep',
-      handler: 'planHandler',
-      timeout: Duration.minutes(5),
-      concurrency: coordinators,
-      withManifests: true,
-    });
     for (const fn of [start, poll, stageFile, plan, item, finish]) {
       for (const [k, v] of Object.entries(env)) fn.addEnvironment(k, v);
     }
