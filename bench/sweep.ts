@@ -172,7 +172,9 @@ async function childMain(args: Record<string, string>): Promise<void> {
   if (args.mode === 'ceiling') {
     // The export read alone: kick-off, poll, download and parse every line (no staging, no scoring).
     const bulk = createBulkClient({ baseUrl: base, minPollMs: 50 });
-    const status = await bulk.kickOff({ level: 'patient', types: ['Patient', 'Observation'] });
+    // The sweep's own kick-off: the same `_typeFilter` (Observations of the model's codes).
+    const typeFilters = JSON.parse(args.typeFilters ?? '[]') as string[];
+    const status = await bulk.kickOff({ level: 'patient', types: ['Patient', 'Observation'], typeFilters });
     const manifest = await bulk.waitForManifest(status);
     let resources = 0;
     let patients = 0;
@@ -302,7 +304,15 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
       s3: fauxqs.address,
     };
 
-    const ceiling = await child({ ...common, mode: 'ceiling' }, otherCpuMs);
+    const { loadRegistry } = await import('../shared/inference/registry.js');
+    const { observationCodes } = await import('../shared/sweep/batch.js');
+    const { exportTypeFilters } = await import('../shared/sweep/type-filters.js');
+    const gbm = (await loadRegistry(MODELS_DIR)).get('diabetes-gbm');
+    const typeFilters = exportTypeFilters(observationCodes(gbm ? [gbm] : []));
+    const ceiling = await child(
+      { ...common, mode: 'ceiling', typeFilters: JSON.stringify(typeFilters) },
+      otherCpuMs,
+    );
     const smallRun = await child(
       { ...common, name: 'bench-small', group: fhir.groupId, since: 'full' },
       otherCpuMs,

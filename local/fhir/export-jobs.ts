@@ -25,6 +25,8 @@ export interface ExportFaults {
   malformedLines?: number;
   /** Answer kick-offs with 404, as a server without `$export` does. */
   unsupported?: boolean;
+  /** The next N kick-offs that carry `_typeFilter` answer 400, as a server without it does. */
+  refuseTypeFilter?: number;
 }
 
 export interface ExportRequest {

@@ -124,6 +124,10 @@ export function installBulkExport(server: RunningFhirServer, opts: BulkExportOpt
       : PATIENT_TYPES;
     const unknown = types.find((t) => !isKnownResourceType(t));
     if (unknown) return outcome(400, res, `Unknown resource type in _type: ${unknown}`);
+    if (url.searchParams.has('_typeFilter') && (faults.refuseTypeFilter ?? 0) > 0) {
+      faults.refuseTypeFilter = (faults.refuseTypeFilter ?? 0) - 1;
+      return outcome(400, res, '_typeFilter is not supported', 'not-supported');
+    }
     const typeFilter = parseTypeFilters(url.searchParams.getAll('_typeFilter'), types);
     if ('error' in typeFilter) return outcome(400, res, typeFilter.error);
     const id = randomUUID();

@@ -119,6 +119,9 @@ export async function createSweepContext(opts: SweepContextOptions): Promise<Swe
           init ?? {},
         ),
       ...(opts.exportMaxWaitMs ? { maxWaitMs: opts.exportMaxWaitMs } : {}),
+      onTypeFilterRefused: (status) => {
+        opts.logger.warn('export _typeFilter refused; kicking off without it', { status });
+      },
     }),
     store: { s3: opts.s3, bucket: opts.bucket },
     checkpoints: createCheckpointStore(opts.dynamo, opts.table ?? DEFAULT_SWEEP_TABLE),

@@ -16,6 +16,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
 import { observationCodes } from './batch.js';
+import { exportTypeFilters } from './type-filters.js';
 import type { PollStats } from './bulk-client.js';
 import type { SweepRecord } from './checkpoint.js';
 import { parseSweepDefinition, selectModels } from './definition.js';
@@ -225,6 +226,7 @@ export async function begin(
         ...definition.extraTypes.filter((t) => t !== 'Patient' && t !== 'Observation'),
       ],
       ...(since ? { since } : {}),
+      typeFilters: exportTypeFilters(observationCodes(models)),
     });
   } catch (err) {
     if (!(err instanceof ExportUnsupportedError)) {

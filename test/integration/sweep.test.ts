@@ -130,6 +130,36 @@ describe('population sweep over $export (embedded stack)', () => {
     expect(html).not.toMatch(/<(script|link|img)\b/);
   });
 
+  it("exports only the models' Observations (_typeFilter), and gives the same scores where the server refuses it", async () => {
+    // Prepare: heart rates (no model reads them) for five patients.
+    for (const id of ids.slice(0, 5)) {
+      await fhir.repo.createResource<Observation>({
+        resourceType: 'Observation',
+        status: 'final',
+        code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+        subject: { reference: `Patient/${id}` },
+        valueQuantity: { value: 72, unit: '/min' },
+      });
+    }
+    const observations = await fhir.repo.searchResources<Observation>({ resourceType: 'Observation' });
+    const external = observations.filter((o) => o.meta?.tag === undefined);
+    const heartRates = external.filter((o) => o.code.coding?.[0]?.code === '8867-4').length;
+    const ctx = await context();
+
+    // Act
+    const filtered = await runSweep(ctx, definition({ name: 'type-filter' }));
+    bulk.setFaults({ refuseTypeFilter: 1 });
+    const refused = await runSweep(ctx, definition({ name: 'type-filter-refused' }));
+
+    // Assess: the filtered export staged no heart rate; without the filter they were staged
+    // (and dropped by the features), and every score was the same (conditional creates: 200).
+    expect(heartRates).toBe(5);
+    expect(filtered.export.resources['Observation']).toBe(external.length - heartRates);
+    expect(refused.export.resources['Observation']).toBe(external.length);
+    expect(refused.patients).toMatchObject({ processed: PATIENTS, written: 0, failed: 0 });
+    expect(refused.patients.unchanged).toBe(filtered.patients.written + filtered.patients.unchanged);
+  });
+
   it('incremental: only the patient whose Observation changed is scored again', async () => {
     // Prepare: a baseline under this name, then one glucose value changes.
     const ctx = await context();
