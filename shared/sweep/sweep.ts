@@ -30,12 +30,13 @@ import type { BulkClient, PollStats } from './bulk-client.js';
 import type { CheckpointStore, ItemCheckpoint } from './checkpoint.js';
 import { selectModels } from './definition.js';
 import { ExportExpiredError, SweepError, SweepInputError } from './errors.js';
-import { ExternalSorter, groupByKey } from './external-sort.js';
+import { groupByKey, type ExternalSorter } from './external-sort.js';
 import { createHeapCollector } from './heap.js';
 import type { StagedExport, StageOptions } from './stage.js';
 import { planItems, stageFile } from './stage-files.js';
 import { begin, itemsOf, pollExport, prefixOf, type ExportFile } from './steps.js';
-import { getJson, getObjectStream, lines, putObject, type StagingStore } from './staging.js';
+import { readItem } from './read-item.js';
+import { getJson, putObject, type StagingStore } from './staging.js';
 import { buildSummary, renderSummaryHtml, type SweepSummary } from './summary.js';
 import { emptyTally, mergeTally } from './tally.js';
 
@@ -178,8 +179,16 @@ export async function startSweep(
   }
 }
 
-/** Worker: one item, batch by batch, a checkpoint after each. Idempotent; resumes after a crash. */
-export async function processItem(ctx: SweepContext, item: SweepItem): Promise<ItemCheckpoint> {
+/**
+ * Worker: one item, batch by batch, a checkpoint after each. Idempotent; resumes after a crash.
+ * `opts.read`: the item's lines already being read (`readItem`; `runSweep` reads the next item
+ * while this one scores); processItem disposes of it.
+ */
+export async function processItem(
+  ctx: SweepContext,
+  item: SweepItem,
+  opts: { read?: Promise<ExternalSorter> } = {},
+): Promise<ItemCheckpoint> {
   const record = await ctx.checkpoints.getSweep(item.sweepId);
   if (!record) throw new SweepInputError(`no sweep ${item.sweepId}`);
   const definition = record.definition;
@@ -189,7 +198,10 @@ export async function processItem(ctx: SweepContext, item: SweepItem): Promise<I
     { codeValues: codes.map((c) => c.slice(c.lastIndexOf('|') + 1)) },
   ]);
   const previous = await ctx.checkpoints.getItem(item.sweepId, item.partition);
-  if (previous?.done) return previous;
+  if (previous?.done) {
+    await opts.read?.then((sorter) => sorter.dispose()).catch(() => undefined);
+    return previous;
+  }
   const tally = previous?.tally ?? emptyTally();
   const resumeAfter = previous?.lastPatient;
   let last = resumeAfter;
@@ -197,10 +209,7 @@ export async function processItem(ctx: SweepContext, item: SweepItem): Promise<I
   const log = ctx.ports.logger.child({ sweep: item.sweepId, partition: item.partition });
   const isOwnWrite = (r: Resource): boolean => ctx.ports.isOwnWrite(r);
 
-  const sorter = new ExternalSorter({
-    tmpDir: ctx.tmpDir,
-    ...(ctx.runBytes ? { runBytes: ctx.runBytes } : {}),
-  });
+  const sorter = await (opts.read ?? readItem(ctx, item));
   const clock = ctx.ports.clock ?? ((): Date => new Date());
   // A full GC after a checkpoint when the heap has grown well past what the last one left (why: heap.ts).
   const heap = createHeapCollector();
@@ -259,9 +268,6 @@ export async function processItem(ctx: SweepContext, item: SweepItem): Promise<I
     });
   };
   try {
-    for (const key of item.keys) {
-      for await (const line of lines(await getObjectStream(ctx.store, key))) await sorter.add(line);
-    }
     let batch = newBatch();
     for await (const group of groupByKey(sorter.sorted())) {
       if (resumeAfter !== undefined && group.key <= resumeAfter) continue;
@@ -336,7 +342,29 @@ export async function finishSweep(
   return summary;
 }
 
-/** Start, every item (a few at once), finish: the whole sweep in one process. */
+/**
+ * Items one after the other, each one's lines read (S3 → sorted runs on disk) while the one
+ * before it scores: the reading no longer stops the FHIR server's work between items. One
+ * item's sorter is read ahead at most (a few MB of buffers; the runs are on disk).
+ */
+async function processInTurn(ctx: SweepContext, items: readonly SweepItem[]): Promise<void> {
+  let next = items[0] ? readItem(ctx, items[0]) : undefined;
+  for (const [i, item] of items.entries()) {
+    const read = next ?? readItem(ctx, item);
+    const after = items[i + 1];
+    next = after ? readItem(ctx, after) : undefined;
+    next?.catch(() => undefined); // awaited in its turn; a failure then is that item's
+    try {
+      await processItem(ctx, item, { read });
+    } catch (err) {
+      // Its own read and the next one's runs on disk go (dispose is idempotent).
+      for (const p of [read, next]) await p?.then((sorter) => sorter.dispose()).catch(() => undefined);
+      throw err;
+    }
+  }
+}
+
+/** Start, every item (one at a time, the next one read ahead; or a few at once), finish: the whole sweep in one process. */
 export async function runSweep(
   ctx: SweepContext,
   input: unknown,
@@ -345,7 +373,9 @@ export async function runSweep(
   const t0 = Date.now();
   const started = await startSweep(ctx, input, opts);
   const t1 = Date.now();
-  await mapLimit(started.items, opts.itemConcurrency ?? 1, (item) => processItem(ctx, item));
+  const concurrency = opts.itemConcurrency ?? 1;
+  if (concurrency > 1) await mapLimit(started.items, concurrency, (item) => processItem(ctx, item));
+  else await processInTurn(ctx, started.items);
   const t2 = Date.now();
   const summary = await finishSweep(ctx, started.sweepId, started.items);
   return {

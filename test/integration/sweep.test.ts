@@ -3,6 +3,7 @@
  * SageMaker-runtime endpoint server, dynalite (checkpoints) and fauxqs S3 (staging).
  */
 import { spawn } from 'node:child_process';
+import { mkdtemp, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
@@ -158,6 +159,27 @@ describe('population sweep over $export (embedded stack)', () => {
     expect(refused.export.resources['Observation']).toBe(external.length);
     expect(refused.patients).toMatchObject({ processed: PATIENTS, written: 0, failed: 0 });
     expect(refused.patients.unchanged).toBe(filtered.patients.written + filtered.patients.unchanged);
+  });
+
+  it('several items, each read while the one before scores: the scores of one item, no sort runs left', async () => {
+    // Prepare: partitions of ~100 resources (several items) and runs of 2 KB (spilled to disk).
+    const dir = await mkdtemp(path.join(tmpdir(), 'sweep-items-'));
+    const many = {
+      ...(await context({ stage: { maxExportAttempts: 2, resourcesPerPartition: 100 }, runBytes: 2048 })),
+      tmpDir: dir,
+    };
+
+    // Act
+    const one = await runSweep(await context(), definition({ name: 'items-one' }));
+    const split = await runSweep(many, definition({ name: 'items-many' }));
+
+    // Assess
+    expect(one.items).toBe(1);
+    expect(split.items).toBeGreaterThan(2);
+    expect(split.patients).toMatchObject({ processed: PATIENTS, failed: 0, written: 0 });
+    expect(split.patients.unchanged).toBe(one.patients.written + one.patients.unchanged);
+    expect(split.histograms['diabetes-gbm']).toEqual(one.histograms['diabetes-gbm']);
+    expect(await readdir(dir)).toEqual([]);
   });
 
   it('incremental: only the patient whose Observation changed is scored again', async () => {

@@ -1,0 +1,27 @@
+/**
+ * Reading an item's staged lines (worker side): S3 objects of keyed NDJSON → an external
+ * sorter, ready to be grouped by patient.
+ */
+import { ExternalSorter } from './external-sort.js';
+import { getObjectStream, lines } from './staging.js';
+import type { SweepContext, SweepItem } from './sweep.js';
+
+/**
+ * An item's staged lines, read from S3 into an external sorter (runs spilled to `tmpDir`),
+ * ready for `sorted()`. The caller disposes of it.
+ */
+export async function readItem(ctx: SweepContext, item: SweepItem): Promise<ExternalSorter> {
+  const sorter = new ExternalSorter({
+    tmpDir: ctx.tmpDir,
+    ...(ctx.runBytes ? { runBytes: ctx.runBytes } : {}),
+  });
+  try {
+    for (const key of item.keys) {
+      for await (const line of lines(await getObjectStream(ctx.store, key))) await sorter.add(line);
+    }
+    return sorter;
+  } catch (err) {
+    await sorter.dispose();
+    throw err;
+  }
+}
