@@ -16,7 +16,7 @@ import { createInvoker, type InvokerRow } from '../../shared/inference/invoker.j
 import { parseManifest, type ModelManifest } from '../../shared/inference/manifest.js';
 import type { Tensor } from '../../shared/inference/tensor.js';
 
-export const MANIFEST_FILE = new URL('../fixtures/models/tiny-linear/manifest.json', import.meta.url);
+const MANIFEST_FILE = new URL('../fixtures/models/tiny-linear/manifest.json', import.meta.url);
 /** tiny-linear: tabular, x FP32 [N,4] → y FP32 [N,1], maxBatchSize 8, probability with no labels. */
 export const tiny: ModelManifest = parseManifest(
   JSON.parse(readFileSync(MANIFEST_FILE, 'utf8')),
