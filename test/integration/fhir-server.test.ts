@@ -1,64 +1,29 @@
-import { readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
-import type {
-  Bundle,
-  BundleEntry,
-  DiagnosticReport,
-  Observation,
-  OperationOutcome,
-  Provenance,
-  Resource,
-} from '@medplum/fhirtypes';
-import { Client, RESPONSE_KEY } from 'fhir-kit-client';
-import type { FhirResource } from 'fhir-kit-client';
+/**
+ * The embedded FHIR server over real HTTP with fhir-kit-client: instance interactions, search
+ * and paging, errors, metadata and change hooks. Batches, transactions and the corpus:
+ * fhir-server-bundles.test.ts.
+ */
+import type { Bundle, Observation, OperationOutcome } from '@medplum/fhirtypes';
+import type { Client } from 'fhir-kit-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ChangeEvent, RunningFhirServer } from '../../local/fhir/server.js';
+import type { ChangeEvent } from '../../local/fhir/server.js';
 import { startFhirServer } from '../../local/fhir/server.js';
+import {
+  asBundle,
+  asFhir,
+  client,
+  failure,
+  headersOf,
+  post,
+  raw,
+  server,
+  startServer,
+  statusOf,
+  stopServer,
+} from './fhir-server-harness.js';
 
-const CORPUS = '/work/shared/corpus';
-
-let server: RunningFhirServer;
-let client: Client;
-
-beforeAll(async () => {
-  server = await startFhirServer({ port: 0 });
-  client = new Client({ baseUrl: server.baseUrl });
-});
-afterAll(async () => {
-  await server.close();
-});
-
-const responseOf = (r: FhirResource): Response =>
-  (r as unknown as { [RESPONSE_KEY]: Response })[RESPONSE_KEY];
-const headersOf = (r: FhirResource): Headers => responseOf(r).headers;
-const statusOf = (r: FhirResource): number => responseOf(r).status;
-const asFhir = (r: Resource): FhirResource => r as unknown as FhirResource;
-const asBundle = <T extends Resource = Resource>(r: FhirResource | undefined): Bundle<T> =>
-  r as unknown as Bundle<T>;
-
-/** The HTTP status and body of a request that fhir-kit-client rejects. */
-async function failure(p: Promise<unknown>): Promise<{ status: number; data: OperationOutcome }> {
-  try {
-    await p;
-  } catch (err) {
-    const { response } = err as { response?: { status: number; data: OperationOutcome } };
-    if (response) return response;
-    throw err;
-  }
-  throw new Error('expected the request to fail');
-}
-
-async function raw(
-  path: string,
-  init: RequestInit = {},
-): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(server.baseUrl + path, init);
-  const text = await res.text();
-  return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
-}
-
-const post = (path: string, body: string, headers: Record<string, string> = {}): ReturnType<typeof raw> =>
-  raw(path, { method: 'POST', body, headers: { 'Content-Type': 'application/fhir+json', ...headers } });
+beforeAll(startServer);
+afterAll(stopServer);
 
 describe('instance interactions', () => {
   it('creates, reads, updates, vreads, lists history and deletes with real headers', async () => {
@@ -230,128 +195,6 @@ describe('search', () => {
   });
 });
 
-describe('batch and transaction', () => {
-  const writeBack = (key: string): Bundle => {
-    const report: DiagnosticReport = {
-      resourceType: 'DiagnosticReport',
-      status: 'preliminary',
-      code: { text: 'risk' },
-      identifier: [{ system: 'urn:test:key', value: key }],
-      subject: { reference: 'Patient/sa' },
-      result: [{ reference: 'urn:uuid:00000000-0000-4000-8000-000000000002' }],
-    };
-    const score: Observation = {
-      resourceType: 'Observation',
-      status: 'preliminary',
-      code: { text: 'score' },
-    };
-    const provenance: Provenance = {
-      resourceType: 'Provenance',
-      recorded: '2024-01-01T00:00:00Z',
-      agent: [{ who: { display: 'model' } }],
-      target: [{ reference: 'urn:uuid:00000000-0000-4000-8000-000000000001' }],
-    };
-    return {
-      resourceType: 'Bundle',
-      type: 'transaction',
-      entry: [
-        {
-          fullUrl: 'urn:uuid:00000000-0000-4000-8000-000000000001',
-          resource: report,
-          request: { method: 'POST', url: 'DiagnosticReport', ifNoneExist: `identifier=urn:test:key|${key}` },
-        },
-        {
-          fullUrl: 'urn:uuid:00000000-0000-4000-8000-000000000002',
-          resource: score,
-          request: { method: 'POST', url: 'Observation' },
-        },
-        { resource: provenance, request: { method: 'POST', url: 'Provenance' } },
-      ],
-    };
-  };
-
-  it('resolves urn:uuid references and honours ifNoneExist on a second post', async () => {
-    const events: ChangeEvent[] = [];
-    const off = server.onChange((e) => events.push(e));
-    const first = asBundle(
-      await client.transaction({
-        body: writeBack('k1') as unknown as Parameters<Client['nextPage']>[0]['bundle'],
-      }),
-    );
-    expect(first.type).toBe('transaction-response');
-    expect(first.entry?.map((e) => e.response?.status)).toEqual(['201', '201', '201']);
-    const [dr, ob, prov] = (first.entry ?? []).map((e) => e.resource) as [Resource, Resource, Resource];
-    expect((dr as { result: { reference: string }[] }).result[0]?.reference).toBe(
-      `Observation/${ob.id ?? ''}`,
-    );
-    expect((prov as { target: { reference: string }[] }).target[0]?.reference).toBe(
-      `DiagnosticReport/${dr.id ?? ''}`,
-    );
-    expect(first.entry?.[0]?.response?.location).toBe(`DiagnosticReport/${dr.id ?? ''}/_history/1`);
-    expect(first.entry?.[0]?.response?.etag).toBe('W/"1"');
-    expect(events.map((e) => `${e.type}:${e.resource.resourceType}`)).toEqual([
-      'create:DiagnosticReport',
-      'create:Observation',
-      'create:Provenance',
-    ]);
-
-    const again = asBundle(
-      await client.transaction({
-        body: writeBack('k1') as unknown as Parameters<Client['nextPage']>[0]['bundle'],
-      }),
-    );
-    expect(again.entry?.[0]?.response?.status).toBe('200');
-    expect(again.entry?.[0]?.resource?.id).toBe(dr.id);
-    const target = (again.entry?.[2]?.resource as { target: { reference: string }[] }).target[0];
-    expect(target?.reference).toBe(`DiagnosticReport/${dr.id ?? ''}`);
-    off();
-  });
-
-  it('rolls a failing transaction back entirely and fires no events', async () => {
-    const events: ChangeEvent[] = [];
-    const off = server.onChange((e) => events.push(e));
-    const bundle = writeBack('k-rollback');
-    bundle.entry?.push({
-      resource: { resourceType: 'Patient' },
-      request: { method: 'PUT', url: 'Patient/nope' },
-    });
-    const result = await failure(
-      client.transaction({ body: bundle as unknown as Parameters<Client['nextPage']>[0]['bundle'] }),
-    );
-    expect(result.status).toBe(400);
-    const left = asBundle(
-      await client.search({
-        resourceType: 'DiagnosticReport',
-        searchParams: { identifier: 'urn:test:key|k-rollback' },
-      }),
-    );
-    expect(left.total).toBe(0);
-    expect(events).toEqual([]);
-    off();
-  });
-
-  it('processes a batch entry by entry', async () => {
-    const batch = asBundle(
-      await client.batch({
-        body: {
-          resourceType: 'Bundle',
-          type: 'batch',
-          entry: [
-            {
-              resource: { resourceType: 'Patient', id: 'bp' },
-              request: { method: 'PUT', url: 'Patient/bp' },
-            },
-            { request: { method: 'GET', url: 'Patient/bp' } },
-            { request: { method: 'GET', url: 'Patient/does-not-exist' } },
-          ],
-        },
-      }),
-    );
-    expect(batch.type).toBe('batch-response');
-    expect(batch.entry?.map((e: BundleEntry) => e.response?.status)).toEqual(['201', '200', '404']);
-  });
-});
-
 describe('errors, metadata, hooks', () => {
   it('serves a CapabilityStatement', async () => {
     const cs = await client.capabilityStatement();
@@ -442,93 +285,5 @@ describe('errors, metadata, hooks', () => {
       'delete:2',
     ]);
     expect(events[1]?.previous?.meta?.versionId).toBe('1');
-  });
-});
-
-describe('corpus', () => {
-  it('loads the US Core examples and finds them by patient, code and date', async () => {
-    const dir = join(CORPUS, 'us-core');
-    for (const file of readdirSync(dir).filter((f) => f.endsWith('.json'))) {
-      const resource = JSON.parse(readFileSync(join(dir, file), 'utf8')) as Resource & { id: string };
-      const stored = await client.update({
-        resourceType: resource.resourceType,
-        id: resource.id,
-        body: asFhir(resource),
-      });
-      expect(stored.id).toBe(resource.id);
-    }
-    const glucose = asBundle(
-      await client.search({
-        resourceType: 'Observation',
-        searchParams: { patient: 'Patient/example', code: 'http://loinc.org|2345-7' },
-      }),
-    );
-    expect(glucose.entry?.map((e) => e.resource?.id)).toEqual(['serum-glucose']);
-    const bp = asBundle(
-      await client.search({
-        resourceType: 'Observation',
-        searchParams: { subject: 'Patient/example', code: '85354-9', _sort: 'date' },
-      }),
-    );
-    expect(bp.entry?.map((e) => e.resource?.id).sort()).toEqual(['blood-pressure', 'bp-data-absent']);
-    const reports = asBundle(
-      await client.search({
-        resourceType: 'DiagnosticReport',
-        searchParams: { patient: 'Patient/example', date: 'lt2010-01-01' },
-      }),
-    );
-    expect(reports.entry?.map((e) => e.resource?.id).sort()).toEqual(['cbc', 'metabolic-panel']);
-  });
-
-  it('rejects the Synthea transaction while its conditional references resolve to nothing, then accepts it', async () => {
-    const text = readFileSync(join(CORPUS, 'synthea/sample_complete_patient.json'), 'utf8');
-    const failed = await failure(
-      client.transaction({
-        body: JSON.parse(text) as FhirResource,
-      }),
-    );
-    expect(failed.status).toBe(400);
-    expect(failed.data.resourceType).toBe('OperationOutcome');
-    expect(failed.data.issue[0]?.details?.text).toMatch(
-      /Conditional reference '(Practitioner|Location|Organization)\?/,
-    );
-    const none = asBundle(await client.search({ resourceType: 'Encounter', searchParams: { _count: 1 } }));
-    expect(none.total).toBe(0);
-
-    // Create what the references point at, as Synthea's hospital and practitioner bundles would.
-    const conditional = new Set(text.match(/"(Practitioner|Location|Organization)\?identifier=[^"]+"/g));
-    for (const quoted of conditional) {
-      const [type = '', query = ''] = quoted.slice(1, -1).split('?identifier=');
-      const [system, value] = query.split('|');
-      await client.create({
-        resourceType: type,
-        body: { resourceType: type, identifier: [{ system, value }] },
-      });
-    }
-    const result = asBundle(
-      await client.transaction({
-        body: JSON.parse(text) as FhirResource,
-      }),
-    );
-    expect(result.entry).toHaveLength(314);
-    expect(result.entry?.every((e) => e.response?.status === '201')).toBe(true);
-    const patient = result.entry?.find((e) => e.resource?.resourceType === 'Patient')?.resource;
-    const encounters = asBundle<Resource & { participant?: { individual?: { reference?: string } }[] }>(
-      await client.search({
-        resourceType: 'Encounter',
-        searchParams: { patient: `Patient/${patient?.id ?? ''}`, _count: 1 },
-      }),
-    );
-    expect(encounters.total).toBe(37);
-    expect(encounters.entry?.[0]?.resource?.participant?.[0]?.individual?.reference).toMatch(
-      /^Practitioner\/[\w-]+$/,
-    );
-    const observations = asBundle(
-      await client.search({
-        resourceType: 'Observation',
-        searchParams: { patient: `Patient/${patient?.id ?? ''}`, _count: 0 },
-      }),
-    );
-    expect(observations.total).toBe(58);
   });
 });

@@ -1,186 +1,30 @@
 /**
  * The notify function end to end on the embedded stack: the real handler behind the local
  * functions gateway (real HTTP, API Gateway v2 events), a real SQS FIFO queue (fauxqs) driven
- * by @aws-sdk/client-sqs, real DynamoDB state (dynalite) driven by @aws-sdk/client-dynamodb,
- * gap catch-up through a small fake `$events` server and through `_lastUpdated` searches on
- * the embedded FHIR server.
+ * by @aws-sdk/client-sqs, real DynamoDB state (dynalite) driven by @aws-sdk/client-dynamodb:
+ * acknowledgements, messages, exactly-once under redelivery, refusals, legacy posts. Gap
+ * catch-up through `$events` and `_lastUpdated` searches: notify-catch-up.test.ts.
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { DeleteMessageCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import type { Observation } from '@medplum/fhirtypes';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createNotifyHandler } from '../../functions/notify/handler.js';
-import { startLocalDynamo, TABLE_NAMES, type LocalDynamo } from '../../local/dynamo.js';
-import { startFhirServer, type RunningFhirServer } from '../../local/fhir/server.js';
-import { startFunctionsGateway, type RunningGateway } from '../../local/gateway.js';
-import { startLocalQueues, type LocalQueues } from '../../local/queue.js';
-import { createLogger } from '../../shared/log.js';
-import { createInMemoryAuthStore, signBody } from '../../shared/notify/auth.js';
-import { buildNotificationBundle, type BundleEventInput } from '../../shared/notify/bundle.js';
-import { createFhirCatchUp } from '../../shared/notify/catch-up.js';
-import { createSqsEventQueue } from '../../shared/notify/queue.js';
+import { TABLE_NAMES } from '../../local/dynamo.js';
+import { signBody } from '../../shared/notify/auth.js';
+import type { BundleEventInput } from '../../shared/notify/bundle.js';
 import { createDynamoStateStore } from '../../shared/notify/state.js';
+import {
+  drain,
+  dynamo,
+  eventLog,
+  eventsBase,
+  mount,
+  notification,
+  post,
+  startNotifyStack,
+  stopNotifyStack,
+} from './notify-harness.js';
 
-const SECRET = 'notify-integration-secret-0123456789';
-
-let queues: LocalQueues;
-let dynamo: LocalDynamo;
-let fhir: RunningFhirServer;
-let eventsServer: Server;
-let eventsBase = '';
-const eventsRequests: string[] = [];
-/** What the fake server's `$events` knows, per subscription id. */
-const eventLog = new Map<string, BundleEventInput[]>();
-const gateways: RunningGateway[] = [];
-
-beforeAll(async () => {
-  queues = await startLocalQueues({ queueName: 'notify-it' });
-  dynamo = await startLocalDynamo({ port: 0 });
-  fhir = await startFhirServer({ port: 0 });
-  eventsServer = createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    eventsRequests.push(`${url.pathname}?${url.searchParams.toString()}`);
-    const m = /^\/fhir\/Subscription\/([^/]+)\/\$events$/.exec(url.pathname);
-    const known = m ? eventLog.get(m[1] ?? '') : undefined;
-    if (!m || !known) {
-      res.writeHead(404, { 'content-type': 'application/fhir+json' });
-      res.end(
-        JSON.stringify({
-          resourceType: 'OperationOutcome',
-          issue: [{ severity: 'error', code: 'not-found' }],
-        }),
-      );
-      return;
-    }
-    const since = Number(url.searchParams.get('eventsSinceNumber'));
-    const until = Number(url.searchParams.get('eventsUntilNumber'));
-    const bundle = buildNotificationBundle({
-      subscription: `${eventsBase}/Subscription/${m[1] ?? ''}`,
-      type: 'query-event',
-      events: known.filter((e) => e.eventNumber >= since && e.eventNumber <= until),
-    });
-    res.writeHead(200, { 'content-type': 'application/fhir+json' });
-    res.end(JSON.stringify(bundle));
-  });
-  await new Promise<void>((resolve) => eventsServer.listen(0, '127.0.0.1', resolve));
-  eventsBase = `http://127.0.0.1:${(eventsServer.address() as AddressInfo).port}/fhir`;
-});
-
-afterAll(async () => {
-  for (const g of gateways) await g.close();
-  await queues.stop();
-  await dynamo.close();
-  await fhir.close();
-  await new Promise<void>((resolve) => {
-    eventsServer.closeAllConnections();
-    eventsServer.close(() => {
-      resolve();
-    });
-  });
-});
-
-/** Mounts the real handler, catching up from `fhirBase`, on a fresh gateway. */
-async function mount(fhirBase: string, maxBodyBytes?: number): Promise<string> {
-  const logger = createLogger({ sink: () => undefined });
-  const handler = createNotifyHandler(logger, () =>
-    Promise.resolve({
-      queue: createSqsEventQueue({ client: queues.client, queueUrl: queues.queueUrl }),
-      state: createDynamoStateStore(dynamo.client, TABLE_NAMES.eventState),
-      registry: createInMemoryAuthStore(
-        ['hs', 'ids', 'triple', 'gap-events', 'gap-search', 'refuse', 'legacy'].map((id) => ({
-          id,
-          hmac: { secret: SECRET },
-          resourceTypes: { Observation: {} },
-        })),
-      ),
-      catchUp: createFhirCatchUp({ baseUrl: fhirBase }),
-      verify: {},
-      ...(maxBodyBytes ? { options: { maxBodyBytes } } : {}),
-      logger,
-    }),
-  );
-  const gateway = await startFunctionsGateway({
-    port: 0,
-    routes: [
-      { route: 'POST /notify', handler, functionName: 'notify' },
-      { route: 'POST /notify/{subscriptionId}', handler, functionName: 'notify' },
-    ],
-  });
-  gateways.push(gateway);
-  return `${gateway.url}/notify`;
-}
-
-interface Posted {
-  status: number;
-  body: { issue?: { code?: string; expression?: string[]; diagnostics?: string }[] };
-}
-
-async function post(
-  url: string,
-  body: string,
-  signature: string | undefined = signBody(SECRET, body),
-): Promise<Posted> {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/fhir+json', ...(signature ? { 'x-signature': signature } : {}) },
-    body,
-  });
-  return { status: res.status, body: (await res.json()) as Posted['body'] };
-}
-
-function notification(
-  sub: string,
-  type: 'handshake' | 'heartbeat' | 'event-notification',
-  events: BundleEventInput[] = [],
-  since?: number,
-): string {
-  return JSON.stringify(
-    buildNotificationBundle({
-      subscription: `${eventsBase}/Subscription/${sub}`,
-      type,
-      events,
-      eventsSinceSubscriptionStart: since ?? Math.max(0, ...events.map((e) => e.eventNumber)),
-    }),
-  );
-}
-
-interface Received {
-  body: Record<string, string>;
-  groupId: string | undefined;
-  dedupId: string | undefined;
-}
-
-/** Receives and deletes everything on the queue (FIFO groups unlock as messages are deleted). */
-async function drain(): Promise<Received[]> {
-  const out: Received[] = [];
-  for (let empty = 0; empty < 2;) {
-    const { Messages } = await queues.client.send(
-      new ReceiveMessageCommand({
-        QueueUrl: queues.queueUrl,
-        MaxNumberOfMessages: 10,
-        WaitTimeSeconds: 0,
-        MessageSystemAttributeNames: ['All'],
-      }),
-    );
-    if (!Messages?.length) {
-      empty++;
-      continue;
-    }
-    empty = 0;
-    for (const m of Messages) {
-      out.push({
-        body: JSON.parse(m.Body ?? '{}') as Record<string, string>,
-        groupId: m.Attributes?.MessageGroupId,
-        dedupId: m.Attributes?.MessageDeduplicationId,
-      });
-      await queues.client.send(
-        new DeleteMessageCommand({ QueueUrl: queues.queueUrl, ReceiptHandle: m.ReceiptHandle }),
-      );
-    }
-  }
-  return out;
-}
+beforeAll(startNotifyStack);
+afterAll(stopNotifyStack);
 
 /** A deterministic shuffle (mulberry32), so a failure reproduces. */
 function shuffle<T>(items: T[], seed: number): T[] {
@@ -310,76 +154,6 @@ describe('notify over HTTP, SQS FIFO and DynamoDB', () => {
       'Subscription/triple',
     );
     expect(state).toMatchObject({ highWater: 15, seen: [] });
-  });
-
-  it('catches up a gap through $events', async () => {
-    const url = await mount(eventsBase);
-    const all: BundleEventInput[] = [1, 2, 3, 4, 5].map((n) => ({
-      eventNumber: n,
-      focus: `Observation/e-${n}`,
-      additionalContext: ['Patient/p-7'],
-    }));
-    eventLog.set('gap-events', all);
-    await post(url, notification('gap-events', 'handshake', [], 0));
-    await post(url, notification('gap-events', 'event-notification', all.slice(0, 2)));
-    eventsRequests.length = 0;
-    expect((await post(url, notification('gap-events', 'event-notification', all.slice(4)))).status).toBe(
-      200,
-    );
-    expect(eventsRequests).toEqual([
-      '/fhir/Subscription/gap-events/$events?eventsSinceNumber=3&eventsUntilNumber=4&content=id-only',
-    ]);
-    const got = await drain();
-    expect(got.map((m) => [m.body.eventNumber, m.body.focus])).toEqual([
-      ['1', 'Observation/e-1'],
-      ['2', 'Observation/e-2'],
-      ['5', 'Observation/e-5'],
-      ['3', 'Observation/e-3'],
-      ['4', 'Observation/e-4'],
-    ]);
-    // The missed events arriving late are duplicates now.
-    await post(url, notification('gap-events', 'event-notification', all.slice(2, 4)));
-    expect(await drain()).toEqual([]);
-  });
-
-  it('catches up a gap by a _lastUpdated search on the FHIR server when it has no $events', async () => {
-    const url = await mount(fhir.baseUrl);
-    const created: Observation[] = [];
-    for (let i = 1; i <= 4; i++) {
-      const res = await fetch(`${fhir.baseUrl}/Observation`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/fhir+json' },
-        body: JSON.stringify({
-          resourceType: 'Observation',
-          status: 'final',
-          code: { text: `s-${i}` },
-          subject: { reference: `Patient/p-${i}` },
-        }),
-      });
-      expect(res.status).toBe(201);
-      created.push((await res.json()) as Observation);
-    }
-    const [o1, o2, o3, o4] = created as [Observation, Observation, Observation, Observation];
-    const ev = (n: number, o: Observation): BundleEventInput => ({
-      eventNumber: n,
-      timestamp: o.meta?.lastUpdated ?? '',
-      focus: `Observation/${o.id ?? ''}/_history/1`,
-    });
-    await post(url, notification('gap-search', 'handshake', [], 0));
-    await post(url, notification('gap-search', 'event-notification', [ev(1, o1)]));
-    expect((await post(url, notification('gap-search', 'event-notification', [ev(4, o4)]))).status).toBe(200);
-    const got = await drain();
-    const foci = got.map((m) => m.body.focus);
-    expect(foci.slice(0, 2)).toEqual([`Observation/${o1.id ?? ''}`, `Observation/${o4.id ?? ''}`]);
-    // The search covers the gap (o2, o3), bounded by events 1 and 4 (which it may repeat).
-    expect(foci).toContain(`Observation/${o2.id ?? ''}`);
-    expect(foci).toContain(`Observation/${o3.id ?? ''}`);
-    const searched = got.filter((m) => m.body.eventNumber === undefined);
-    for (const m of searched) expect(m.groupId).toBe(m.body.patient);
-    const state = await createDynamoStateStore(dynamo.client, TABLE_NAMES.eventState).get(
-      'Subscription/gap-search',
-    );
-    expect(state).toMatchObject({ highWater: 4, seen: [] });
   });
 
   it('refuses unsigned and forged posts (401), malformed ones (400 naming the path), oversize ones (413); queues nothing', async () => {

@@ -1,165 +1,33 @@
 /**
- * The partner API over real HTTP: the local functions gateway, the real handler, the embedded
- * stack (FHIR server, SageMaker endpoint server) and real ES384 tokens from the local issuer.
+ * The partner API's CDS Hooks service over real HTTP: the local functions gateway, the real
+ * handler, the embedded stack (FHIR server, SageMaker endpoint server) and real ES384 tokens from
+ * the local issuer; discovery, patient-view cards, feedback, and authentication. REST, bad input
+ * and documents: partner-api-rest.test.ts.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import * as path from 'node:path';
-import type {
-  Bundle,
-  DiagnosticReport,
-  ImagingStudy,
-  Observation,
-  OperationOutcome,
-  Patient,
-} from '@medplum/fhirtypes';
 import { SignJWT, base64url } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildDemoCohort, loadHeldOutRows } from '../../local/demo/cohort.js';
-import { loadDemoPatient } from '../../local/demo/load.js';
-import {
-  buildImagingCohort,
-  demoEndpoint,
-  DEMO_ENDPOINT_ID,
-  loadDicomIndex,
-} from '../../local/demo/imaging-cohort.js';
-import { startFunctionsGateway, type RunningGateway } from '../../local/gateway.js';
-import {
-  DEMO_CLIENT,
-  DEMO_READONLY_CLIENT,
-  startJwksIssuer,
-  type RunningJwksIssuer,
-} from '../../local/jwks-issuer.js';
-import { createLocalPartnerHandler, partnerApiHowTo, partnerApiRoutes } from '../../local/partner.js';
-import { ROOT, startStack, type RunningStack } from '../../local/stack.js';
 import { CdsDiscoverySchema, CdsResponseSchema } from '../../shared/events/cds-hooks.js';
-import { createFhirGateway, type FhirGateway } from '../../shared/fhir/gateway.js';
-import { createLogger } from '../../shared/log.js';
+import {
+  callHook,
+  gateway,
+  hookBody,
+  issuer,
+  limited,
+  logLines,
+  MODEL,
+  patient,
+  post,
+  rogue,
+  serviceUrl,
+  stack,
+  startPartnerApi,
+  stopPartnerApi,
+} from './partner-api-harness.js';
 
-let stack: RunningStack;
-let issuer: RunningJwksIssuer;
-let rogue: RunningJwksIssuer;
-let gateway: RunningGateway;
-let limited: RunningGateway;
-let fhir: FhirGateway;
-let patient: Patient;
-let observations: Observation[];
-const logLines: Record<string, unknown>[] = [];
-const MODEL = 'diabetes-gbm';
-
-beforeAll(async () => {
-  stack = await startStack({ anyPorts: true });
-  issuer = await startJwksIssuer({ port: 0 });
-  rogue = await startJwksIssuer({ port: 0 });
-  const logger = createLogger({
-    level: 'debug',
-    sink: (line) => logLines.push(JSON.parse(line) as Record<string, unknown>),
-  });
-  const common = {
-    fhirBaseUrl: stack.fhir.baseUrl,
-    sagemakerUrl: stack.sagemaker.url,
-    modelsDir: stack.modelsDir,
-    issuer,
-    logger,
-  };
-  let gatewayUrl = '';
-  gateway = await startFunctionsGateway({
-    port: 0,
-    routes: partnerApiRoutes(
-      createLocalPartnerHandler({
-        ...common,
-        dicomWebUrl: stack.dicomweb.url,
-        publicBaseUrl: () => gatewayUrl,
-        rate: { burst: 1000, perSecond: 1000 },
-      }),
-    ),
-  });
-  gatewayUrl = gateway.url;
-  let limitedUrl = '';
-  limited = await startFunctionsGateway({
-    port: 0,
-    routes: partnerApiRoutes(
-      createLocalPartnerHandler({
-        ...common,
-        publicBaseUrl: () => limitedUrl,
-        rate: { burst: 2, perSecond: 0.01 },
-      }),
-    ),
-  });
-  limitedUrl = limited.url;
-
-  fhir = createFhirGateway({ baseUrl: stack.fhir.baseUrl });
-  const rows = loadHeldOutRows(path.join(ROOT, 'local/demo/data/diabetes-heldout.json')).slice(0, 1);
-  const [demo] = buildDemoCohort(rows, new Date());
-  if (!demo) throw new Error('no demo patient');
-  const event = await loadDemoPatient(fhir, demo);
-  const id = event?.patient?.split('/')[1] ?? '';
-  const p = await fhir.read<Patient>('Patient', id);
-  if (!p) throw new Error('demo patient not loaded');
-  patient = p;
-  observations = await fhir.searchAll<Observation>('Observation', { subject: `Patient/${id}` });
-});
-
-afterAll(async () => {
-  await gateway.close();
-  await limited.close();
-  await issuer.close();
-  await rogue.close();
-  await stack.close();
-});
-
-const serviceUrl = (base = gateway.url, id = MODEL): string => `${base}/cds-services/${id}`;
-
-function searchset(resources: readonly Observation[]): Bundle {
-  return { resourceType: 'Bundle', type: 'searchset', entry: resources.map((resource) => ({ resource })) };
-}
-
-function hookBody(extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    hook: 'patient-view',
-    hookInstance: crypto.randomUUID(),
-    context: { userId: 'Practitioner/example', patientId: patient.id },
-    prefetch: { patient, observations: searchset(observations) },
-    ...extra,
-  };
-}
-
-async function post(
-  url: string,
-  token: string | undefined,
-  body: unknown,
-  headers: Record<string, string> = {},
-): Promise<Response> {
-  return fetch(url, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      ...(token ? { authorization: `Bearer ${token}` } : {}),
-      ...headers,
-    },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-  });
-}
-
-async function callHook(body: unknown, token?: string): Promise<Response> {
-  return post(serviceUrl(), token ?? (await issuer.mintCds(serviceUrl())), body);
-}
-
-async function reportCount(): Promise<number> {
-  return (
-    await fhir.searchAll<DiagnosticReport>('DiagnosticReport', { subject: `Patient/${patient.id ?? ''}` })
-  ).length;
-}
-
-function predictBundle(): Bundle {
-  return {
-    resourceType: 'Bundle',
-    type: 'collection',
-    entry: [{ resource: patient }, ...observations.map((resource) => ({ resource }))],
-  };
-}
-
-const predictUrl = (id = MODEL, query = ''): string => `${gateway.url}/v1/models/${id}/$predict${query}`;
+beforeAll(startPartnerApi);
+afterAll(stopPartnerApi);
 
 describe('CDS Hooks', () => {
   it('discovery lists one patient-view service per model, valid against the CDS Hooks schema', async () => {
@@ -377,191 +245,5 @@ describe('authentication', () => {
     }
     expect(statuses).toEqual([200, 200, 429]);
     expect(Number(retryAfter)).toBeGreaterThanOrEqual(1);
-  });
-});
-
-describe('REST', () => {
-  it('lists the models with card metrics for a valid access token, and not without one', async () => {
-    const token = await issuer.accessToken(DEMO_CLIENT);
-    const res = await fetch(`${gateway.url}/v1/models`, { headers: { authorization: `Bearer ${token}` } });
-    expect(res.status).toBe(200);
-    const body = (await res.json()) as { models: { id: string; metrics: Record<string, number> }[] };
-    expect(body.models.map((m) => m.id)).toContain(MODEL);
-    expect(body.models.find((m) => m.id === MODEL)?.metrics).toHaveProperty('r2');
-    expect((await fetch(`${gateway.url}/v1/models`)).status).toBe(401);
-  });
-
-  it('issues tokens by client credentials at /token', async () => {
-    const res = await fetch(issuer.tokenUrl, {
-      method: 'POST',
-      headers: {
-        authorization: `Basic ${Buffer.from(`${DEMO_CLIENT.id}:${DEMO_CLIENT.secret}`).toString('base64')}`,
-        'content-type': 'application/x-www-form-urlencoded',
-      },
-      body: 'grant_type=client_credentials',
-    });
-    expect(res.status).toBe(200);
-    const { access_token } = (await res.json()) as { access_token: string };
-    const models = await fetch(`${gateway.url}/v1/models`, {
-      headers: { authorization: `Bearer ${access_token}` },
-    });
-    expect(models.status).toBe(200);
-    const wrong = await fetch(issuer.tokenUrl, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: `grant_type=client_credentials&client_id=${DEMO_CLIENT.id}&client_secret=nope`,
-    });
-    expect(wrong.status).toBe(401);
-  });
-
-  it('$predict returns a DiagnosticReport with the score contained and writes nothing', async () => {
-    const before = await reportCount();
-    const res = await post(predictUrl(), await issuer.accessToken(DEMO_CLIENT), predictBundle());
-    expect(res.status).toBe(200);
-    const report = (await res.json()) as DiagnosticReport;
-    expect(report.resourceType).toBe('DiagnosticReport');
-    expect(report.result).toEqual([{ reference: '#score' }]);
-    expect(report.contained?.[0]?.resourceType).toBe('Observation');
-    expect(await reportCount()).toBe(before);
-  });
-
-  it('$predict scores an ImagingStudy with the CNN over DICOMweb (its Endpoint in the Bundle)', async () => {
-    const [inst] = loadDicomIndex(path.join(ROOT, 'local/demo/data/dicom/index.json'));
-    if (!inst) throw new Error('no demo DICOM');
-    const [demo] = buildImagingCohort([inst]);
-    const study = demo?.trigger[0]?.resource as ImagingStudy;
-    const bundle = {
-      resourceType: 'Bundle',
-      type: 'collection',
-      entry: [
-        { resource: { resourceType: 'Patient', id: 'ct-1' } },
-        { resource: { ...study, id: 'study-1', subject: { reference: 'Patient/ct-1' } } },
-        { resource: { ...demoEndpoint(stack.dicomweb.url), id: DEMO_ENDPOINT_ID } },
-      ],
-    };
-    const res = await post(predictUrl('lung-nodule-cnn'), await issuer.accessToken(DEMO_CLIENT), bundle);
-    expect(res.status).toBe(200);
-    const report = (await res.json()) as DiagnosticReport;
-    const score = report.contained?.[0] as Observation | undefined;
-    const expected =
-      (inst as unknown as { expected: Record<string, number> }).expected['lung-nodule-cnn'] ?? NaN;
-    expect(Math.abs((score?.valueQuantity?.value ?? NaN) - expected)).toBeLessThan(1e-3);
-  });
-
-  it.each([
-    ['another patient', { subject: { reference: 'Patient/someone-else' } }],
-    ['no subject', { subject: undefined }],
-    ['a subject without a reference', { subject: { identifier: { value: 'x' } } }],
-  ])('$predict refuses an input about %s, naming the path (400)', async (_name, change) => {
-    const bundle = predictBundle();
-    const obs = bundle.entry?.find((e) => e.resource?.resourceType === 'Observation');
-    if (!obs?.resource) throw new Error('no Observation in the test bundle');
-    obs.resource = { ...(obs.resource as Observation), ...change };
-    const res = await post(predictUrl(), await issuer.accessToken(DEMO_CLIENT), bundle);
-    expect(res.status).toBe(400);
-    const outcome = (await res.json()) as OperationOutcome;
-    expect(outcome.issue[0]?.expression?.[0]).toMatch(/^Bundle\.entry\[\d+\]\.resource\.subject\.reference$/);
-  });
-
-  it('persist=true with report.write writes the report once; without the scope it is refused (403)', async () => {
-    const before = await reportCount();
-    const refused = await post(
-      predictUrl(MODEL, '?persist=true'),
-      await issuer.accessToken(DEMO_READONLY_CLIENT),
-      predictBundle(),
-    );
-    expect(refused.status).toBe(403);
-    // The refusal is an OperationOutcome that names nothing but the lack of scope.
-    expect(await refused.json()).toEqual({
-      resourceType: 'OperationOutcome',
-      issue: [{ severity: 'error', code: 'forbidden', diagnostics: 'insufficient scope' }],
-    });
-    expect(await reportCount()).toBe(before);
-    const res = await post(
-      predictUrl(MODEL, '?persist=true'),
-      await issuer.accessToken(DEMO_CLIENT),
-      predictBundle(),
-    );
-    expect(res.status).toBe(201);
-    expect(res.headers.get('location')).toMatch(/^DiagnosticReport\/.+/);
-    expect(await reportCount()).toBe(before + 1);
-  });
-
-  it('answers 403 when the scope does not cover the model', async () => {
-    const res = await post(
-      predictUrl('diabetes-onset-rf'),
-      await issuer.accessToken(DEMO_READONLY_CLIENT),
-      predictBundle(),
-    );
-    expect(res.status).toBe(403);
-  });
-
-  it('refuses REST tokens for another audience and CDS tokens on REST routes', async () => {
-    const other = await issuer.mint({
-      sub: 'x',
-      client_id: 'x',
-      aud: 'someone-else',
-      scope: 'model/*.predict',
-    });
-    expect((await post(predictUrl(), other, predictBundle())).status).toBe(401);
-    expect((await post(predictUrl(), await issuer.mintCds(serviceUrl()), predictBundle())).status).toBe(401);
-  });
-});
-
-describe('bad input', () => {
-  it('answers 413 for a body over 1 MB', async () => {
-    const res = await callHook(JSON.stringify({ ...hookBody(), padding: 'x'.repeat(1_100_000) }));
-    expect(res.status).toBe(413);
-    expect(((await res.json()) as { issue: { code: string }[] }).issue[0]?.code).toBe('too-costly');
-  });
-
-  it('answers 400 for JSON nested too deeply', async () => {
-    const res = await callHook(`{"hook":${'['.repeat(5000)}${']'.repeat(5000)}}`);
-    expect(res.status).toBe(400);
-    expect(JSON.stringify(await res.json())).toContain('nested deeper');
-  });
-
-  it('answers 400 for malformed JSON and for a request missing required fields', async () => {
-    expect((await callHook('{"hook": "patient-view",')).status).toBe(400);
-    const res = await callHook({ hook: 'patient-view', context: {} });
-    expect(res.status).toBe(400);
-    expect(JSON.stringify(await res.json())).toContain('hookInstance');
-  });
-
-  it('answers 400 for wrong resource types, naming the path', async () => {
-    const token = await issuer.accessToken(DEMO_CLIENT);
-    const notBundle = await post(predictUrl(), token, patient);
-    expect(notBundle.status).toBe(400);
-    const withCondition = await post(predictUrl(), token, {
-      ...predictBundle(),
-      entry: [...(predictBundle().entry ?? []), { resource: { resourceType: 'Condition', id: 'c1' } }],
-    });
-    expect(withCondition.status).toBe(400);
-    expect(JSON.stringify(await withCondition.json())).toContain('resourceType');
-    const wrongPrefetch = await callHook(
-      hookBody({ prefetch: { patient: observations[0], observations: searchset(observations) } }),
-    );
-    expect(wrongPrefetch.status).toBe(400);
-  });
-});
-
-describe('documents', () => {
-  it('serves an OpenAPI 3.1 document generated from the schemas', async () => {
-    const res = await fetch(`${gateway.url}/openapi.json`);
-    expect(res.status).toBe(200);
-    const doc = (await res.json()) as {
-      openapi: string;
-      paths: Record<string, unknown>;
-      components: { schemas: Record<string, unknown> };
-    };
-    expect(doc.openapi).toBe('3.1.0');
-    expect(Object.keys(doc.paths)).toContain('/v1/models/{id}/$predict');
-    expect(doc.components.schemas).toHaveProperty('CdsHookRequest');
-  });
-
-  it('prints how to call it with a working token', async () => {
-    const token = await issuer.accessToken(DEMO_CLIENT);
-    const text = partnerApiHowTo({ gateway: gateway.url, tokenUrl: issuer.tokenUrl }, token);
-    expect(text).toContain(`curl -s -H 'Authorization: Bearer ${token}' ${gateway.url}/v1/models`);
   });
 });

@@ -1,90 +1,25 @@
-import { readFileSync } from 'node:fs';
+/**
+ * The sequence extractor: time binning (table-driven), patient features, provenance and
+ * outcomes. Parity with the training's binning on the golden cases:
+ * features-sequence-parity.test.ts.
+ */
 import type { Observation, Patient } from '@medplum/fhirtypes';
 import { describe, expect, it } from 'vitest';
-import { compileExtractor, compileSequence } from '../../shared/features/index.js';
+import { compileSequence } from '../../shared/features/index.js';
 import { FeatureSpecError } from '../../shared/features/errors.js';
-import { parseManifest, SequenceInputSchema, type SequenceInput } from '../../shared/inference/manifest.js';
-import type { ExtractResult, FeatureRow } from '../../shared/types.js';
+import {
+  AS_OF,
+  bili,
+  chol,
+  DAY,
+  lab,
+  ok,
+  patient,
+  seqInput,
+  step,
+  STEP_MS,
+} from './features-sequence-fixtures.js';
 import { loadCorpus } from './helpers/corpus.js';
-
-const LOINC = 'http://loinc.org';
-const UCUM = 'http://unitsofmeasure.org';
-const PROJECT = 'urn:fhir-analytics:code';
-const DAY = 86_400_000;
-const STEP_MS = 182.625 * DAY;
-const AS_OF = new Date('2024-06-15T12:00:00Z');
-
-type Loose = Record<string, unknown>;
-
-const lab = (name: string, code: string, unit: string, extra: Loose = {}): Loose => ({
-  name,
-  source: 'observation',
-  codes: [{ system: LOINC, code }],
-  unit,
-  lookback: 'P8Y',
-  required: false,
-  imputation: { strategy: 'nan' },
-  ...extra,
-});
-
-/** A small PBC-like input: age, sex, bilirubin, cholesterol (molar-convertible); P6M × 4, carry P1Y. */
-function seqInput(extra: Loose = {}, features?: Loose[]): SequenceInput {
-  return SequenceInputSchema.parse({
-    kind: 'sequence',
-    tensor: 'x',
-    maskTensor: 'mask',
-    features: features ?? [
-      { name: 'age', source: 'patient.age', required: true },
-      { name: 'sex', source: 'patient.sex', required: true, valueMap: { female: 1, male: 0 } },
-      lab('bili', '1975-2', 'mg/dL'),
-      lab('chol', '2093-3', 'mg/dL', { molecularWeight: 386.65 }),
-    ],
-    step: 'P6M',
-    steps: 4,
-    alignment: 'newest',
-    carryForward: 'P1Y',
-    minSteps: 1,
-    ...extra,
-  });
-}
-
-const patient: Patient = {
-  resourceType: 'Patient',
-  id: 'p1',
-  meta: { versionId: '3' },
-  birthDate: '1964-06-15',
-  gender: 'female',
-};
-
-let counter = 0;
-/** An Observation `daysBefore` days before AS_OF (noon UTC). */
-function o(code: string, value: number, daysBefore: number, extra: Loose = {}, unit = 'mg/dL'): Observation {
-  counter += 1;
-  return {
-    resourceType: 'Observation',
-    id: `s${counter}`,
-    meta: { versionId: '1' },
-    status: 'final',
-    code: { coding: [{ system: LOINC, code }] },
-    effectiveDateTime: new Date(AS_OF.getTime() - daysBefore * DAY).toISOString(),
-    valueQuantity: { value, unit, system: UCUM, code: unit },
-    ...extra,
-  };
-}
-const bili = (v: number, d: number, extra: Loose = {}): Observation => o('1975-2', v, d, extra);
-const chol = (v: number, d: number, extra: Loose = {}, unit = 'mg/dL'): Observation =>
-  o('2093-3', v, d, extra, unit);
-
-function ok(result: ExtractResult): FeatureRow {
-  if (result.status !== 'ok') throw new Error(`expected ok, got missing ${result.missing.join(',')}`);
-  return result.row;
-}
-
-/** Row `step` of a `[steps, F]` row as plain numbers (NaN kept). */
-function step(row: FeatureRow, s: number): number[] {
-  const f = row.shape[1] as number;
-  return [...row.values.subarray(s * f, (s + 1) * f)];
-}
 
 describe('sequence binning (table-driven)', () => {
   const ext = compileSequence(seqInput());
@@ -333,107 +268,4 @@ describe('sequence: patient features, provenance, outcomes', () => {
     expect(ext.stepMs).toBe(STEP_MS);
     expect(ext.carryBins).toBe(2);
   });
-});
-
-// ---------------------------------------------------------------- parity with the training
-
-interface Golden {
-  cases: { rowId: string; x: (number | null)[][]; mask: number[] }[];
-}
-interface Heldout {
-  patients: {
-    patientId: number;
-    sex: string;
-    ageAtFirstVisit: number;
-    visits: ({ day: number } & Record<string, number | null>)[];
-  }[];
-}
-
-const REPO = new URL('../../', import.meta.url);
-// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the shape
-const readJson = <T>(rel: string): T => JSON.parse(readFileSync(new URL(rel, REPO), 'utf8')) as T;
-
-const EDEMA: Record<string, string> = {
-  '0': 'edema-none',
-  '0.5': 'edema-untreated-or-resolved',
-  '1': 'edema-despite-diuretics',
-};
-
-/** The held-out patient's visits up to `visit`, as FHIR (visit 0 on 1990-01-01 noon UTC). */
-function pbcAsFhir(
-  p: Heldout['patients'][number],
-  visit: number,
-  manifestFeatures: SequenceInput['features'],
-): { patient: Patient; observations: Observation[]; asOf: Date } {
-  const day0 = Date.UTC(1990, 0, 1, 12);
-  const birthMs = day0 - p.ageAtFirstVisit * 365.25 * DAY;
-  const birth = new Date(Math.round(birthMs / DAY) * DAY).toISOString().slice(0, 10);
-  const patientResource: Patient = {
-    resourceType: 'Patient',
-    id: `pbc${String(p.patientId)}`,
-    birthDate: birth,
-    gender: p.sex === 'female' ? 'female' : 'male',
-  };
-  const observations: Observation[] = [];
-  const visits = p.visits.slice(0, visit + 1);
-  for (const [vi, v] of visits.entries()) {
-    const when = new Date(day0 + v.day * DAY).toISOString();
-    for (const f of manifestFeatures) {
-      if (f.source !== 'observation') continue;
-      const value = v[f.name];
-      if (value === null || value === undefined) continue;
-      const coding = f.codes[0] as { system: string; code: string };
-      const base = {
-        resourceType: 'Observation' as const,
-        id: `pbc${String(p.patientId)}-${String(vi)}-${f.name}`,
-        status: 'final' as const,
-        code: { coding: [coding] },
-        effectiveDateTime: when,
-      };
-      if (f.name === 'edema') {
-        observations.push({
-          ...base,
-          valueCodeableConcept: { coding: [{ system: PROJECT, code: EDEMA[String(value)] ?? '?' }] },
-        });
-      } else if (f.valueMap) {
-        observations.push({ ...base, valueBoolean: value === 1 });
-      } else {
-        observations.push({ ...base, valueQuantity: { value, unit: f.unit, system: UCUM, code: f.unit } });
-      }
-    }
-  }
-  const last = visits[visits.length - 1] as { day: number };
-  return { patient: patientResource, observations, asOf: new Date(day0 + last.day * DAY + DAY) };
-}
-
-describe.each(['pbc-gru', 'pbc-attention'])('parity with the training binning: %s golden cases', (id) => {
-  const manifest = parseManifest(readJson(`models/${id}/manifest.json`), id);
-  const golden = readJson<Golden>(`models/${id}/golden.json`);
-  const heldout = readJson<Heldout>('local/demo/data/pbc-heldout.json');
-  const extractor = compileExtractor(manifest);
-  if (manifest.input.kind !== 'sequence') throw new Error('not a sequence model');
-  const input = manifest.input;
-
-  it.each(golden.cases.map((c) => [c.rowId, c] as const))(
-    '%s: x and mask as the training made them',
-    (_id, c) => {
-      const [pid, visit] = c.rowId.split('@').map(Number) as [number, number];
-      const p = heldout.patients.find((x) => x.patientId === pid);
-      if (p === undefined) throw new Error(`patient ${String(pid)} not in the held-out file`);
-      const { patient: pat, observations, asOf } = pbcAsFhir(p, visit, input.features);
-      const row = ok(extractor.extract(pat, observations, asOf));
-      expect(row.shape).toEqual([input.steps, input.features.length]);
-      expect([...(row.mask ?? [])]).toEqual(c.mask);
-      const width = input.features.length;
-      c.x.forEach((want, s) => {
-        want.forEach((w, k) => {
-          const got = row.values[s * width + k] as number;
-          if (w === null) expect(got).toBeNaN();
-          else if (k === 0)
-            expect(Math.abs(got - w)).toBeLessThan(0.003); // birthDate has day precision
-          else expect(got).toBeCloseTo(w, 3);
-        });
-      });
-    },
-  );
 });

@@ -1,95 +1,24 @@
 /**
  * The SageMaker invoker against a mocked SageMakerRuntimeClient (aws-sdk-client-mock):
  * what goes on the wire (endpoint, TargetModel, content types, tensors), how outputs become
- * Predictions, how every SageMaker error class maps to a typed error (with no retry layer of
- * our own: one `send` per batch), timeouts, and batching over maxBatchSize in row order.
+ * Predictions, and endpoint addressing. How every SageMaker error class maps to a typed error,
+ * timeouts and batching: invoker-errors.test.ts.
  */
-import {
-  InternalDependencyException,
-  InternalFailure,
-  InvokeEndpointCommand,
-  ModelError,
-  ModelNotReadyException,
-  SageMakerRuntimeClient,
-  SageMakerRuntimeServiceException,
-  ServiceUnavailable,
-  ValidationError,
-  type InvokeEndpointCommandInput,
-  type InvokeEndpointCommandOutput,
-} from '@aws-sdk/client-sagemaker-runtime';
-import { mockClient } from 'aws-sdk-client-mock';
-import { readFileSync } from 'node:fs';
+import { InvokeEndpointCommand, type InvokeEndpointCommandInput } from '@aws-sdk/client-sagemaker-runtime';
 import { afterEach, describe, expect, it } from 'vitest';
+import { BINARY_CONTENT_TYPE, decodeRequest, JSON_CONTENT_TYPE } from '../../shared/inference/codec.js';
 import {
-  BINARY_CONTENT_TYPE,
-  decodeRequest,
-  encodeResponse,
-  JSON_CONTENT_TYPE,
-} from '../../shared/inference/codec.js';
-import {
-  InferenceError,
-  InferenceInternalDependencyError,
-  InferenceInternalFailureError,
-  InferenceModelError,
-  InferenceModelNotReadyError,
-  InferenceNetworkError,
+  type InferenceError,
   InferenceProtocolError,
-  InferenceServiceUnavailableError,
-  InferenceThrottlingError,
-  InferenceTimeoutError,
   InferenceValidationError,
-  toInferenceError,
 } from '../../shared/inference/errors.js';
 import { createInvoker, type InvokerRow } from '../../shared/inference/invoker.js';
 import { parseManifest, type ModelManifest } from '../../shared/inference/manifest.js';
-import type { Tensor } from '../../shared/inference/tensor.js';
+import { client, invoker, respond, row, sent, sm, sumEndpoint, tiny } from './invoker-fixtures.js';
 
-const MANIFEST_FILE = new URL('../fixtures/models/tiny-linear/manifest.json', import.meta.url);
-/** tiny-linear: tabular, x FP32 [N,4] → y FP32 [N,1], maxBatchSize 8, probability with no labels. */
-const tiny: ModelManifest = parseManifest(JSON.parse(readFileSync(MANIFEST_FILE, 'utf8')), 'tiny-linear');
-
-const sm = mockClient(SageMakerRuntimeClient);
 afterEach(() => {
   sm.reset();
 });
-
-const client = (): SageMakerRuntimeClient => new SageMakerRuntimeClient({ region: 'us-east-1' });
-const invoker = (extra: Partial<Parameters<typeof createInvoker>[0]> = {}) =>
-  createInvoker({ client: client(), endpointName: (m) => `ep-${m.id}`, ...extra });
-
-const row = (...values: number[]): InvokerRow => ({
-  values: Float32Array.from(values),
-  shape: [values.length],
-});
-
-/** A response body as the endpoint would send it. */
-function respond(outputs: Tensor[], binary = false): InvokeEndpointCommandOutput {
-  const { body, contentType } = encodeResponse(outputs, { modelName: 'm', binary });
-  return { Body: body, ContentType: contentType, $metadata: {} } as unknown as InvokeEndpointCommandOutput;
-}
-
-/** The request tensors of the n-th InvokeEndpoint call. */
-function sent(n: number): { input: InvokeEndpointCommandInput; tensors: Tensor[]; outputs?: string[] } {
-  const call = sm.commandCalls(InvokeEndpointCommand)[n];
-  if (!call) throw new Error(`no call ${n}`);
-  const input = call.args[0].input;
-  const req = decodeRequest(input.Body as Uint8Array, input.ContentType ?? '');
-  const outputs = req.outputs?.map((o) => o.name);
-  return { input, tensors: req.inputs, ...(outputs ? { outputs } : {}) };
-}
-
-/** A fake endpoint: y = sum of the row, as [N,1]. */
-function sumEndpoint(input: InvokeEndpointCommandInput): InvokeEndpointCommandOutput {
-  const [x] = decodeRequest(input.Body as Uint8Array, input.ContentType ?? '').inputs;
-  if (!x) throw new Error('no input');
-  const [n = 0, w = 0] = x.shape;
-  const y = Float32Array.from({ length: n }, (_, i) =>
-    Array.from(x.data as Float32Array)
-      .slice(i * w, (i + 1) * w)
-      .reduce((a, b) => a + b, 0),
-  );
-  return respond([{ name: 'y', datatype: 'FP32', shape: [n, 1], data: y }]);
-}
 
 describe('request encoding', () => {
   it('sends the stacked rows as x [N,4] in KServe JSON to the manifest endpoint, asking for y', async () => {
@@ -277,188 +206,6 @@ describe('output interpretation', () => {
     await fails(withOutput({ kind: 'regression' }, 'regression'), /has 2 columns, a regression has 1/);
     answer([2], [0.5, Number.NaN]);
     await fails(tiny, /row 1 is not finite/);
-  });
-});
-
-describe('errors', () => {
-  const meta = (status: number) => ({ $metadata: { httpStatusCode: status, requestId: 'req-1' } });
-  const throttling = new SageMakerRuntimeServiceException({
-    name: 'ThrottlingException',
-    $fault: 'client',
-    message: 'Rate exceeded',
-    ...meta(400),
-  });
-  const cases: [string, Error, new (...args: never[]) => InferenceError, boolean][] = [
-    [
-      'ValidationError',
-      new ValidationError({ message: 'Endpoint x not found.', ...meta(400) }),
-      InferenceValidationError,
-      false,
-    ],
-    [
-      'ModelError',
-      new ModelError({
-        message: 'Received client error (400)',
-        OriginalStatusCode: 400,
-        OriginalMessage: '{"error":"bad shape"}',
-        LogStreamArn: 'arn:aws:logs:us-east-1:1:log-group:/aws/sagemaker/Endpoints/x',
-        ...meta(424),
-      }),
-      InferenceModelError,
-      false,
-    ],
-    [
-      'ModelNotReadyException',
-      new ModelNotReadyException({ message: 'loading', ...meta(429) }),
-      InferenceModelNotReadyError,
-      true,
-    ],
-    ['ThrottlingException', throttling, InferenceThrottlingError, true],
-    [
-      'InternalFailure',
-      new InternalFailure({ message: 'oops', ...meta(500) }),
-      InferenceInternalFailureError,
-      true,
-    ],
-    [
-      'ServiceUnavailable',
-      new ServiceUnavailable({ message: 'busy', ...meta(503) }),
-      InferenceServiceUnavailableError,
-      true,
-    ],
-    [
-      'InternalDependencyException',
-      new InternalDependencyException({ message: 'kms', ...meta(530) }),
-      InferenceInternalDependencyError,
-      false,
-    ],
-  ];
-
-  it.each(cases)(
-    '%s → its typed error, with retryable as the SDK treats it, sent once',
-    async (code, sdkError, cls, retryable) => {
-      sm.on(InvokeEndpointCommand).rejects(sdkError);
-      const err = await invoker()
-        .predict(tiny, [row(1, 2, 3, 4)])
-        .catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(cls);
-      expect(err).toBeInstanceOf(InferenceError);
-      const e = err as InferenceError;
-      expect(e.code).toBe(code);
-      expect(e.retryable).toBe(retryable);
-      expect(e.cause).toBe(sdkError);
-      expect(e.httpStatusCode).toBe(
-        sdkError instanceof SageMakerRuntimeServiceException ? sdkError.$metadata.httpStatusCode : undefined,
-      );
-      expect(e.requestId).toBe('req-1');
-      // No retry layer of ours on top of the SDK's: one send.
-      expect(sm.commandCalls(InvokeEndpointCommand)).toHaveLength(1);
-    },
-  );
-
-  it('keeps ModelError’s original status and message', async () => {
-    sm.on(InvokeEndpointCommand).rejects(cases[1]?.[1]);
-    const err = (await invoker()
-      .predict(tiny, [row(1, 2, 3, 4)])
-      .catch((e: unknown) => e)) as InferenceModelError;
-    expect(err.originalStatusCode).toBe(400);
-    expect(err.originalMessage).toBe('{"error":"bad shape"}');
-    expect(err.logStreamArn).toMatch(/^arn:aws:logs:/);
-  });
-
-  it('maps by HTTP status when the SDK could not name the error, and network and abort errors', () => {
-    const unknown = (status: number) =>
-      Object.assign(new Error('UnknownError'), { name: 'Unknown', $metadata: { httpStatusCode: status } });
-    expect(toInferenceError(unknown(424))).toBeInstanceOf(InferenceModelError);
-    expect(toInferenceError(unknown(429))).toBeInstanceOf(InferenceModelNotReadyError);
-    expect(toInferenceError(unknown(502))).toBeInstanceOf(InferenceServiceUnavailableError);
-    expect(toInferenceError(unknown(530))).toBeInstanceOf(InferenceInternalDependencyError);
-    expect(toInferenceError(unknown(400))).toBeInstanceOf(InferenceValidationError);
-    const refused = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
-    expect(toInferenceError(refused)).toBeInstanceOf(InferenceNetworkError);
-    expect(toInferenceError(refused).retryable).toBe(true);
-    const abort = Object.assign(new Error('Request aborted'), { name: 'AbortError' });
-    expect(toInferenceError(abort)).toBeInstanceOf(InferenceTimeoutError);
-    const already = new InferenceThrottlingError('x');
-    expect(toInferenceError(already)).toBe(already);
-    expect(toInferenceError('boom').code).toBe('Unknown');
-  });
-
-  it('a call that runs past timeoutMs is aborted through the signal and becomes a timeout error', async () => {
-    let signal: AbortSignal | undefined;
-    const hanging = {
-      send: (_cmd: unknown, opts: { abortSignal: AbortSignal }) => {
-        signal = opts.abortSignal;
-        return new Promise((_resolve, reject) => {
-          opts.abortSignal.addEventListener('abort', () => {
-            reject(Object.assign(new Error('Request aborted'), { name: 'AbortError' }));
-          });
-        });
-      },
-    } as unknown as SageMakerRuntimeClient;
-    const err = await createInvoker({ client: hanging, endpointName: (m) => m.id, timeoutMs: 20 })
-      .predict(tiny, [row(1, 2, 3, 4)])
-      .catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(InferenceTimeoutError);
-    expect((err as InferenceTimeoutError).retryable).toBe(true);
-    expect((err as InferenceTimeoutError).timeoutMs).toBe(20);
-    expect(signal?.aborted).toBe(true);
-  });
-  it('a call the caller aborts is not a timeout: code Aborted, not retryable', async () => {
-    const hanging = {
-      send: (_cmd: unknown, opts: { abortSignal: AbortSignal }) =>
-        new Promise((_resolve, reject) => {
-          opts.abortSignal.addEventListener('abort', () => {
-            reject(Object.assign(new Error('Request aborted'), { name: 'AbortError' }));
-          });
-        }),
-    } as unknown as SageMakerRuntimeClient;
-    const controller = new AbortController();
-    const pending = createInvoker({ client: hanging, endpointName: (m) => m.id })
-      .predict(tiny, [row(1, 2, 3, 4)], { signal: controller.signal })
-      .catch((e: unknown) => e);
-    controller.abort();
-    const err = await pending;
-    expect(err).toBeInstanceOf(InferenceError);
-    expect(err).not.toBeInstanceOf(InferenceTimeoutError);
-    expect((err as InferenceError).code).toBe('Aborted');
-    expect((err as InferenceError).retryable).toBe(false);
-  });
-});
-
-describe('batching', () => {
-  it('splits over maxBatchSize (8) and returns predictions in row order, batches answering out of order', async () => {
-    let call = 0;
-    sm.on(InvokeEndpointCommand).callsFake(async (input: InvokeEndpointCommandInput) => {
-      // Earlier batches answer later, so order must come from the batch index, not arrival.
-      const delay = 30 - 10 * call++;
-      await new Promise((r) => setTimeout(r, Math.max(0, delay)));
-      return sumEndpoint(input);
-    });
-    const rows = Array.from({ length: 20 }, (_, i) => row(i, 0, 0, 0));
-    const predictions = await invoker().predict(tiny, rows);
-    expect(predictions.map((p) => p.score)).toEqual(rows.map((_, i) => i));
-    const calls = sm.commandCalls(InvokeEndpointCommand);
-    expect(calls).toHaveLength(3);
-    const shapes = calls.map((_, i) => sent(i).tensors[0]?.shape);
-    expect(shapes).toEqual([
-      [8, 4],
-      [8, 4],
-      [4, 4],
-    ]);
-  });
-
-  it('a failing batch fails the whole predict with the typed error', async () => {
-    sm.on(InvokeEndpointCommand)
-      .callsFakeOnce(sumEndpoint)
-      .rejectsOnce(new ServiceUnavailable({ message: 'busy', $metadata: { httpStatusCode: 503 } }))
-      .callsFake(sumEndpoint);
-    const rows = Array.from({ length: 20 }, (_, i) => row(i, 0, 0, 0));
-    await expect(invoker({ concurrency: 1 }).predict(tiny, rows)).rejects.toBeInstanceOf(
-      InferenceServiceUnavailableError,
-    );
-    // With one batch at a time, the batch after the failure is not sent.
-    expect(sm.commandCalls(InvokeEndpointCommand)).toHaveLength(2);
   });
 });
 
