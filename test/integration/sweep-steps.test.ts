@@ -5,85 +5,40 @@
  * plan, every item, finish; against the embedded stack (FHIR server with `$export`, endpoint
  * server, dynalite, fauxqs S3), compared with `runSweep` in one process.
  */
-import { tmpdir } from 'node:os';
-import { CreateBucketCommand, GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
 import type { DiagnosticReport } from '@medplum/fhirtypes';
 import type { Context } from 'aws-lambda';
-import { startFauxqs, type FauxqsServer } from 'fauxqs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPopulationSweepHandlers } from '../../functions/population-sweep/handler.js';
-import { createTables, startLocalDynamo, type LocalDynamo } from '../../local/dynamo.js';
 import { installBulkExport, type BulkExport } from '../../local/fhir/export.js';
-import { loadSyntheticCohort } from '../../local/fhir/export-cohort.js';
 import { startFhirServer, type RunningFhirServer } from '../../local/fhir/server.js';
-import { startEndpointServer, type EndpointServer } from '../../local/sagemaker/server.js';
-import { MODELS_DIR } from '../../local/stack.js';
 import { silentLogger } from '../../shared/log.js';
-import { sweepTableDefinition } from '../../shared/sweep/checkpoint.js';
-import { createSweepContext } from '../../shared/sweep/context.js';
 import type { SweepDefinitionInput } from '../../shared/sweep/definition.js';
 import { ExportExpiredError, ExportTimeoutError } from '../../shared/sweep/errors.js';
 import type { ExportFile, SweepState } from '../../shared/sweep/steps.js';
 import type { SweepSummary } from '../../shared/sweep/summary.js';
 import { runSweep, type SweepContext, type SweepItem } from '../../shared/sweep/sweep.js';
+import { startSweepStack, type SweepStack } from './sweep-harness.js';
 
 const PATIENTS = 60;
 /** Every 20th synthetic patient has no glucose: insufficient data. */
 const ELIGIBLE = PATIENTS - PATIENTS / 20;
-const BUCKET = 'sweep-steps-test';
-const CREDENTIALS = { accessKeyId: 'x', secretAccessKey: 'x' };
 const LAMBDA = { awsRequestId: 'req-1', functionName: 'population-sweep' } as Context;
 
+let stack: SweepStack;
 let fhir: RunningFhirServer;
 let bulk: BulkExport;
-let sagemaker: EndpointServer;
-let dynamo: LocalDynamo;
-let fauxqs: FauxqsServer;
-let s3: S3Client;
 
 beforeAll(async () => {
-  fhir = await startFhirServer({ port: 0 });
   // 100 resources per file: several files of each type, so staging has files to fan out over.
-  bulk = installBulkExport(fhir, { retryAfterSeconds: 0, chunkSize: 100 });
-  sagemaker = await startEndpointServer({ modelsDir: MODELS_DIR, port: 0 });
-  dynamo = await startLocalDynamo({ port: 0, createTables: false });
-  await createTables(dynamo.client, [sweepTableDefinition()]);
-  fauxqs = await startFauxqs({ port: 0, logger: false, host: '127.0.0.1' });
-  s3 = new S3Client({
-    endpoint: fauxqs.address,
-    forcePathStyle: true,
-    region: 'us-east-1',
-    credentials: CREDENTIALS,
-  });
-  await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
-  await loadSyntheticCohort(fhir.repo, { patients: PATIENTS, seed: 5 });
+  stack = await startSweepStack({ bucket: 'sweep-steps-test', patients: PATIENTS, seed: 5, chunkSize: 100 });
+  ({ fhir, bulk } = stack);
 });
 
-afterAll(async () => {
-  await bulk.close();
-  await fhir.close();
-  await sagemaker.close();
-  await dynamo.close();
-  await fauxqs.stop();
-});
+afterAll(() => stack.stop());
 
 function context(fhirBaseUrl = fhir.baseUrl, exportMaxWaitMs?: number): Promise<SweepContext> {
-  return createSweepContext({
-    fhirBaseUrl,
-    sagemaker: new SageMakerRuntimeClient({
-      endpoint: sagemaker.url,
-      region: 'us-east-1',
-      credentials: CREDENTIALS,
-    }),
-    s3,
-    bucket: BUCKET,
-    dynamo: dynamo.client,
-    modelsDir: MODELS_DIR,
-    tmpDir: tmpdir(),
-    logger: silentLogger,
-    ...(exportMaxWaitMs ? { exportMaxWaitMs } : {}),
-  });
+  return stack.context({ fhirBaseUrl, ...(exportMaxWaitMs ? { exportMaxWaitMs } : {}) });
 }
 
 const definition = (name: string): SweepDefinitionInput => ({
@@ -101,7 +56,7 @@ const json = (value: unknown): never => JSON.parse(JSON.stringify(value)) as nev
 
 /** What a Distributed Map's ItemReader reads: a JSON array in S3. */
 async function readList<T>(bucket: string, key: string): Promise<T[]> {
-  const out = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  const out = await stack.s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
   return JSON.parse((await out.Body?.transformToString()) ?? '[]') as T[];
 }
 

@@ -6,80 +6,38 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import type { DiagnosticReport, Group, Observation } from '@medplum/fhirtypes';
-import { startFauxqs, type FauxqsServer } from 'fauxqs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTables, startLocalDynamo, type LocalDynamo } from '../../local/dynamo.js';
-import { installBulkExport, type BulkExport } from '../../local/fhir/export.js';
+import type { BulkExport } from '../../local/fhir/export.js';
 import { GLUCOSE_CODE, loadSyntheticCohort } from '../../local/fhir/export-cohort.js';
-import { startFhirServer, type RunningFhirServer } from '../../local/fhir/server.js';
-import { startEndpointServer, type EndpointServer } from '../../local/sagemaker/server.js';
-import { MODELS_DIR, ROOT } from '../../local/stack.js';
-import { silentLogger } from '../../shared/log.js';
-import { sweepTableDefinition } from '../../shared/sweep/checkpoint.js';
-import { createSweepContext } from '../../shared/sweep/context.js';
+import type { RunningFhirServer } from '../../local/fhir/server.js';
+import { ROOT } from '../../local/stack.js';
+import type { SweepContextOptions } from '../../shared/sweep/context.js';
 import type { SweepDefinitionInput } from '../../shared/sweep/definition.js';
 import { ExportExpiredError } from '../../shared/sweep/errors.js';
 import { renderSummaryHtml } from '../../shared/sweep/summary.js';
 import { runSweep, type SweepContext } from '../../shared/sweep/sweep.js';
+import { startSweepStack, type SweepStack } from './sweep-harness.js';
 
 const PATIENTS = 60;
 /** Every 20th synthetic patient has no glucose: insufficient data. */
 const ELIGIBLE = PATIENTS - PATIENTS / 20;
 const BUCKET = 'sweep-test';
-const CREDENTIALS = { accessKeyId: 'x', secretAccessKey: 'x' };
 
+let stack: SweepStack;
 let fhir: RunningFhirServer;
 let bulk: BulkExport;
-let sagemaker: EndpointServer;
-let dynamo: LocalDynamo;
-let fauxqs: FauxqsServer;
-let s3: S3Client;
 let ids: string[];
 
 beforeAll(async () => {
-  fhir = await startFhirServer({ port: 0 });
-  bulk = installBulkExport(fhir, { retryAfterSeconds: 0, chunkSize: 200 });
-  sagemaker = await startEndpointServer({ modelsDir: MODELS_DIR, port: 0 });
-  dynamo = await startLocalDynamo({ port: 0, createTables: false });
-  await createTables(dynamo.client, [sweepTableDefinition()]);
-  fauxqs = await startFauxqs({ port: 0, logger: false, host: '127.0.0.1' });
-  s3 = new S3Client({
-    endpoint: fauxqs.address,
-    forcePathStyle: true,
-    region: 'us-east-1',
-    credentials: CREDENTIALS,
-  });
-  await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
-  ids = await loadSyntheticCohort(fhir.repo, { patients: PATIENTS, seed: 7 });
+  stack = await startSweepStack({ bucket: BUCKET, patients: PATIENTS, seed: 7, chunkSize: 200 });
+  ({ fhir, bulk, ids } = stack);
 });
 
-afterAll(async () => {
-  await bulk.close();
-  await fhir.close();
-  await sagemaker.close();
-  await dynamo.close();
-  await fauxqs.stop();
-});
+afterAll(() => stack.stop());
 
-function context(extra: Parameters<typeof createSweepContext>[0]['extra'] = {}): Promise<SweepContext> {
-  return createSweepContext({
-    fhirBaseUrl: fhir.baseUrl,
-    sagemaker: new SageMakerRuntimeClient({
-      endpoint: sagemaker.url,
-      region: 'us-east-1',
-      credentials: CREDENTIALS,
-    }),
-    s3,
-    bucket: BUCKET,
-    dynamo: dynamo.client,
-    modelsDir: MODELS_DIR,
-    tmpDir: tmpdir(),
-    logger: silentLogger,
-    extra: { stage: { maxExportAttempts: 2 }, ...extra },
-  });
+function context(extra: NonNullable<SweepContextOptions['extra']> = {}): Promise<SweepContext> {
+  return stack.context({ extra: { stage: { maxExportAttempts: 2 }, ...extra } });
 }
 
 const definition = (over: Partial<SweepDefinitionInput> = {}): SweepDefinitionInput => ({
@@ -284,7 +242,7 @@ describe('population sweep over $export (embedded stack)', () => {
       actual: true,
       member: crashIds.map((id) => ({ entity: { reference: `Patient/${id}` } })),
     });
-    sagemaker.setFault('diabetes-gbm', { latencyMs: 250 });
+    stack.sagemaker.setFault('diabetes-gbm', { latencyMs: 250 });
     const args = [
       '--import',
       'tsx',
@@ -302,11 +260,11 @@ describe('population sweep over $export (embedded stack)', () => {
       '--sweep-id',
       'crash-test',
       '--sagemaker-endpoint',
-      sagemaker.url,
+      stack.sagemaker.url,
       '--dynamodb-endpoint',
-      dynamo.endpoint,
+      stack.dynamoEndpoint,
       '--s3-endpoint',
-      fauxqs.address,
+      stack.s3Endpoint,
       '--bucket',
       BUCKET,
       '--out',
@@ -335,7 +293,7 @@ describe('population sweep over $export (embedded stack)', () => {
         resolve({ signal, checkpoints });
       });
     });
-    sagemaker.setFault('diabetes-gbm', undefined);
+    stack.sagemaker.setFault('diabetes-gbm', undefined);
     const between = await reportsBySubject();
     const writtenBefore = crashIds.filter((id) => between.has(`Patient/${id}`)).length;
 
