@@ -11,6 +11,7 @@ import type { ExtractResult, FeatureRow, Outcome, Prediction } from './types.js'
 import type { ResourceEventMessage } from './events/resource-event.js';
 import type { ModelResourceCache } from './reports/model-resources.js';
 import { writtenReport } from './reports/response.js';
+import { observationSearchCodes } from './features/search-codes.js';
 
 /** What the pipeline needs from the outside world. */
 export interface PipelinePorts {
@@ -113,17 +114,8 @@ export function patientOf(resource: Resource): string | undefined {
   return ref?.startsWith('Patient/') ? ref.split('/_history/')[0] : undefined;
 }
 
-/** Every `system|code` that a set of models reads from Observations: one search serves them all. */
-function observationCodes(models: readonly ModelManifest[]): string[] {
-  const codes = new Set<string>();
-  for (const m of models) {
-    if (m.input.kind === 'image') continue;
-    for (const f of m.input.features) {
-      if (f.source === 'observation') for (const c of f.codes) codes.add(`${c.system}|${c.code}`);
-    }
-  }
-  return [...codes];
-}
+/** Every `system|code` that a set of models reads from Observations, panels included: one search serves them all. */
+const observationCodes = observationSearchCodes;
 
 /**
  * The focus the queue message carried (a `full-resource` notification's copy), when the pipeline

@@ -12,6 +12,7 @@ import type { CdsCard, CdsService } from '../events/cds-hooks.js';
 import type { ModelManifest, TabularFeature } from '../inference/manifest.js';
 import { selectBand } from '../reports/index.js';
 import type { FeatureRow, Prediction } from '../types.js';
+import { observationSearchCodes } from '../features/search-codes.js';
 
 export const PATIENT_VIEW = 'patient-view';
 export const PREFETCH_PATIENT = 'patient';
@@ -25,12 +26,7 @@ export function servesPatientView(manifest: ModelManifest): boolean {
 
 /** `system|code` of every Observation code the model reads, in manifest order. */
 export function observationCodes(manifest: ModelManifest): string[] {
-  if (manifest.input.kind === 'image') return [];
-  const codes = new Set<string>();
-  for (const f of manifest.input.features) {
-    if (f.source === 'observation') for (const c of f.codes) codes.add(`${c.system}|${c.code}`);
-  }
-  return [...codes];
+  return observationSearchCodes([manifest]);
 }
 
 export function serviceFor(manifest: ModelManifest): CdsService {

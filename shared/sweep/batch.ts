@@ -17,6 +17,7 @@ import type { ModelManifest } from '../inference/manifest.js';
 import type { Logger } from '../log.js';
 import type { PipelinePorts } from '../pipeline.js';
 import type { FeatureRow, Prediction } from '../types.js';
+import { observationSearchCodes } from '../features/search-codes.js';
 import { createReportWriter, type ReportWriter } from './write-back.js';
 import {
   addFailed,
@@ -238,16 +239,8 @@ export async function scoreBatch(
   });
 }
 
-/** Every `system|code` the models read from Observations: one search serves them all. */
-export function observationCodes(models: readonly ModelManifest[]): string[] {
-  const codes = new Set<string>();
-  for (const m of models) {
-    if (m.input.kind === 'image') continue;
-    for (const f of m.input.features)
-      if (f.source === 'observation') for (const c of f.codes) codes.add(`${c.system}|${c.code}`);
-  }
-  return [...codes];
-}
+/** Every `system|code` to search for the models' Observations, panels that carry them included. */
+export const observationCodes = observationSearchCodes;
 
 /** A patient's full inputs from the server (incremental runs: the export held only what changed). */
 export async function fetchInputs(

@@ -10,6 +10,12 @@ import { GLUCOSE_CODE, loadSyntheticCohort } from '../../local/fhir/export-cohor
 import { startFhirServer, type RunningFhirServer } from '../../local/fhir/server.js';
 import { createBulkClient } from '../../shared/sweep/bulk-client.js';
 import { lines } from '../../shared/sweep/staging.js';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { compileTabular } from '../../shared/features/tabular.js';
+import { observationSearchCodes } from '../../shared/features/search-codes.js';
+import { parseManifest } from '../../shared/inference/manifest.js';
+import { MODELS_DIR } from '../../local/stack.js';
 import { exportTypeFilters } from '../../shared/sweep/type-filters.js';
 
 const PATIENTS = 40;
@@ -172,6 +178,76 @@ describe('$export _typeFilter', () => {
 
     // Assert
     expect(ids(got)).toEqual(ids(wanted));
+  });
+
+  it('keeps a blood-pressure panel whose diastolic component a model reads, and the model reads it', async () => {
+    // Arrange: the RF model reads diastolic pressure (8462-4); this patient has it only as a
+    // component of a US Core blood-pressure panel (85354-9).
+    const file = path.join(MODELS_DIR, 'diabetes-onset-rf', 'manifest.json');
+    const rf = parseManifest(JSON.parse(readFileSync(file, 'utf8')), file);
+    if (rf.input.kind !== 'tabular') throw new Error('the RF model is tabular');
+    const patient = await fhir.repo.createResource<Patient>({
+      resourceType: 'Patient',
+      birthDate: '1970-01-01',
+    });
+    const panel = await fhir.repo.createResource<Observation>({
+      resourceType: 'Observation',
+      status: 'final',
+      code: { coding: [{ system: LOINC, code: '85354-9' }] },
+      subject: { reference: `Patient/${patient.id}` },
+      effectiveDateTime: new Date().toISOString(),
+      component: [
+        {
+          code: { coding: [{ system: LOINC, code: '8480-6' }] },
+          valueQuantity: { value: 128, unit: 'mm[Hg]', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' },
+        },
+        {
+          code: { coding: [{ system: LOINC, code: '8462-4' }] },
+          valueQuantity: { value: 83, unit: 'mm[Hg]', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' },
+        },
+      ],
+    });
+    const client = createBulkClient({ baseUrl: fhir.baseUrl, minPollMs: 0 });
+
+    // Act: the sweep's export filter for the RF model, and the extractor on what it exported.
+    const status = await client.kickOff({
+      level: 'patient',
+      types: ['Observation'],
+      typeFilters: exportTypeFilters(observationSearchCodes([rf])),
+    });
+    const manifest = await client.waitForManifest(status);
+    const got: Observation[] = [];
+    for (const o of manifest.output) {
+      for await (const line of lines(await client.download(o.url, false)))
+        got.push(JSON.parse(line) as Observation);
+    }
+    const mine = got.filter((o) => o.subject?.reference === `Patient/${patient.id}`);
+    const extractor = compileTabular(rf.input);
+    const result = extractor.extract(patient, mine, new Date());
+
+    // Assert
+    expect(ids(mine)).toEqual([`Observation/${panel.id}`]);
+    const diastolic = rf.input.features.findIndex((f) => f.name === 'diastolic_bp');
+    expect(diastolic).toBeGreaterThanOrEqual(0);
+    expect(result.status).toBe('insufficient-data'); // no 2-h glucose: the row is not scored
+    expect(result.skipped).toEqual([]);
+    const withGlucose = extractor.extract(
+      patient,
+      [
+        ...mine,
+        {
+          resourceType: 'Observation',
+          id: 'glucose-2h',
+          status: 'final',
+          code: { coding: [{ system: LOINC, code: '20438-8' }] },
+          effectiveDateTime: new Date().toISOString(),
+          valueQuantity: { value: 140, unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' },
+        },
+      ],
+      new Date(),
+    );
+    expect(withGlucose).toMatchObject({ status: 'ok' });
+    if (withGlucose.status === 'ok') expect(withGlucose.row.values[diastolic]).toBe(83);
   });
 
   it.each([
