@@ -34,8 +34,8 @@ export interface ExportKickOff {
   readonly since?: string;
   /**
    * `_typeFilter` queries (`Observation?code=…`), one parameter each. A server that refuses
-   * them (400; Bulk Data lets a server decline `_typeFilter`) is asked again without them,
-   * after `onTypeFilterRefused`: what is read is filtered again anyway, so the filter only
+   * them (400, 404, 405, 422 or 501; Bulk Data lets a server decline `_typeFilter`) is asked
+   * again without them, and `onTypeFilterRefused` told when that kick-off is accepted: what is read is filtered again anyway, so the filter only
    * saves what the server exports and the sweep downloads and stages.
    */
   readonly typeFilters?: readonly string[];
@@ -55,7 +55,7 @@ export interface BulkClientOptions {
   /** Consecutive 5xx answers tolerated while polling. Default 5. */
   readonly maxServerErrors?: number;
   readonly onPoll?: (event: { status: number; progress?: string; waitMs: number }) => void;
-  /** The server refused the kick-off's `_typeFilter` (400); the kick-off is made again without it. */
+  /** The server refused a kick-off with `_typeFilter` (400, 404, 405, 422 or 501) and accepted it without. */
   readonly onTypeFilterRefused?: (status: number) => void;
 }
 
@@ -94,6 +94,8 @@ export interface BulkClient {
 }
 
 const UNSUPPORTED = new Set([404, 405, 501]);
+/** Answers to a kick-off with `_typeFilter` that may mean the filter, not the export, is refused. */
+const REFUSED_WITH_FILTER = new Set([400, 404, 405, 422, 501]);
 
 /** Retry-After as ms: delay-seconds or an HTTP date. */
 export function retryAfterMs(header: string | null, now = Date.now()): number | undefined {
@@ -181,10 +183,13 @@ export function createBulkClient(opts: BulkClientOptions): BulkClient {
     const res = await doFetch(url, {
       headers: await headers({ Accept: 'application/fhir+json', Prefer: 'respond-async' }),
     });
-    if (res.status === 400 && (request.typeFilters?.length ?? 0) > 0) {
+    if ((request.typeFilters?.length ?? 0) > 0 && REFUSED_WITH_FILTER.has(res.status)) {
+      // Asked again without the filter: what that answers is the verdict (a server without
+      // `$export` at all still says so, and the sweep falls back to paged search).
       await res.body?.cancel();
+      const statusUrl = await kickOff({ ...request, typeFilters: [] });
       opts.onTypeFilterRefused?.(res.status);
-      return kickOff({ ...request, typeFilters: [] });
+      return statusUrl;
     }
     if (res.status === 202) {
       await res.body?.cancel();

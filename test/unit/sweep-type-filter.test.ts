@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createBulkClient } from '../../shared/sweep/bulk-client.js';
-import { ExportFailedError } from '../../shared/sweep/errors.js';
+import { ExportFailedError, ExportUnsupportedError } from '../../shared/sweep/errors.js';
 import { exportTypeFilters } from '../../shared/sweep/type-filters.js';
 
 /** A fetch answering from a list, recording each URL. */
@@ -69,6 +69,44 @@ describe('Bulk Data client _typeFilter', () => {
     expect(urls.map((u) => u.searchParams.getAll('_typeFilter').length)).toEqual([2, 0]);
     expect(urls[1]?.searchParams.get('_type')).toBe('Observation');
     expect(refused).toEqual([400]);
+  });
+
+  it('a server that answers 501 to the filter is asked again without it', async () => {
+    // Arrange
+    const { urls, fetchFn } = answering([501, 202]);
+    const refused: number[] = [];
+    const client = createBulkClient({
+      baseUrl: 'http://x/fhir',
+      fetch: fetchFn,
+      onTypeFilterRefused: (s) => refused.push(s),
+    });
+
+    // Act
+    const status = await client.kickOff({ level: 'patient', types: ['Observation'], typeFilters: FILTERS });
+
+    // Assert
+    expect(status).toBe('http://x/fhir/$export-status/7');
+    expect(urls.map((u) => u.searchParams.getAll('_typeFilter').length)).toEqual([2, 0]);
+    expect(refused).toEqual([501]);
+  });
+
+  it('a server without $export says so to the second kick-off too: unsupported, not refused', async () => {
+    // Arrange
+    const { urls, fetchFn } = answering([404, 404]);
+    const refused: number[] = [];
+    const client = createBulkClient({
+      baseUrl: 'http://x/fhir',
+      fetch: fetchFn,
+      onTypeFilterRefused: (s) => refused.push(s),
+    });
+
+    // Act
+    const kicked = client.kickOff({ level: 'patient', types: ['Observation'], typeFilters: FILTERS });
+
+    // Assert
+    await expect(kicked).rejects.toBeInstanceOf(ExportUnsupportedError);
+    expect(urls).toHaveLength(2);
+    expect(refused).toEqual([]);
   });
 
   it('a 400 without _typeFilter is still a failure, and the retry is made only once', async () => {
