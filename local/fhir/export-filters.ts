@@ -10,7 +10,7 @@
  * silently ignored part of its filter (the spec lets a server refuse what it cannot apply).
  */
 import type { Filter } from '@medplum/core';
-import { globalSchema, parseSearchRequest } from '@medplum/core';
+import { Operator, globalSchema, parseSearchRequest } from '@medplum/core';
 import { isKnownResourceType } from './validate.js';
 
 /** Type → its alternative filter lists. */
@@ -18,10 +18,59 @@ export type TypeFilters = ReadonlyMap<string, readonly (readonly Filter[])[]>;
 
 const SPECIAL = new Set(['_id', '_lastUpdated', '_tag', '_profile', '_security', '_source']);
 
+const OPERATORS = new Set<string>(Object.values(Operator));
+const MODIFIERS = new Set([
+  'missing',
+  'exact',
+  'contains',
+  'text',
+  'not',
+  'above',
+  'below',
+  'in',
+  'not-in',
+  'of-type',
+  'identifier',
+]);
+const FHIR_DATE = /^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/;
+
+/** What is wrong with one filter of a `_typeFilter` query, if anything (unknown, or a value that cannot match as meant). */
+function filterProblem(type: string, f: Filter): string | undefined {
+  const param = globalSchema.types[type]?.searchParams?.[f.code];
+  if (!param && !SPECIAL.has(f.code)) return `unknown search parameter ${f.code} for ${type}`;
+  if (!OPERATORS.has(f.operator)) return `modifier or prefix ${f.operator} of ${f.code} is not supported`;
+  if (f.value === '') return `${f.code} has no value`;
+  try {
+    decodeURIComponent(f.value);
+  } catch {
+    return `${f.code} is not validly percent-encoded`;
+  }
+  if (f.operator === Operator.MISSING || f.operator === Operator.PRESENT) {
+    return f.value === 'true' || f.value === 'false'
+      ? undefined
+      : `${f.code}:${f.operator} takes true or false`;
+  }
+  const kind = f.code === '_lastUpdated' ? 'date' : param?.type;
+  const values = f.value.split(',');
+  if (
+    kind === 'date' &&
+    !values.every((v) => FHIR_DATE.test(v) && Number.isFinite(Date.parse(v.slice(0, 10))))
+  ) {
+    return `${f.code} is not a FHIR date`;
+  }
+  if (
+    (kind === 'number' || kind === 'quantity') &&
+    !values.every((v) => Number.isFinite(Number(v.split('|')[0])))
+  ) {
+    return `${f.code} is not a number`;
+  }
+  return undefined;
+}
+
 /** Splits the parameter's values into `Type?query` strings. */
 export function splitTypeFilters(values: readonly string[]): string[] {
   return values
-    .flatMap((v) => v.split(/,(?=[A-Z][A-Za-z]*\?)/))
+    .flatMap((v) => v.split(/(?<!\\),(?=[A-Z][A-Za-z]*\?)/))
     .map((q) => q.trim())
     .filter((q) => q !== '');
 }
@@ -37,6 +86,14 @@ export function parseTypeFilters(
     const type = q > 0 ? query.slice(0, q) : '';
     if (!type || !isKnownResourceType(type)) return { error: `_typeFilter ${query}: not Type?query` };
     if (!types.includes(type)) return { error: `_typeFilter ${query}: ${type} is not in _type` };
+    // Medplum's parser reads an unknown modifier (`code:foo`, `subject:Patient`) as plain
+    // equality: refuse it here, before it would silently match something else.
+    for (const key of new URLSearchParams(query.slice(q + 1)).keys()) {
+      const modifier = key.split(':')[1];
+      if (modifier !== undefined && !MODIFIERS.has(modifier)) {
+        return { error: `_typeFilter ${query}: modifier :${modifier} is not supported` };
+      }
+    }
     let parsed: ReturnType<typeof parseSearchRequest>;
     try {
       parsed = parseSearchRequest(query);
@@ -49,10 +106,10 @@ export function parseTypeFilters(
     );
     if (result) return { error: `_typeFilter ${query}: result parameters are not supported (${result[0]})` };
     if (list.length === 0) return { error: `_typeFilter ${query}: no search parameter` };
-    const params = globalSchema.types[type]?.searchParams ?? {};
-    const unknown = list.find((f) => !SPECIAL.has(f.code) && !(f.code in params));
-    if (unknown)
-      return { error: `_typeFilter ${query}: unknown search parameter ${unknown.code} for ${type}` };
+    for (const f of list) {
+      const problem = filterProblem(type, f);
+      if (problem) return { error: `_typeFilter ${query}: ${problem}` };
+    }
     filters.set(type, [...(filters.get(type) ?? []), list]);
   }
   return { filters };

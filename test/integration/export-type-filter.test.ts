@@ -256,6 +256,13 @@ describe('$export _typeFilter', () => {
     ['Condition?code=x', 'Condition is not in _type'],
     ['Observation?', 'no search parameter'],
     ['code=x', 'not Type?query'],
+    ['Observation?code:foo=x', 'modifier :foo is not supported'],
+    ['Observation?subject:Patient=p1', 'modifier :Patient is not supported'],
+    ['Observation?code=', 'code has no value'],
+    ['Observation?value-quantity=abc', 'value-quantity is not a number'],
+    ['Observation?date=2020-13', 'date'],
+    ['Observation?code=a%ZZ', 'not validly percent-encoded'],
+    ['Observation?code:missing=maybe', 'takes true or false'],
   ])('refuses _typeFilter=%s with a 400 naming it', async (filter, reason) => {
     // Act
     const res = await kickOff('Patient/$export', [
