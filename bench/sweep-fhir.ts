@@ -39,8 +39,8 @@ export interface FhirProcess {
   cpuMs(): number;
   /** `$export` kick-offs the server has accepted. */
   kickOffs(): Promise<number>;
-  /** A CPU profile of the server process, written to `file` when the returned function is called. */
-  profile(file: string): Promise<() => Promise<void>>;
+  /** A CPU profile of the server process, written to `file` (none without one) when the returned function is called. */
+  profile(file: string | undefined): Promise<() => Promise<void>>;
   stop(): Promise<void>;
 }
 
@@ -96,6 +96,7 @@ export async function startFhirProcess(opts: FhirProcessOptions): Promise<FhirPr
     cpuMs: () => procCpuMs(p.pid),
     kickOffs: async () => Number(await call({ cmd: 'kickOffs' })),
     profile: async (file) => {
+      if (!file) return async () => {};
       await call({ cmd: 'profileStart', file });
       return async () => {
         await call({ cmd: 'profileStop' });

@@ -27,7 +27,7 @@ import { SWEEP_ITEM_MEMORY_MB } from '../shared/sweep/config.js';
 import { lambdaNodeFlags } from '../shared/sweep/heap.js';
 import { lines } from '../shared/sweep/staging.js';
 import { machineInfo } from './machine.js';
-import { FHIR_SERVER_NODE_FLAGS, type FhirProcess, startFhirProcess } from './sweep-fhir.js';
+import { FHIR_SERVER_NODE_FLAGS, startFhirProcess } from './sweep-fhir.js';
 import { startS3Process } from './sweep-s3.js';
 
 // The servers' modules (FHIR router, endpoint server, dynalite, fauxqs) are imported by the
@@ -257,15 +257,6 @@ async function childMain(args: Record<string, string>): Promise<void> {
   );
 }
 
-/**
- * BENCH_SWEEP_SERVERS_PROF=<file.cpuprofile>: a CPU profile of the FHIR server's process while
- * the first full sweep runs, for Chrome DevTools or a script.
- */
-async function profileServers(fhir: FhirProcess): Promise<() => Promise<void>> {
-  const file = process.env.BENCH_SWEEP_SERVERS_PROF;
-  return file ? fhir.profile(file) : async () => {};
-}
-
 const round = (n: number, d = 2): number => Number(n.toFixed(d));
 const perK = (r: ChildResult, patients: number): { sweep: number; servers: number } => ({
   sweep: round((r.cpuMs / patients) * 1000, 0),
@@ -317,7 +308,8 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
       { ...common, name: 'bench-small', group: fhir.groupId, since: 'full' },
       otherCpuMs,
     );
-    const stopProfile = await profileServers(fhir);
+    // BENCH_SWEEP_SERVERS_PROF=<file.cpuprofile>: the FHIR server's CPU profile during the first sweep.
+    const stopProfile = await fhir.profile(process.env.BENCH_SWEEP_SERVERS_PROF);
     const first = await child({ ...common, name: 'bench', since: 'incremental' }, otherCpuMs);
     await stopProfile();
     const rerun = await child({ ...common, name: 'bench', since: 'incremental' }, otherCpuMs);
