@@ -34,15 +34,21 @@ import { logInvocation, parseEvent } from '../../shared/middleware.js';
 import { parseSweepConfig, type SweepConfig } from '../../shared/sweep/config.js';
 import { createSweepContext } from '../../shared/sweep/context.js';
 import {
-  ExportFileSchema,
   FinishSweepEventSchema,
   PlanSweepEventSchema,
   PollSweepEventSchema,
+  StageFileItemSchema,
   StartSweepEventSchema,
   SweepItemSchema,
 } from '../../shared/sweep/events.js';
 import { planItems, stageFile } from '../../shared/sweep/stage-files.js';
-import { beginSweep, pollExport, type SweepState } from '../../shared/sweep/steps.js';
+import {
+  beginSweep,
+  DEFAULT_MAX_POLLS,
+  DEFAULT_MIN_POLL_SECONDS,
+  pollExport,
+  type SweepState,
+} from '../../shared/sweep/steps.js';
 import type { SweepSummary } from '../../shared/sweep/summary.js';
 import { finishSweep, processItem, type SweepContext } from '../../shared/sweep/sweep.js';
 
@@ -122,11 +128,14 @@ export function createPopulationSweepHandlers(logger: Logger, getContext: () => 
       ...(event.sweepId ? { sweepId: event.sweepId } : {}),
       ...(event.attempt ? { attempt: event.attempt } : {}),
       ...(event.poll ? { poll: event.poll } : {}),
+      // This entry point begins the Wait/Choice loop: its floor and bound, whoever starts it.
+      minPollSeconds: event.minPollSeconds ?? DEFAULT_MIN_POLL_SECONDS,
+      maxPolls: event.maxPolls ?? DEFAULT_MAX_POLLS,
     });
   const poll = async (event: z.infer<typeof PollSweepEventSchema>, _context: Context): Promise<SweepState> =>
     pollExport(await context(), event);
   const stage = async (
-    event: z.infer<typeof ExportFileSchema>,
+    event: z.infer<typeof StageFileItemSchema>,
     _context: Context,
   ): Promise<StageFileResponse> => {
     const staged = await stageFile(await context(), event);
@@ -147,7 +156,7 @@ export function createPopulationSweepHandlers(logger: Logger, getContext: () => 
   return {
     startHandler: middy(start).use(parseEvent(StartSweepEventSchema)).use(logInvocation(logger)),
     pollHandler: middy(poll).use(parseEvent(PollSweepEventSchema)).use(logInvocation(logger)),
-    stageFileHandler: middy(stage).use(parseEvent(ExportFileSchema)).use(logInvocation(logger)),
+    stageFileHandler: middy(stage).use(parseEvent(StageFileItemSchema)).use(logInvocation(logger)),
     planHandler: middy(plan).use(parseEvent(PlanSweepEventSchema)).use(logInvocation(logger)),
     itemHandler: middy(item).use(parseEvent(SweepItemSchema)).use(logInvocation(logger)),
     finishHandler: middy(finish).use(parseEvent(FinishSweepEventSchema)).use(logInvocation(logger)),

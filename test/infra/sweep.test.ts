@@ -19,7 +19,7 @@ import {
 import { FhirUnavailableError } from '../../shared/fhir/errors.js';
 import { sweepTableDefinition } from '../../shared/sweep/checkpoint.js';
 import { ExportExpiredError } from '../../shared/sweep/errors.js';
-import type { ExportFile } from '../../shared/sweep/steps.js';
+import type { StageFileItem } from '../../shared/sweep/steps.js';
 import { build, config, NO_BUNDLING, resourcesOf, TEST_MODELS } from './helpers.js';
 import {
   readPath,
@@ -135,7 +135,7 @@ describe('sweep state machine: the payloads are the handler contract', () => {
           return exporting((payload as { attempt: number }).attempt, 0, 1);
         if (handler === 'index.pollHandler') return exported((payload as StartResponse).attempt);
         if (handler === 'index.stageFileHandler') {
-          const f = payload as ExportFile;
+          const f = payload as StageFileItem;
           if (f.attempt <= expireAttempts && f.index === 1)
             throw new StateError(ExportExpiredError.name, '410');
           return STAGE_ANSWER(payload);
