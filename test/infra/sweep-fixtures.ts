@@ -133,8 +133,16 @@ export function execute(
   pipeline: Template,
   answer: (handler: string, payload: Json, n: number) => Json,
   lists: { files: (key: string) => StageFileItem[]; items: SweepItem[] },
-): { calls: Call[]; reads: { map: string; reader: Json }[]; recorded: Json[]; end: Json } {
+): {
+  calls: Call[];
+  reads: { map: string; reader: Json }[];
+  recorded: Json[];
+  /** Each Distributed Map's gathered child outputs. */
+  results: Record<string, Json[]>;
+  end: Json;
+} {
   const calls: Call[] = [];
+  const results: Record<string, Json[]> = {};
   const reads: { map: string; reader: Json }[] = [];
   const recorded: Json[] = [];
   const definition = stateMachineDefinition(pipeline);
@@ -173,9 +181,12 @@ export function execute(
         reads.push({ map: name, reader });
         return name === 'Stage' ? lists.files((reader as { Key: string }).Key) : lists.items;
       },
+      mapResults(name, gathered) {
+        results[name] = gathered;
+      },
     },
   );
-  return { calls, reads, recorded, end };
+  return { calls, reads, recorded, results, end };
 }
 
 const attemptOf = (key: string): number => Number(/attempt-(\d+)/.exec(key)?.[1] ?? 0);
