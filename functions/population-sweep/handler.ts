@@ -3,16 +3,19 @@
  * them, one function each; docs/sweeps.md draws it):
  *
  *   EventBridge Scheduler ─▶ state machine
- *     1. startHandler   { definition, sweepId, attempt?, poll? } → the sweep's state (`SweepState`):
- *                       phase "exporting" (statusUrl, waitSeconds), or "staged" (resumed, search)
+ *     1. startHandler   { definition, sweepId, attempt?, poll?, minPollSeconds?, maxPolls? } → the
+ *                       sweep's state (`SweepState`): phase "exporting" (statusUrl, waitSeconds),
+ *                       or "staged" (resumed, search); the poll loop's floor defaults to 30 s
  *     2. pollHandler    the state → one status request → "exporting" again (waitSeconds from
- *                       Retry-After), or "exported" (files.json in S3) — a Wait/Choice loop
+ *                       Retry-After, whole seconds, ≥ the floor), or "exported" (files.json in
+ *                       S3) — a Wait/Choice loop; past maxPolls, ExportTimeoutError
  *     3. Distributed Map, ItemReader = s3://<bucket>/<filesKey>, one stageFileHandler call per
- *        export file: { sweepId, attempt, index, type, url, requiresAccessToken, partitions }
+ *        export file: { sweepId, attempt, index } (the file's URL is read from S3)
  *        → { sweepId, index, lines } (idempotent: a retry rewrites the same parts)
- *     4. planHandler    the state → merges the files' partitions → "staged" (items.json)
+ *     4. planHandler    the state → merges the files' partitions → "staged" (a key list per
+ *                       partition, items.json)
  *     5. Distributed Map, ItemReader = s3://<bucket>/<itemsKey>, one itemHandler call per item:
- *          { sweepId, partition, keys: ["sweeps/<id>/attempt-1/f0000/p0003/000001.kndjson", …],
+ *          { sweepId, partition, keysKey: "sweeps/<id>/attempt-1/items/p0003.json",
  *            mode: "full" | "incremental", lines }
  *        → { sweepId, partition, patients, written, unchanged, insufficientData, failed }
  *        (idempotent and resumable: a retried item continues after its last checkpoint)
