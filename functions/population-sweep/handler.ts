@@ -3,16 +3,19 @@
  * them, one function each; docs/sweeps.md draws it):
  *
  *   EventBridge Scheduler ─▶ state machine
- *     1. startHandler   { definition, sweepId, attempt?, poll? } → the sweep's state (`SweepState`):
- *                       phase "exporting" (statusUrl, waitSeconds), or "staged" (resumed, search)
+ *     1. startHandler   { definition, sweepId, attempt?, poll?, minPollSeconds?, maxPolls? } → the
+ *                       sweep's state (`SweepState`): phase "exporting" (statusUrl, waitSeconds),
+ *                       or "staged" (resumed, search); the poll loop's floor defaults to 30 s
  *     2. pollHandler    the state → one status request → "exporting" again (waitSeconds from
- *                       Retry-After), or "exported" (files.json in S3) — a Wait/Choice loop
+ *                       Retry-After, whole seconds, ≥ the floor), or "exported" (files.json in
+ *                       S3) — a Wait/Choice loop; past maxPolls, ExportTimeoutError
  *     3. Distributed Map, ItemReader = s3://<bucket>/<filesKey>, one stageFileHandler call per
- *        export file: { sweepId, attempt, index, type, url, requiresAccessToken, partitions }
+ *        export file: { sweepId, attempt, index } (the file's URL is read from S3)
  *        → { sweepId, index, lines } (idempotent: a retry rewrites the same parts)
- *     4. planHandler    the state → merges the files' partitions → "staged" (items.json)
+ *     4. planHandler    the state → merges the files' partitions → "staged" (a key list per
+ *                       partition, items.json)
  *     5. Distributed Map, ItemReader = s3://<bucket>/<itemsKey>, one itemHandler call per item:
- *          { sweepId, partition, keys: ["sweeps/<id>/attempt-1/f0000/p0003/000001.kndjson", …],
+ *          { sweepId, partition, keysKey: "sweeps/<id>/attempt-1/items/p0003.json",
  *            mode: "full" | "incremental", lines }
  *        → { sweepId, partition, patients, written, unchanged, insufficientData, failed }
  *        (idempotent and resumable: a retried item continues after its last checkpoint)
@@ -34,15 +37,21 @@ import { logInvocation, parseEvent } from '../../shared/middleware.js';
 import { parseSweepConfig, type SweepConfig } from '../../shared/sweep/config.js';
 import { createSweepContext } from '../../shared/sweep/context.js';
 import {
-  ExportFileSchema,
   FinishSweepEventSchema,
   PlanSweepEventSchema,
   PollSweepEventSchema,
+  StageFileItemSchema,
   StartSweepEventSchema,
   SweepItemSchema,
 } from '../../shared/sweep/events.js';
 import { planItems, stageFile } from '../../shared/sweep/stage-files.js';
-import { beginSweep, pollExport, type SweepState } from '../../shared/sweep/steps.js';
+import {
+  beginSweep,
+  DEFAULT_MAX_POLLS,
+  DEFAULT_MIN_POLL_SECONDS,
+  pollExport,
+  type SweepState,
+} from '../../shared/sweep/steps.js';
 import type { SweepSummary } from '../../shared/sweep/summary.js';
 import { finishSweep, processItem, type SweepContext } from '../../shared/sweep/sweep.js';
 
@@ -122,11 +131,14 @@ export function createPopulationSweepHandlers(logger: Logger, getContext: () => 
       ...(event.sweepId ? { sweepId: event.sweepId } : {}),
       ...(event.attempt ? { attempt: event.attempt } : {}),
       ...(event.poll ? { poll: event.poll } : {}),
+      // This entry point begins the Wait/Choice loop: its floor and bound, whoever starts it.
+      minPollSeconds: event.minPollSeconds ?? DEFAULT_MIN_POLL_SECONDS,
+      maxPolls: event.maxPolls ?? DEFAULT_MAX_POLLS,
     });
   const poll = async (event: z.infer<typeof PollSweepEventSchema>, _context: Context): Promise<SweepState> =>
     pollExport(await context(), event);
   const stage = async (
-    event: z.infer<typeof ExportFileSchema>,
+    event: z.infer<typeof StageFileItemSchema>,
     _context: Context,
   ): Promise<StageFileResponse> => {
     const staged = await stageFile(await context(), event);
@@ -147,7 +159,7 @@ export function createPopulationSweepHandlers(logger: Logger, getContext: () => 
   return {
     startHandler: middy(start).use(parseEvent(StartSweepEventSchema)).use(logInvocation(logger)),
     pollHandler: middy(poll).use(parseEvent(PollSweepEventSchema)).use(logInvocation(logger)),
-    stageFileHandler: middy(stage).use(parseEvent(ExportFileSchema)).use(logInvocation(logger)),
+    stageFileHandler: middy(stage).use(parseEvent(StageFileItemSchema)).use(logInvocation(logger)),
     planHandler: middy(plan).use(parseEvent(PlanSweepEventSchema)).use(logInvocation(logger)),
     itemHandler: middy(item).use(parseEvent(SweepItemSchema)).use(logInvocation(logger)),
     finishHandler: middy(finish).use(parseEvent(FinishSweepEventSchema)).use(logInvocation(logger)),

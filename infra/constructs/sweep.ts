@@ -5,16 +5,20 @@
  * file by file in a Distributed Map (Lambda stops at 15 minutes; a 10^7-patient export takes
  * hours and tens of GB).
  *
- *   Prepare  { definition, sweepId: <execution name>, attempt: 1 } → $.begin
+ *   Prepare  { definition, sweepId: <execution name>, attempt: 1, minPollSeconds, maxPolls } → $.begin
  *   Begin    startHandler → $.sweep (the sweep's state: `SweepState`)
  *   Phase    Choice on $.sweep.phase:
- *              exporting → WaitForExport (SecondsPath $.sweep.waitSeconds) → Poll (pollHandler) → Phase
- *              exported  → Stage: Distributed Map over s3://{bucket}/{filesKey} (files.json), one
- *                          stageFileHandler call per export file, `stageConcurrency` at once
- *                          (protects the FHIR server) → Plan (planHandler) → Items
+ *              exporting → WaitForExport (SecondsPath $.sweep.waitSeconds: whole seconds, at
+ *                          least `minPollInterval`) → Poll (pollHandler) → Phase; past `maxPolls`
+ *                          polls Poll fails (ExportTimeoutError), so the loop's history stays
+ *                          far under the 25,000 events of an execution
+ *              exported  → Stage: Distributed Map over s3://{bucket}/{filesKey} (files.json:
+ *                          { sweepId, attempt, index }, no download URL), one stageFileHandler
+ *                          call per export file, `stageConcurrency` at once (protects the FHIR
+ *                          server), each child's output `{}` → Plan (planHandler) → Items
  *              otherwise (staged: resumed, or paged search) → Items
- *   Items    Distributed Map over s3://{bucket}/{itemsKey} (items.json), each item → itemHandler,
- *            `maxConcurrency` at once
+ *   Items    Distributed Map over s3://{bucket}/{itemsKey} (items.json: small items that name
+ *            their key lists), each item → itemHandler, `maxConcurrency` at once, output `{}`
  *   Finish   finishHandler { sweepId } → the summary (also in S3, so discarded here)
  *
  * Export files that expired (404/410) before they were staged: StageFile catches
@@ -71,6 +75,7 @@ import {
   InferenceTimeoutError,
 } from '../../shared/inference/errors.js';
 import { ExportExpiredError } from '../../shared/sweep/errors.js';
+import { DEFAULT_MAX_POLLS, DEFAULT_MIN_POLL_SECONDS } from '../../shared/sweep/steps.js';
 
 /** Lambda's own transient errors (the service, the SDK Step Functions calls it with, throttling). */
 export const LAMBDA_SERVICE_ERRORS = [
@@ -151,6 +156,13 @@ export interface SweepProps {
   readonly stageConcurrency?: number;
   /** Kick-offs of the export while its files keep expiring. Default 2. */
   readonly maxExportAttempts?: number;
+  /**
+   * The export poll loop's shortest Wait, whatever Retry-After asks (whole seconds). Default
+   * `DEFAULT_MIN_POLL_SECONDS` (30 s).
+   */
+  readonly minPollInterval?: Duration;
+  /** Polls of the export before the sweep fails (across kick-offs). Default `DEFAULT_MAX_POLLS`. */
+  readonly maxPolls?: number;
   /** Encrypts the state machine, its logs and the schedules. */
   readonly key: IKey;
   readonly logRetention: RetentionDays;
@@ -193,21 +205,34 @@ export class Sweep extends Construct {
         backoffRate: 2,
       });
     };
-    const invoke = (name: string, fn: IFunction, payload: TaskInput, resultPath: string): LambdaInvoke =>
+    const invoke = (
+      name: string,
+      fn: IFunction,
+      payload: TaskInput,
+      resultPath: string,
+      noOutput = false,
+    ): LambdaInvoke =>
       new LambdaInvoke(this, name, {
         lambdaFunction: fn,
         payload,
         resultSelector: { 'Payload.$': '$.Payload' },
         resultPath,
+        ...(noOutput ? { outputPath: JsonPath.DISCARD } : {}),
         retryOnServiceExceptions: false,
       });
 
     const state = (field: string): string => `$.sweep.Payload.${field}`;
+    // The poll loop's floor and bound travel in the sweep's state from Begin on.
+    const loop = {
+      minPollSeconds: Math.max(1, props.minPollInterval?.toSeconds() ?? DEFAULT_MIN_POLL_SECONDS),
+      maxPolls: props.maxPolls ?? DEFAULT_MAX_POLLS,
+    };
     const prepare = new Pass(this, 'Prepare', {
       parameters: {
         definition: JsonPath.objectAt('$.definition'),
         sweepId: JsonPath.executionName,
         attempt: 1,
+        ...loop,
       },
       resultPath: '$.begin',
     });
@@ -219,11 +244,19 @@ export class Sweep extends Construct {
       time: WaitTime.secondsPath(state('waitSeconds')),
     });
 
-    const stageFile = invoke('StageFile', fns.stageFile, TaskInput.fromJsonPathAt('$'), JsonPath.DISCARD);
+    // A map child's output is `{}`: a Distributed Map without a ResultWriter gathers its
+    // children's outputs, and 10^4 files' worth would pass the 256 KiB state limit.
+    const stageFile = invoke(
+      'StageFile',
+      fns.stageFile,
+      TaskInput.fromJsonPathAt('$'),
+      JsonPath.DISCARD,
+      true,
+    );
     // A timed-out file is staged again from the start: it rewrites the same parts.
     retries(stageFile, ['Sandbox.Timedout']);
     // An expired file leaves a marker for Plan, which decides on a new kick-off for the whole export.
-    stageFile.addCatch(new Pass(this, 'FileExpired'), {
+    stageFile.addCatch(new Pass(this, 'FileExpired', { outputPath: JsonPath.DISCARD }), {
       errors: [ExportExpiredError.name],
       resultPath: JsonPath.DISCARD,
     });
@@ -240,7 +273,7 @@ export class Sweep extends Construct {
     const plan = invoke('Plan', fns.plan, TaskInput.fromJsonPathAt('$.sweep.Payload'), '$.sweep');
     retries(plan);
 
-    const item = invoke('Item', fns.item, TaskInput.fromJsonPathAt('$'), JsonPath.DISCARD);
+    const item = invoke('Item', fns.item, TaskInput.fromJsonPathAt('$'), JsonPath.DISCARD, true);
     // A timed-out item resumes after its last checkpoint.
     retries(item, ['Sandbox.Timedout']);
     const items = new DistributedMap(this, 'Items', {
@@ -286,6 +319,7 @@ export class Sweep extends Construct {
         sweepId: JsonPath.executionName,
         attempt: JsonPath.mathAdd(JsonPath.numberAt(state('attempt')), 1),
         poll: JsonPath.objectAt(state('poll')),
+        ...loop,
       },
       resultPath: '$.begin',
     });

@@ -270,12 +270,11 @@ export class PipelineStack extends Stack {
       table.grant(fn, 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query');
       table.encryptionKey?.grantEncryptDecrypt(fn);
     }
-    bucket.grantReadWrite(start, objects);
-    bucket.grantPut(poll, objects);
-    bucket.grantPut(stageFile, objects);
-    bucket.grantReadWrite(plan, objects);
+    // Gets and puts under the prefix, no deletes (a lifecycle rule deletes); reads keep the
+    // bucket's list, so a missing key is a 404, not a 403. Stage reads its file's entry.
+    for (const fn of [start, stageFile, plan, finish]) bucket.grantRead(fn, objects);
+    for (const fn of [start, poll, stageFile, plan, finish]) bucket.grantPut(fn, objects);
     bucket.grantRead(item, objects);
-    bucket.grantReadWrite(finish, objects);
     const sweep = new Sweep(this, 'Sweep', {
       functions: { start, poll, stageFile, plan, item, finish },
       bucket,

@@ -123,6 +123,7 @@ export async function createSweepContext(opts: SweepContextOptions): Promise<Swe
         opts.logger.warn('export _typeFilter refused; kicking off without it', { status });
       },
     }),
+    ...(opts.exportMaxWaitMs ? { exportMaxWaitMs: opts.exportMaxWaitMs } : {}),
     store: { s3: opts.s3, bucket: opts.bucket },
     checkpoints: createCheckpointStore(opts.dynamo, opts.table ?? DEFAULT_SWEEP_TABLE),
     tmpDir: opts.tmpDir,

@@ -22,6 +22,12 @@ export const StartSweepEventSchema = z.object({
   attempt: z.number().int().min(1).max(10).optional(),
   /** The earlier kick-offs' polls (the bound on total wait holds across them). */
   poll: PollStatsSchema.optional(),
+  /**
+   * The Wait/Choice loop's floor between polls, in seconds, and its bound on polls (the state
+   * machine passes both; defaults `DEFAULT_MIN_POLL_SECONDS`, `DEFAULT_MAX_POLLS`).
+   */
+  minPollSeconds: z.number().int().min(1).max(3600).optional(),
+  maxPolls: z.number().int().min(1).max(10_000).optional(),
 });
 export type StartSweepEvent = z.infer<typeof StartSweepEventSchema>;
 
@@ -36,6 +42,8 @@ export const SweepStateSchema = z.object({
   waitMs: ms.optional(),
   waitSeconds: count.optional(),
   serverErrorsInARow: count.optional(),
+  minPollSeconds: z.number().int().min(1).max(3600).optional(),
+  maxPolls: z.number().int().min(1).max(10_000).optional(),
   filesKey: key.optional(),
   files: count.optional(),
   itemsKey: key.optional(),
@@ -53,23 +61,18 @@ export const PollSweepEventSchema = SweepStateSchema.extend({
 /** Plan: an export whose files were staged. */
 export const PlanSweepEventSchema = SweepStateSchema.extend({ phase: z.literal('exported'), filesKey: key });
 
-/** One export file (a line of `files.json`); see `ExportFile`. */
-export const ExportFileSchema = z.object({
+/** One Stage map item (a line of `files.json`; no URL: the file's entry is read from S3); see `StageFileItem`. */
+export const StageFileItemSchema = z.strictObject({
   sweepId: z.string().regex(SWEEP_ID),
   attempt: z.number().int().min(1),
   index: count,
-  type: z.string().regex(/^[A-Za-z]{1,64}$/),
-  url: z.url(),
-  requiresAccessToken: z.boolean(),
-  count: count.optional(),
-  partitions: z.number().int().min(1).max(10_000),
 });
 
 /** One Distributed Map item (a line of `items.json`); see `SweepItem`. */
 export const SweepItemSchema = z.object({
   sweepId: z.string().regex(SWEEP_ID),
   partition: z.number().int().nonnegative(),
-  keys: z.array(key).min(1),
+  keysKey: key,
   mode: z.enum(['full', 'incremental']),
   lines: z.number().int().nonnegative(),
 });

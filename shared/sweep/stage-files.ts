@@ -4,7 +4,7 @@
  */
 import { mapLimit } from './batch.js';
 import { ExportExpiredError, SweepError, SweepInputError } from './errors.js';
-import { readErrors, type StagedExport } from './stage.js';
+import { readErrors } from './stage.js';
 import {
   getJson,
   lines,
@@ -15,10 +15,14 @@ import {
 } from './staging.js';
 import {
   attemptPrefix,
+  fileChunkKey,
   filePrefix,
+  FILES_PER_CHUNK,
+  readStaged,
   recordStaged,
   stagedResult,
   type ExportFile,
+  type StageFileItem,
   type SweepState,
 } from './steps.js';
 import type { StartResult, SweepContext } from './sweep.js';
@@ -33,14 +37,52 @@ export interface FileStaged {
   readonly counts: StageCounts;
 }
 
+/** A Stage map item's export file: its entry in `files/c<n>.json` (where its URL is). */
+export async function exportFileOf(ctx: SweepContext, item: StageFileItem): Promise<ExportFile> {
+  const chunk = await getJson<ExportFile[]>(ctx.store, fileChunkKey(ctx, item));
+  const file = chunk?.[item.index % FILES_PER_CHUNK];
+  if (file?.index !== item.index || file.sweepId !== item.sweepId) {
+    throw new SweepInputError(
+      `sweep ${item.sweepId}: no export file ${item.index} in attempt ${item.attempt}`,
+    );
+  }
+  return file;
+}
+
+/** Every export file of an attempt (`count` of them), in manifest order. */
+export async function exportFiles(
+  ctx: SweepContext,
+  sweepId: string,
+  attempt: number,
+  count: number,
+): Promise<ExportFile[]> {
+  const chunks: ExportFile[][] = [];
+  for (let index = 0; index < count; index += FILES_PER_CHUNK) {
+    chunks.push(
+      (await getJson<ExportFile[]>(ctx.store, fileChunkKey(ctx, { sweepId, attempt, index }))) ?? [],
+    );
+  }
+  return chunks.flat();
+}
+
 /**
- * Step 3, one Distributed Map item: one export file's lines routed into partition parts under
+ * Step 3, one Distributed Map item (`stageFile`: its entry read from S3 first): one export
+ * file's lines routed into partition parts under
  * `attempt-N/f<index>/p<partition>/`, then `f<index>/staged.json`. A retry writes the same keys
  * (the same file gives the same parts) and plan reads only the keys staged.json names, so no
  * line counts twice. Files that expired (404/410): `ExportExpiredError`, after an
  * `expired.json` marker that plan turns into a re-kick.
  */
 export async function stageFile(
+  ctx: SweepContext,
+  item: StageFileItem,
+  onLines?: (n: number) => void,
+): Promise<FileStaged> {
+  return stageExportFile(ctx, await exportFileOf(ctx, item), onLines);
+}
+
+/** Step 3 with the file's entry at hand (`startSweep` read them all). */
+export async function stageExportFile(
   ctx: SweepContext,
   file: ExportFile,
   onLines?: (n: number) => void,
@@ -90,6 +132,32 @@ function mergeCounts(into: StageCounts, from: StageCounts): void {
   into.unlinked += from.unlinked;
 }
 
+/** The files' partitions merged: each partition's keys from every file, and the counts. */
+export function mergeFiles(
+  sweepId: string,
+  summaries: readonly FileStaged[],
+  width: number,
+): { partitions: StagedPartition[]; counts: StageCounts } {
+  const partitions: StagedPartition[] = Array.from({ length: width }, (_, partition) => ({
+    partition,
+    keys: [],
+    lines: 0,
+    bytes: 0,
+  }));
+  const counts: StageCounts = { resources: {}, malformedLines: 0, ownWrites: 0, unlinked: 0 };
+  for (const s of summaries) {
+    for (const p of s.partitions) {
+      const into = partitions[p.partition];
+      if (!into) throw new SweepError(`sweep ${sweepId}: file ${s.index} has partition ${p.partition}`);
+      for (const key of p.keys) into.keys.push(key);
+      into.lines += p.lines;
+      into.bytes += p.bytes;
+    }
+    mergeCounts(counts, s.counts);
+  }
+  return { partitions, counts };
+}
+
 /**
  * Step 4: every file's staged.json (read a few at once), merged into the items; the manifest's
  * error files read (issue codes only); staged.json and items.json written; the sweep recorded
@@ -106,10 +174,10 @@ export async function planItems(
   const record = await ctx.checkpoints.getSweep(state.sweepId);
   if (!record) throw new SweepInputError(`no sweep ${state.sweepId}`);
   // A retried plan after the export was cancelled: what the first one staged.
-  const done = record.stagedKey ? await getJson<StagedExport>(ctx.store, record.stagedKey) : undefined;
+  const done = record.stagedKey ? await readStaged(ctx, state.sweepId, record.stagedKey) : undefined;
   if (done?.attempts === state.attempt) return stagedResult(ctx, state.sweepId, done, false);
   const prefix = attemptPrefix(ctx, state.sweepId, state.attempt);
-  const files = await getJson<ExportFile[]>(ctx.store, state.filesKey);
+  const files = await getJson<StageFileItem[]>(ctx.store, state.filesKey);
   const manifest = await getJson<Parameters<typeof readErrors>[1]>(ctx.store, `${prefix}/manifest.json`);
   if (!files || !manifest) throw new SweepError(`sweep ${state.sweepId}: the export's manifest is missing`);
   const summaries = await mapLimit(files, 8, async (f) => {
@@ -124,24 +192,8 @@ export async function planItems(
     }
     throw new SweepError(`sweep ${state.sweepId}: export file ${f.index} was not staged`);
   });
-  const width = files[0]?.partitions ?? 1;
-  const partitions: StagedPartition[] = Array.from({ length: width }, (_, partition) => ({
-    partition,
-    keys: [],
-    lines: 0,
-    bytes: 0,
-  }));
-  const counts: StageCounts = { resources: {}, malformedLines: 0, ownWrites: 0, unlinked: 0 };
-  for (const s of summaries) {
-    for (const p of s.partitions) {
-      const into = partitions[p.partition];
-      if (!into) throw new SweepError(`sweep ${state.sweepId}: file ${s.index} has partition ${p.partition}`);
-      into.keys.push(...p.keys);
-      into.lines += p.lines;
-      into.bytes += p.bytes;
-    }
-    mergeCounts(counts, s.counts);
-  }
+  const width = files[0] ? (await exportFileOf(ctx, files[0])).partitions : 1;
+  const { partitions, counts } = mergeFiles(state.sweepId, summaries, width);
   const exportErrors = await readErrors(ctx.bulk, manifest);
   for (const e of exportErrors) log.warn('export error entry', { type: e.type, count: e.count });
   if (counts.malformedLines > 0) log.warn('malformed export lines', { lines: counts.malformedLines });

@@ -27,17 +27,32 @@ export interface ExportErrorReport {
   readonly count: number;
 }
 
+/**
+ * A partition as staged.json names it: its lines and bytes, and where its part keys are listed
+ * (`keysKey`: a JSON array in S3, one per partition), so that neither staged.json nor an item
+ * grows with the number of export files.
+ */
+export interface PartitionSummary {
+  readonly partition: number;
+  readonly lines: number;
+  readonly bytes: number;
+  readonly keysKey: string;
+}
+
 export interface StagedExport {
   readonly source: 'export' | 'search';
   readonly transactionTime: string;
   readonly since?: string;
-  readonly partitions: StagedPartition[];
+  readonly partitions: PartitionSummary[];
   readonly counts: StageCounts;
   readonly exportErrors: ExportErrorReport[];
   readonly poll: PollStats;
   /** Kick-offs made (a re-kick after expired URLs makes it 2). */
   readonly attempts: number;
 }
+
+/** What staging produced before the key lists are written (`recordStaged`): each partition's keys. */
+export type StagedParts = Omit<StagedExport, 'partitions'> & { readonly partitions: StagedPartition[] };
 
 export interface StageOptions {
   readonly store: StagingStore;
@@ -100,7 +115,7 @@ export interface SearchStageOptions extends StageOptions {
 }
 
 /** Paged search instead of `$export`; the same staged shape. */
-export async function stageSearch(opts: SearchStageOptions): Promise<StagedExport> {
+export async function stageSearch(opts: SearchStageOptions): Promise<StagedParts> {
   const transactionTime = new Date().toISOString();
   const pageSize = opts.pageSize ?? 100;
   const writer = new PartitionWriter({

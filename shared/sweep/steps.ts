@@ -4,11 +4,14 @@
  * export (Lambda stops at 15 minutes; a 10^7-patient export takes hours and tens of GB):
  *
  *   beginSweep  → { phase: 'exporting', statusUrl, waitSeconds } (or 'staged': resumed, search)
- *   pollExport  → ONE status request: 'exporting' again with waitSeconds (Retry-After), or
- *                 'exported': manifest.json and files.json (one entry per output file) in S3
+ *   pollExport  → ONE status request: 'exporting' again with waitSeconds (Retry-After, whole
+ *                 seconds, at least the loop's floor), or 'exported': manifest.json, the files'
+ *                 entries (files/c<n>.json, download URLs included) and files.json (the Stage
+ *                 map's items: { sweepId, attempt, index } only, no URL) in S3
  *   stageFile   × files.json (a Distributed Map): one file's lines into partition parts,
  *                 f<index>/staged.json beside them; idempotent (a retry rewrites the same keys)
- *   planItems   → merges the files' partitions into items.json and staged.json: 'staged'
+ *   planItems   → merges the files' partitions: one key list per partition (items/p<n>.json),
+ *                 staged.json and items.json (small items that name their key list): 'staged'
  *
  * `startSweep` (sweep.ts) chains the same steps in one process. The state is small JSON with
  * no token and no patient data (the status URL and S3 keys only).
@@ -20,10 +23,25 @@ import { exportTypeFilters } from './type-filters.js';
 import type { PollStats } from './bulk-client.js';
 import type { SweepRecord } from './checkpoint.js';
 import { parseSweepDefinition, selectModels } from './definition.js';
-import { ExportUnsupportedError, SweepInputError } from './errors.js';
-import { partitionsFor, stageSearch, type StagedExport, type StageOptions } from './stage.js';
-import { getJson, putObject } from './staging.js';
-import type { StartResult, SweepContext, SweepItem } from './sweep.js';
+import { ExportTimeoutError, ExportUnsupportedError, SweepInputError } from './errors.js';
+import { partitionsFor, stageSearch, type StageOptions } from './stage.js';
+import { attemptPrefix, prefixOf, readStaged, recordStaged, stagedResult } from './staged.js';
+import { putObject } from './staging.js';
+import type { SweepContext, SweepItem } from './sweep.js';
+
+export { attemptPrefix, itemsOf, prefixOf, readStaged, recordStaged, stagedResult } from './staged.js';
+
+/**
+ * The deployed Wait/Choice loop's floor between polls (seconds; the state machine passes its
+ * own, `minPollInterval`), and its bound on polls: each poll adds about 9 events to the
+ * execution's history (Wait, Task, Choice entered and exited; the task scheduled, started,
+ * succeeded), so 1,500 polls stay near 13,500 of the 25,000 a standard execution may have.
+ * The in-process loop (`startSweep`) has no history: it waits what the server asks (≥ 100 ms).
+ */
+export const DEFAULT_MIN_POLL_SECONDS = 30;
+export const DEFAULT_MAX_POLLS = 1_500;
+/** The bound on total wait when the context names none (as the bulk client's default). */
+export const DEFAULT_EXPORT_MAX_WAIT_MS = 30 * 60_000;
 
 export interface SweepState {
   readonly sweepId: string;
@@ -39,7 +57,13 @@ export interface SweepState {
   readonly waitMs?: number;
   readonly waitSeconds?: number;
   readonly serverErrorsInARow?: number;
-  /** exported: S3 key of files.json (`ExportFile[]`) and how many. */
+  /**
+   * The Wait/Choice loop's floor (whole seconds) and bound on polls; absent in one process.
+   * With them the wait counted towards the bound is the Wait state's: waitSeconds × 1000.
+   */
+  readonly minPollSeconds?: number;
+  readonly maxPolls?: number;
+  /** exported: S3 key of files.json (`StageFileItem[]`) and how many. */
   readonly filesKey?: string;
   readonly files?: number;
   /** staged: S3 key of items.json (`SweepItem[]`) and how many. */
@@ -50,7 +74,19 @@ export interface SweepState {
   readonly resumed?: boolean;
 }
 
-/** One entry of files.json: a Distributed Map item, one `stageFile` call. */
+/**
+ * One entry of files.json: a Stage map item, one `stageFile` call. No download URL (it is often
+ * a bearer URL, and map items are kept in the execution's history): stageFile reads its
+ * `ExportFile` from S3 (`fileChunkKey`).
+ */
+export interface StageFileItem {
+  readonly sweepId: string;
+  readonly attempt: number;
+  /** Position in the manifest's `output`. */
+  readonly index: number;
+}
+
+/** An export file as staging needs it, in `attempt-N/files/c<n>.json` (S3 only). */
 export interface ExportFile {
   readonly sweepId: string;
   readonly attempt: number;
@@ -65,21 +101,13 @@ export interface ExportFile {
   readonly partitions: number;
 }
 
-export const prefixOf = (ctx: SweepContext, sweepId: string): string =>
-  `${ctx.prefix ?? 'sweeps'}/${sweepId}`;
-export const attemptPrefix = (ctx: SweepContext, sweepId: string, attempt: number): string =>
-  `${prefixOf(ctx, sweepId)}/attempt-${attempt}`;
-export const filePrefix = (ctx: SweepContext, f: ExportFile): string =>
+export const filePrefix = (ctx: SweepContext, f: StageFileItem): string =>
   `${attemptPrefix(ctx, f.sweepId, f.attempt)}/f${String(f.index).padStart(4, '0')}`;
+/** Export file entries per S3 object: a stageFile call reads one object of at most this many. */
+export const FILES_PER_CHUNK = 1000;
+export const fileChunkKey = (ctx: SweepContext, f: StageFileItem): string =>
+  `${attemptPrefix(ctx, f.sweepId, f.attempt)}/files/c${String(Math.floor(f.index / FILES_PER_CHUNK)).padStart(4, '0')}.json`;
 const emptyPoll = (): PollStats => ({ polls: 0, throttled: 0, serverErrors: 0, waitedMs: 0 });
-const modeOf = (staged: StagedExport): 'full' | 'incremental' => (staged.since ? 'incremental' : 'full');
-
-export function itemsOf(sweepId: string, staged: StagedExport): SweepItem[] {
-  const mode = modeOf(staged);
-  return staged.partitions
-    .filter((p) => p.lines > 0)
-    .map((p) => ({ sweepId, partition: p.partition, keys: p.keys, mode, lines: p.lines }));
-}
 
 function stageOptions(ctx: SweepContext, prefix: string, logger: Logger): StageOptions {
   return {
@@ -93,65 +121,6 @@ function stageOptions(ctx: SweepContext, prefix: string, logger: Logger): StageO
   };
 }
 
-/** staged.json, items.json, then the record `staged` with the export's transactionTime. */
-export async function recordStaged(
-  ctx: SweepContext,
-  record: SweepRecord,
-  staged: StagedExport,
-  log: Logger,
-): Promise<StartResult & { state: SweepState }> {
-  const prefix = prefixOf(ctx, record.sweepId);
-  const stagedKey = `${prefix}/staged.json`;
-  const itemsKey = `${prefix}/items.json`;
-  const items = itemsOf(record.sweepId, staged);
-  await putObject(ctx.store, stagedKey, JSON.stringify(staged));
-  await putObject(ctx.store, itemsKey, JSON.stringify(items));
-  await ctx.checkpoints.putSweep({
-    ...record,
-    status: 'staged',
-    stagedKey,
-    transactionTime: staged.transactionTime,
-  });
-  log.info('sweep staged', {
-    source: staged.source,
-    items: items.length,
-    lines: staged.partitions.reduce((n, p) => n + p.lines, 0),
-    malformed: staged.counts.malformedLines,
-    exportErrors: staged.exportErrors.length,
-  });
-  return stagedResult(ctx, record.sweepId, staged, false);
-}
-
-/** The start result and the `staged` state of a staged export (`resumed`: staged by an earlier call). */
-export function stagedResult(
-  ctx: SweepContext,
-  sweepId: string,
-  staged: StagedExport,
-  resumed: boolean,
-): StartResult & { state: SweepState } {
-  const items = itemsOf(sweepId, staged);
-  const itemsKey = `${prefixOf(ctx, sweepId)}/items.json`;
-  const mode = modeOf(staged);
-  return {
-    sweepId,
-    items,
-    itemsKey,
-    resumed,
-    mode,
-    state: {
-      sweepId,
-      bucket: ctx.store.bucket,
-      phase: 'staged',
-      attempt: staged.attempts,
-      poll: staged.poll,
-      itemsKey,
-      items: items.length,
-      mode,
-      resumed,
-    },
-  };
-}
-
 export interface BeginOptions {
   /** Resume this sweep (Step Functions passes the execution name). */
   readonly sweepId?: string;
@@ -159,6 +128,9 @@ export interface BeginOptions {
   readonly attempt?: number;
   /** The polls of the earlier kick-offs. */
   readonly poll?: PollStats;
+  /** The Wait/Choice loop's floor between polls (seconds) and bound on polls; absent in one process. */
+  readonly minPollSeconds?: number;
+  readonly maxPolls?: number;
 }
 
 /** Kick-off (the step, and `startSweep`'s first): the items too when it staged already. */
@@ -178,7 +150,7 @@ export async function begin(
 
   const existing = await ctx.checkpoints.getSweep(sweepId);
   if (existing?.stagedKey) {
-    const staged = await getJson<StagedExport>(ctx.store, existing.stagedKey);
+    const staged = await readStaged(ctx, sweepId, existing.stagedKey);
     if (staged) {
       log.info('sweep resumed from staged export', { partitions: staged.partitions.length });
       const { state, items } = stagedResult(ctx, sweepId, staged, true);
@@ -237,15 +209,20 @@ export async function begin(
     return search();
   }
   log.info('export kicked off', { attempt });
+  // The Wait/Choice loop waits its floor before the first poll, and that wait counts too.
+  const floor = opts.minPollSeconds;
+  const firstWaitMs = floor === undefined ? 0 : floor * 1000;
+  const poll = opts.poll ?? emptyPoll();
   const state: SweepState = {
     sweepId,
     bucket: ctx.store.bucket,
     phase: 'exporting',
     attempt,
-    poll: opts.poll ?? emptyPoll(),
+    poll: { ...poll, waitedMs: poll.waitedMs + firstWaitMs },
     statusUrl,
-    waitMs: 0,
-    waitSeconds: 1,
+    waitMs: firstWaitMs,
+    waitSeconds: floor ?? 1,
+    ...(floor === undefined ? {} : { minPollSeconds: floor, maxPolls: opts.maxPolls ?? DEFAULT_MAX_POLLS }),
   };
   return { state, record };
 }
@@ -260,8 +237,11 @@ export async function beginSweep(
 }
 
 /**
- * Step 2: one status request. Still running: `exporting` with the wait. Done: the manifest and
- * files.json in S3, `exported`; the partition count is decided here, from the manifest's counts.
+ * Step 2: one status request. Still running: `exporting` with the wait. In the Wait/Choice loop
+ * (`minPollSeconds` in the state) that is whole seconds, at least the floor, and what counts
+ * towards the bound on total wait is that wait (what the Wait state takes); past `maxPolls`
+ * polls, `ExportTimeoutError`. Done: the manifest, the files' entries and files.json in S3,
+ * `exported`; the partition count is decided here, from the manifest's counts.
  */
 export async function pollExport(ctx: SweepContext, state: SweepState): Promise<SweepState> {
   if (state.phase !== 'exporting' || !state.statusUrl) {
@@ -271,13 +251,21 @@ export async function pollExport(ctx: SweepContext, state: SweepState): Promise<
   const result = await ctx.bulk.poll(state.statusUrl, poll, state.serverErrorsInARow ?? 0);
   const { waitMs: _w, waitSeconds: _s, serverErrorsInARow: _e, ...rest } = state;
   if (!result.done) {
-    return {
-      ...rest,
-      poll,
-      waitMs: result.waitMs,
-      waitSeconds: Math.max(1, Math.ceil(result.waitMs / 1000)),
-      serverErrorsInARow: result.serverErrorsInARow,
-    };
+    const floor = state.minPollSeconds;
+    const waitSeconds = Math.max(floor ?? 1, Math.ceil(result.waitMs / 1000));
+    const waitMs = floor === undefined ? result.waitMs : waitSeconds * 1000;
+    // The client counted the wait it asked for; the wait taken is what counts.
+    poll.waitedMs = state.poll.waitedMs + waitMs;
+    const maxWait = ctx.exportMaxWaitMs ?? DEFAULT_EXPORT_MAX_WAIT_MS;
+    if (poll.waitedMs > maxWait) {
+      throw new ExportTimeoutError(
+        `export not complete after ${state.poll.waitedMs} ms of waiting (bound ${maxWait} ms)`,
+      );
+    }
+    if (state.maxPolls !== undefined && poll.polls >= state.maxPolls) {
+      throw new ExportTimeoutError(`export not complete after ${poll.polls} polls (bound ${state.maxPolls})`);
+    }
+    return { ...rest, poll, waitMs, waitSeconds, serverErrorsInARow: result.serverErrorsInARow };
   }
   const { manifest } = result;
   const prefix = attemptPrefix(ctx, state.sweepId, state.attempt);
@@ -295,7 +283,16 @@ export async function pollExport(ctx: SweepContext, state: SweepState): Promise<
   }));
   const filesKey = `${prefix}/files.json`;
   await putObject(ctx.store, `${prefix}/manifest.json`, JSON.stringify(manifest));
-  await putObject(ctx.store, filesKey, JSON.stringify(files));
+  for (let i = 0; i < files.length; i += FILES_PER_CHUNK) {
+    const chunk = files.slice(i, i + FILES_PER_CHUNK);
+    await putObject(ctx.store, fileChunkKey(ctx, chunk[0] as ExportFile), JSON.stringify(chunk));
+  }
+  const items: StageFileItem[] = files.map((f) => ({
+    sweepId: f.sweepId,
+    attempt: f.attempt,
+    index: f.index,
+  }));
+  await putObject(ctx.store, filesKey, JSON.stringify(items));
   ctx.ports.logger
     .child({ sweep: state.sweepId })
     .info('export complete', { files: files.length, errorFiles: manifest.error.length, partitions });

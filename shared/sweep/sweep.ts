@@ -32,25 +32,27 @@ import { selectModels } from './definition.js';
 import { ExportExpiredError, SweepError, SweepInputError } from './errors.js';
 import { groupByKey, type ExternalSorter } from './external-sort.js';
 import { createHeapCollector } from './heap.js';
-import type { StagedExport, StageOptions } from './stage.js';
-import { planItems, stageFile } from './stage-files.js';
-import { begin, itemsOf, pollExport, prefixOf, type ExportFile } from './steps.js';
+import type { StageOptions } from './stage.js';
+import { exportFiles, planItems, stageExportFile } from './stage-files.js';
+import { begin, itemsOf, pollExport, prefixOf, readStaged } from './steps.js';
 import { readItem } from './read-item.js';
-import { getJson, putObject, type StagingStore } from './staging.js';
+import { putObject, type StagingStore } from './staging.js';
 import { buildSummary, renderSummaryHtml, type SweepSummary } from './summary.js';
 import { emptyTally, mergeTally } from './tally.js';
 
 /**
  * One Distributed Map item: a partition of the staged export (every resource of the
- * partition's patients, in one or more S3 objects of keyed NDJSON). `items.json` next to the
- * staged export is the array of these, readable by the map's ItemReader:
- * `{ "sweepId": "nightly-…", "partition": 3, "keys": ["sweeps/<id>/attempt-1/p0003/000004.kndjson", …],
+ * partition's patients, in one or more S3 objects of keyed NDJSON, listed in the JSON array at
+ * `keysKey`: one part per export file or more, so never in the item, whose input Step Functions
+ * bounds at 256 KiB). `items.json` next to the staged export is the array of these, readable
+ * by the map's ItemReader:
+ * `{ "sweepId": "nightly-…", "partition": 3, "keysKey": "sweeps/<id>/attempt-1/items/p0003.json",
  *    "mode": "full" | "incremental", "lines": 81234 }`.
  */
 export interface SweepItem {
   readonly sweepId: string;
   readonly partition: number;
-  readonly keys: readonly string[];
+  readonly keysKey: string;
   readonly mode: 'full' | 'incremental';
   readonly lines: number;
 }
@@ -71,7 +73,9 @@ export interface SweepContext {
   readonly tmpDir: string;
   /** S3 key prefix. Default `sweeps`. */
   readonly prefix?: string;
-  /** Staging knobs (partition size, part size, export attempts, poll bounds live in the bulk client). */
+  /** The bound on total wait for the export (the bulk client's too). Default 30 minutes. */
+  readonly exportMaxWaitMs?: number;
+  /** Staging knobs (partition size, part size, export attempts; poll pauses live in the bulk client). */
   readonly stage?: Pick<
     StageOptions,
     'resourcesPerPartition' | 'maxPartitions' | 'partBytes' | 'maxExportAttempts'
@@ -142,7 +146,7 @@ export async function startSweep(
         if (state.waitMs) await sleep(state.waitMs);
         state = await pollExport(ctx, state);
       }
-      const files = (await getJson<ExportFile[]>(ctx.store, state.filesKey ?? '')) ?? [];
+      const files = await exportFiles(ctx, sweepId, state.attempt, state.files ?? 0);
       const total = files.reduce((n, f) => n + (f.count ?? 10_000), 0);
       let done = 0;
       const onLines = (n: number): void => {
@@ -153,7 +157,7 @@ export async function startSweep(
       let failure: unknown;
       await mapLimit(files, STAGE_CONCURRENCY, async (f) => {
         if (failure !== undefined) return;
-        await stageFile(ctx, f, onLines).catch((err: unknown) => {
+        await stageExportFile(ctx, f, onLines).catch((err: unknown) => {
           failure ??= err;
         });
       });
@@ -187,7 +191,7 @@ export async function startSweep(
 export async function processItem(
   ctx: SweepContext,
   item: SweepItem,
-  opts: { read?: Promise<ExternalSorter> } = {},
+  opts: { read?: Promise<ExternalSorter | undefined> } = {},
 ): Promise<ItemCheckpoint> {
   const record = await ctx.checkpoints.getSweep(item.sweepId);
   if (!record) throw new SweepInputError(`no sweep ${item.sweepId}`);
@@ -199,7 +203,7 @@ export async function processItem(
   ]);
   const previous = await ctx.checkpoints.getItem(item.sweepId, item.partition);
   if (previous?.done) {
-    await opts.read?.then((sorter) => sorter.dispose()).catch(() => undefined);
+    await opts.read?.then((sorter) => sorter?.dispose()).catch(() => undefined);
     return previous;
   }
   const tally = previous?.tally ?? emptyTally();
@@ -209,7 +213,7 @@ export async function processItem(
   const log = ctx.ports.logger.child({ sweep: item.sweepId, partition: item.partition });
   const isOwnWrite = (r: Resource): boolean => ctx.ports.isOwnWrite(r);
 
-  const sorter = await (opts.read ?? readItem(ctx, item));
+  const sorter = (await opts.read) ?? (await readItem(ctx, item));
   const clock = ctx.ports.clock ?? ((): Date => new Date());
   // A full GC after a checkpoint when the heap has grown well past what the last one left (why: heap.ts).
   const heap = createHeapCollector();
@@ -313,7 +317,7 @@ export async function finishSweep(
 ): Promise<SweepSummary> {
   const record = await ctx.checkpoints.getSweep(sweepId);
   if (!record?.stagedKey) throw new SweepInputError(`sweep ${sweepId} was never staged`);
-  const staged = await getJson<StagedExport>(ctx.store, record.stagedKey);
+  const staged = await readStaged(ctx, sweepId, record.stagedKey);
   if (!staged) throw new SweepError(`staged export of ${sweepId} is missing`);
   const checkpoints = await ctx.checkpoints.listItems(sweepId);
   const expected = expectedItems ?? itemsOf(sweepId, staged);
@@ -345,20 +349,23 @@ export async function finishSweep(
 /**
  * Items one after the other, each one's lines read (S3 → sorted runs on disk) while the one
  * before it scores: the reading no longer stops the FHIR server's work between items. One
- * item's sorter is read ahead at most (a few MB of buffers; the runs are on disk).
+ * item's sorter is read ahead at most (a few MB of buffers; the runs are on disk). An item
+ * whose checkpoint says done (a resumed sweep) is not read at all.
  */
 async function processInTurn(ctx: SweepContext, items: readonly SweepItem[]): Promise<void> {
-  let next = items[0] ? readItem(ctx, items[0]) : undefined;
+  const readAhead = async (item: SweepItem): Promise<ExternalSorter | undefined> =>
+    (await ctx.checkpoints.getItem(item.sweepId, item.partition))?.done ? undefined : readItem(ctx, item);
+  let next = items[0] ? readAhead(items[0]) : undefined;
   for (const [i, item] of items.entries()) {
-    const read = next ?? readItem(ctx, item);
+    const read = next ?? readAhead(item);
     const after = items[i + 1];
-    next = after ? readItem(ctx, after) : undefined;
+    next = after ? readAhead(after) : undefined;
     next?.catch(() => undefined); // awaited in its turn; a failure then is that item's
     try {
       await processItem(ctx, item, { read });
     } catch (err) {
       // Its own read and the next one's runs on disk go (dispose is idempotent).
-      for (const p of [read, next]) await p?.then((sorter) => sorter.dispose()).catch(() => undefined);
+      for (const p of [read, next]) await p?.then((sorter) => sorter?.dispose()).catch(() => undefined);
       throw err;
     }
   }

@@ -2,11 +2,13 @@
  * Reads a synthesized state machine as Step Functions would run it, far enough to check its
  * wiring: the definition with CloudFormation references replaced by placeholders, JSONPath
  * parameters resolved against a state's input and the context object (and the intrinsics
- * States.JsonToString and States.MathAdd), ResultSelector and ResultPath applied, Pass, Wait
+ * States.JsonToString and States.MathAdd), ResultSelector, ResultPath and a null OutputPath
+ * applied, Pass, Wait
  * (no waiting) and Choice (StringEquals, NumericLessThan, Default) states, Catch of a task's
  * error (a `StateError` the visitor throws), Distributed Map children run on the items a
  * reader answers (a child's uncaught error fails the map with
- * States.ExceedToleratedFailureThreshold). Retries are not run.
+ * States.ExceedToleratedFailureThreshold; the children's outputs go to `mapResults`, as the
+ * map gathers them). Retries are not run.
  */
 import type { Template } from 'aws-cdk-lib/assertions';
 
@@ -19,6 +21,7 @@ export interface State {
   readonly Parameters?: Json;
   readonly ResultSelector?: Json;
   readonly ResultPath?: string | null;
+  readonly OutputPath?: string | null;
   readonly Retry?: { ErrorEquals: string[]; IntervalSeconds?: number; BackoffRate?: number }[];
   readonly Catch?: { ErrorEquals: string[]; Next: string; ResultPath?: string | null }[];
   readonly ItemReader?: { Resource: string; ReaderConfig?: Json; Parameters: Json };
@@ -128,6 +131,8 @@ export interface Visitor {
   task(name: string, state: State, parameters: Json): Json;
   /** A Distributed Map's resolved ItemReader parameters → the items. */
   items(name: string, state: State, reader: Json): Json[];
+  /** A Distributed Map's gathered child outputs. */
+  mapResults?(name: string, results: Json[]): void;
 }
 
 function choose(name: string, s: State, data: Json, context: Json): string {
@@ -153,27 +158,29 @@ export function run(states: States, startAt: string, input: Json, context: Json,
       if (s.Type === 'Task') {
         const raw = visit.task(name, s, resolve(s.Parameters, data, context));
         const selected = s.ResultSelector ? resolve(s.ResultSelector, raw, context) : raw;
-        data = applyResultPath(data, s.ResultPath, selected);
+        data = s.OutputPath === null ? {} : applyResultPath(data, s.ResultPath, selected);
       } else if (s.Type === 'Map') {
         if (!s.ItemReader || !s.ItemProcessor)
           throw new Error(`${name}: not a Distributed Map over a reader`);
         const processor = s.ItemProcessor;
+        const results: Json[] = [];
         for (const [index, item] of visit
           .items(name, s, resolve(s.ItemReader.Parameters, data, context))
           .entries()) {
           const mapContext = { ...(context as object), Map: { Item: { Index: index, Value: item } } };
           const childInput = s.ItemSelector ? resolve(s.ItemSelector, data, mapContext) : item;
           try {
-            run(processor.States, processor.StartAt, childInput, mapContext, visit);
+            results.push(run(processor.States, processor.StartAt, childInput, mapContext, visit));
           } catch (err) {
             if (!(err instanceof StateError)) throw err;
             throw new StateError('States.ExceedToleratedFailureThreshold', err.message);
           }
         }
-        data = applyResultPath(data, s.ResultPath, []);
+        visit.mapResults?.(name, results);
+        data = applyResultPath(data, s.ResultPath, results);
       } else if (s.Type === 'Pass') {
         const result = s.Parameters ? resolve(s.Parameters, data, context) : (s.Result ?? data);
-        data = applyResultPath(data, s.ResultPath, result);
+        data = s.OutputPath === null ? {} : applyResultPath(data, s.ResultPath, result);
       } else if (s.Type === 'Wait') {
         const seconds = s.SecondsPath ? readPath(s.SecondsPath, data, context) : 0;
         if (!Number.isInteger(seconds) || (seconds as number) < 0)

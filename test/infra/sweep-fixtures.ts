@@ -14,14 +14,14 @@ import type {
 } from '../../functions/population-sweep/handler.js';
 import { SWEEP_PREFIX } from '../../infra/stacks/pipeline-stack.js';
 import {
-  ExportFileSchema,
   FinishSweepEventSchema,
   PlanSweepEventSchema,
   PollSweepEventSchema,
+  StageFileItemSchema,
   StartSweepEventSchema,
   SweepItemSchema,
 } from '../../shared/sweep/events.js';
-import type { ExportFile } from '../../shared/sweep/steps.js';
+import type { StageFileItem } from '../../shared/sweep/steps.js';
 import type { SweepItem } from '../../shared/sweep/sweep.js';
 import { resourcesOf } from './helpers.js';
 import { run, stateMachineDefinition, type Json, type State } from './sweep-definition.js';
@@ -30,7 +30,7 @@ import { run, stateMachineDefinition, type Json, type State } from './sweep-defi
 export const ENTRY_POINTS: Record<string, z.ZodType> = {
   'index.startHandler': StartSweepEventSchema,
   'index.pollHandler': PollSweepEventSchema,
-  'index.stageFileHandler': ExportFileSchema,
+  'index.stageFileHandler': StageFileItemSchema,
   'index.planHandler': PlanSweepEventSchema,
   'index.itemHandler': SweepItemSchema,
   'index.finishHandler': FinishSweepEventSchema,
@@ -82,20 +82,15 @@ export const STAGED: StartResponse = {
   mode: 'incremental',
   resumed: false,
 };
-export const file = (attempt: number, index: number): ExportFile => ({
+export const file = (attempt: number, index: number): StageFileItem => ({
   sweepId: EXECUTION.Name,
   attempt,
   index,
-  type: index === 0 ? 'Patient' : 'Observation',
-  url: `https://fhir.example.org/r4/export/abc/${String(index)}.ndjson`,
-  requiresAccessToken: true,
-  count: 1000,
-  partitions: 2,
 });
 export const ITEM: SweepItem = {
   sweepId: EXECUTION.Name,
   partition: 1,
-  keys: [`${SWEEP_PREFIX}/${EXECUTION.Name}/attempt-1/f0000/p0001/000001.kndjson`],
+  keysKey: `${SWEEP_PREFIX}/${EXECUTION.Name}/attempt-1/items/p0001.json`,
   mode: 'incremental',
   lines: 81234,
 };
@@ -137,9 +132,17 @@ export interface Call {
 export function execute(
   pipeline: Template,
   answer: (handler: string, payload: Json, n: number) => Json,
-  lists: { files: (key: string) => ExportFile[]; items: SweepItem[] },
-): { calls: Call[]; reads: { map: string; reader: Json }[]; recorded: Json[]; end: Json } {
+  lists: { files: (key: string) => StageFileItem[]; items: SweepItem[] },
+): {
+  calls: Call[];
+  reads: { map: string; reader: Json }[];
+  recorded: Json[];
+  /** Each Distributed Map's gathered child outputs. */
+  results: Record<string, Json[]>;
+  end: Json;
+} {
   const calls: Call[] = [];
+  const results: Record<string, Json[]> = {};
   const reads: { map: string; reader: Json }[] = [];
   const recorded: Json[] = [];
   const definition = stateMachineDefinition(pipeline);
@@ -178,15 +181,18 @@ export function execute(
         reads.push({ map: name, reader });
         return name === 'Stage' ? lists.files((reader as { Key: string }).Key) : lists.items;
       },
+      mapResults(name, gathered) {
+        results[name] = gathered;
+      },
     },
   );
-  return { calls, reads, recorded, end };
+  return { calls, reads, recorded, results, end };
 }
 
 const attemptOf = (key: string): number => Number(/attempt-(\d+)/.exec(key)?.[1] ?? 0);
-export const FILES = (key: string): ExportFile[] => [file(attemptOf(key), 0), file(attemptOf(key), 1)];
+export const FILES = (key: string): StageFileItem[] => [file(attemptOf(key), 0), file(attemptOf(key), 1)];
 export const STAGE_ANSWER = (payload: Json): StageFileResponse => ({
   sweepId: EXECUTION.Name,
-  index: (payload as ExportFile).index,
+  index: (payload as StageFileItem).index,
   lines: 1000,
 });

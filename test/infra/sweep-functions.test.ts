@@ -138,6 +138,13 @@ describe('sweep functions: environment, grants and limits', () => {
         .map((s) => s.owner)
         .sort(),
     ).toEqual(SWEEP_FUNCTIONS.filter((f) => f !== 'PopulationSweepFunction').sort());
+    // Gets and puts, no deletes anywhere (a lifecycle rule expires the staging prefix); the
+    // stager reads its file's entry, the plan its files' summaries.
+    expect(s3.filter((s) => s.actions.some((a) => /^s3:(Delete|\*)/.test(a)))).toEqual([]);
+    for (const owner of ['PopulationSweepPlanFunction', 'PopulationSweepStageFunction']) {
+      const actions = s3.filter((s) => s.owner === owner).flatMap((s) => s.actions);
+      expect(actions, owner).toEqual(expect.arrayContaining(['s3:GetObject*', 's3:PutObject']));
+    }
   });
 
   it('may call on the checkpoint table only what the checkpoint store calls, and poll and stage nothing', () => {

@@ -18,8 +18,8 @@ import {
 } from '../../infra/constructs/sweep.js';
 import { FhirUnavailableError } from '../../shared/fhir/errors.js';
 import { sweepTableDefinition } from '../../shared/sweep/checkpoint.js';
-import { ExportExpiredError } from '../../shared/sweep/errors.js';
-import type { ExportFile } from '../../shared/sweep/steps.js';
+import { ExportExpiredError, ExportTimeoutError } from '../../shared/sweep/errors.js';
+import { DEFAULT_MAX_POLLS, DEFAULT_MIN_POLL_SECONDS, type StageFileItem } from '../../shared/sweep/steps.js';
 import { build, config, NO_BUNDLING, resourcesOf, TEST_MODELS } from './helpers.js';
 import {
   readPath,
@@ -67,7 +67,7 @@ const scheduleInputs = (): Json[] => scheduleInputsOf(pipeline);
 describe('sweep state machine: the payloads are the handler contract', () => {
   it('runs begin → poll until exported (Wait/Choice) → stage each file → plan → every item → finish', () => {
     // Act: the export answers "still running" once, then its manifest.
-    const { calls, reads } = execute(
+    const { calls, reads, results } = execute(
       (handler, payload, n) => {
         if (handler === 'index.startHandler') return exporting(1, 0, 1);
         if (handler === 'index.pollHandler') return n === 1 ? exporting(1, 1, 3) : exported(1);
@@ -95,6 +95,8 @@ describe('sweep state machine: the payloads are the handler contract', () => {
       definition: { name: 'nightly', cohort: { kind: 'group', group: 'g1' }, since: 'incremental' },
       sweepId: EXECUTION.Name,
       attempt: 1,
+      minPollSeconds: DEFAULT_MIN_POLL_SECONDS,
+      maxPolls: DEFAULT_MAX_POLLS,
     });
     // Each step gets the state the one before answered.
     expect(calls[1]?.payload).toEqual(exporting(1, 0, 1));
@@ -107,6 +109,38 @@ describe('sweep state machine: the payloads are the handler contract', () => {
     ]);
     expect(calls[6]?.payload).toEqual(ITEM);
     expect(calls[7]?.payload).toEqual({ sweepId: STAGED.sweepId });
+    // Each map child's output is {}: what a map gathers stays a few bytes per child.
+    expect(results).toEqual({ Stage: [{}, {}], Items: [{}] });
+  });
+
+  it("starts the poll loop with its floor and bound; the Wait takes the state's whole seconds; past the bound the failure is recorded", () => {
+    // Act: an export that never completes; the handler fails its poll past the bound.
+    const polls: Json[] = [];
+    const { calls, recorded, end } = execute(
+      (handler, payload, n) => {
+        if (handler === 'index.startHandler') return exporting(1, 0, DEFAULT_MIN_POLL_SECONDS);
+        if (handler !== 'index.pollHandler') throw new Error(`${handler} after a failed poll`);
+        polls.push(payload);
+        if (n === 3)
+          throw new StateError(ExportTimeoutError.name, 'export not complete after 3 polls (bound 3)');
+        return exporting(1, n, DEFAULT_MIN_POLL_SECONDS);
+      },
+      { files: FILES, items: [ITEM] },
+    );
+
+    // Assess: every Begin (and Rekick) passes the floor; the Wait reads the state's waitSeconds.
+    for (const name of ['Prepare', 'Rekick']) {
+      expect(definition.States[name]?.Parameters, name).toMatchObject({
+        minPollSeconds: DEFAULT_MIN_POLL_SECONDS,
+        maxPolls: DEFAULT_MAX_POLLS,
+      });
+    }
+    expect(calls[0]?.payload).toMatchObject({ minPollSeconds: DEFAULT_MIN_POLL_SECONDS });
+    expect(definition.States.WaitForExport).toMatchObject({ SecondsPath: '$.sweep.Payload.waitSeconds' });
+    expect(definition.States.WaitForExport).not.toHaveProperty('Seconds');
+    expect(polls).toEqual([1, 2, 3].map((n) => exporting(1, n - 1, DEFAULT_MIN_POLL_SECONDS)));
+    expect(recorded).toHaveLength(1);
+    expect((end as { failure: { Error: string } }).failure.Error).toBe(ExportTimeoutError.name);
   });
 
   it('goes from a staged begin (resumed, or paged search) straight to the items', () => {
@@ -135,7 +169,7 @@ describe('sweep state machine: the payloads are the handler contract', () => {
           return exporting((payload as { attempt: number }).attempt, 0, 1);
         if (handler === 'index.pollHandler') return exported((payload as StartResponse).attempt);
         if (handler === 'index.stageFileHandler') {
-          const f = payload as ExportFile;
+          const f = payload as StageFileItem;
           if (f.attempt <= expireAttempts && f.index === 1)
             throw new StateError(ExportExpiredError.name, '410');
           return STAGE_ANSWER(payload);
@@ -209,6 +243,11 @@ describe('sweep state machine: the payloads are the handler contract', () => {
       'Bucket.$': '$.sweep.Payload.bucket',
       'Key.$': '$.sweep.Payload.itemsKey',
     });
+    // A child's output is {} (OutputPath null), caught or not: the gathered results stay small.
+    const stageStates = stage?.ItemProcessor?.States ?? {};
+    expect(Object.keys(stageStates).sort()).toEqual(['FileExpired', 'StageFile']);
+    for (const s of [...Object.values(stageStates), items?.ItemProcessor?.States.Item])
+      expect(s?.OutputPath).toBeNull();
     // Staging protects the FHIR server; the item worker's reserved concurrency matches its map.
     expect(stage?.MaxConcurrency).toBe(SWEEP_STAGE_CONCURRENCY);
     expect(items?.MaxConcurrency).toBe(8);

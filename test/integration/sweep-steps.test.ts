@@ -15,7 +15,7 @@ import { startFhirServer, type RunningFhirServer } from '../../local/fhir/server
 import { silentLogger } from '../../shared/log.js';
 import type { SweepDefinitionInput } from '../../shared/sweep/definition.js';
 import { ExportExpiredError, ExportTimeoutError } from '../../shared/sweep/errors.js';
-import type { ExportFile, SweepState } from '../../shared/sweep/steps.js';
+import { DEFAULT_MIN_POLL_SECONDS, type StageFileItem, type SweepState } from '../../shared/sweep/steps.js';
 import type { SweepSummary } from '../../shared/sweep/summary.js';
 import { runSweep, type SweepContext, type SweepItem } from '../../shared/sweep/sweep.js';
 import { startSweepStack, type SweepStack } from './sweep-harness.js';
@@ -62,9 +62,15 @@ async function readList<T>(bucket: string, key: string): Promise<T[]> {
 
 type Handlers = ReturnType<typeof createPopulationSweepHandlers>;
 
-/** Begin, then the Wait/Choice loop: poll (after the wait it asks for) until the phase changes. */
+/**
+ * Begin, then the Wait/Choice loop: poll (after the wait it asks for) until the phase changes.
+ * The loop's floor is 1 s here (the deployed default, 30 s, is tested without waiting).
+ */
 async function beginAndPoll(h: Handlers, name: string, sweepId: string, attempt = 1): Promise<SweepState> {
-  let state = await h.startHandler(json({ definition: definition(name), sweepId, attempt }), LAMBDA);
+  let state = await h.startHandler(
+    json({ definition: definition(name), sweepId, attempt, minPollSeconds: 1 }),
+    LAMBDA,
+  );
   while (state.phase === 'exporting') {
     expect(Number.isInteger(state.waitSeconds) && (state.waitSeconds ?? 0) >= 1).toBe(true);
     await new Promise((r) => setTimeout(r, state.waitMs ?? 0));
@@ -77,9 +83,9 @@ async function beginAndPoll(h: Handlers, name: string, sweepId: string, attempt 
 async function stageAndRun(
   h: Handlers,
   exported: SweepState,
-  order: (files: ExportFile[]) => ExportFile[],
+  order: (files: StageFileItem[]) => StageFileItem[],
 ): Promise<{ summary: SweepSummary; staged: SweepState; items: SweepItem[] }> {
-  const files = await readList<ExportFile>(exported.bucket, exported.filesKey ?? '');
+  const files = await readList<StageFileItem>(exported.bucket, exported.filesKey ?? '');
   for (const f of order(files)) await h.stageFileHandler(json(f), LAMBDA);
   const staged = await h.planHandler(json(exported), LAMBDA);
   const items = await readList<SweepItem>(staged.bucket, staged.itemsKey ?? '');
@@ -106,7 +112,7 @@ describe('population sweep, step by step as the state machine runs it (embedded 
     const exported = await beginAndPoll(h, 'steps', 'steps-1');
     const stepped = await stageAndRun(h, exported, (files) => [
       ...files.reverse(),
-      files[files.length - 1] as ExportFile,
+      files[files.length - 1] as StageFileItem,
     ]);
     // A retried Plan (the export is cancelled by now) answers what the first one staged.
     const replanned = await h.planHandler(json(exported), LAMBDA);
@@ -116,6 +122,14 @@ describe('population sweep, step by step as the state machine runs it (embedded 
     // Assess
     expect(exported.phase).toBe('exported');
     expect(exported.files).toBeGreaterThan(2);
+    // The maps' items are a few small fields: no download URL (a bearer URL, often) in the
+    // Stage items, no part keys in the Items items (their lists are in S3).
+    const listed = await readList<object>(exported.bucket, exported.filesKey ?? '');
+    expect(listed).toHaveLength(exported.files ?? 0);
+    for (const f of listed) expect(Object.keys(f).sort()).toEqual(['attempt', 'index', 'sweepId']);
+    expect(JSON.stringify(listed)).not.toContain('://');
+    for (const i of stepped.items)
+      expect(Object.keys(i).sort()).toEqual(['keysKey', 'lines', 'mode', 'partition', 'sweepId']);
     expect(stepped.staged).toMatchObject({ phase: 'staged', attempt: 1, mode: 'full', resumed: false });
     expect(replanned).toEqual(stepped.staged);
     const { summary } = stepped;
@@ -146,21 +160,73 @@ describe('population sweep, step by step as the state machine runs it (embedded 
     const h = createPopulationSweepHandlers(silentLogger, context);
     bulk.setFaults({ throttlePolls: 1, throttleRetryAfterSeconds: 3 });
     const begun = await h.startHandler(
-      json({ definition: definition('throttled'), sweepId: 'throttled-1' }),
+      json({ definition: definition('throttled'), sweepId: 'throttled-1', minPollSeconds: 1 }),
       LAMBDA,
     );
     const polled = await h.pollHandler(json(begun), LAMBDA);
-    expect(begun).toMatchObject({ phase: 'exporting', attempt: 1, poll: { polls: 0 } });
+    // The first Wait (the floor) counts towards the bound too.
+    expect(begun).toMatchObject({
+      phase: 'exporting',
+      attempt: 1,
+      waitSeconds: 1,
+      poll: { polls: 0, waitedMs: 1000 },
+    });
     expect(polled).toMatchObject({
       phase: 'exporting',
       statusUrl: begun.statusUrl,
       waitMs: 3000,
       waitSeconds: 3,
-      poll: { polls: 1, throttled: 1, waitedMs: 3000 },
+      poll: { polls: 1, throttled: 1, waitedMs: 4000 },
     });
     // The export goes on from there.
     const next = await h.pollHandler(json(polled), LAMBDA);
     expect(['exporting', 'exported']).toContain(next.phase);
+  });
+
+  it("the loop's Wait takes whole seconds, at least its floor (30 s by default), and that wait is what counts", async () => {
+    // Arrange: 429s asking for no wait at all (the client's own floor is 100 ms).
+    const h = createPopulationSweepHandlers(silentLogger, context);
+    bulk.setFaults({ throttlePolls: 2, throttleRetryAfterSeconds: 0 });
+
+    // Act: a floor of 1 s, then the deployed default.
+    const short = await h.startHandler(
+      json({ definition: definition('floor-1'), sweepId: 'floor-1', minPollSeconds: 1 }),
+      LAMBDA,
+    );
+    const shortPolled = await h.pollHandler(json(short), LAMBDA);
+    const deployed = await h.startHandler(
+      json({ definition: definition('floor-30'), sweepId: 'floor-30' }),
+      LAMBDA,
+    );
+    const deployedPolled = await h.pollHandler(json(deployed), LAMBDA);
+
+    // Assess: what the Wait state takes (1 s, not 100 ms), counted as such.
+    expect(shortPolled).toMatchObject({ waitMs: 1000, waitSeconds: 1, poll: { polls: 1, waitedMs: 2000 } });
+    expect(deployed).toMatchObject({
+      minPollSeconds: DEFAULT_MIN_POLL_SECONDS,
+      waitSeconds: DEFAULT_MIN_POLL_SECONDS,
+      poll: { waitedMs: DEFAULT_MIN_POLL_SECONDS * 1000 },
+    });
+    expect(deployedPolled).toMatchObject({
+      waitMs: DEFAULT_MIN_POLL_SECONDS * 1000,
+      waitSeconds: DEFAULT_MIN_POLL_SECONDS,
+      poll: { polls: 1, waitedMs: 2 * DEFAULT_MIN_POLL_SECONDS * 1000 },
+    });
+  });
+
+  it('bounds the number of polls: past maxPolls, ExportTimeoutError (the history stays small)', async () => {
+    const h = createPopulationSweepHandlers(silentLogger, context);
+    bulk.setFaults({ throttlePolls: 3, throttleRetryAfterSeconds: 0 });
+    let state = await h.startHandler(
+      json({ definition: definition('polls'), sweepId: 'polls-1', minPollSeconds: 1, maxPolls: 3 }),
+      LAMBDA,
+    );
+    state = await h.pollHandler(json(state), LAMBDA);
+    state = await h.pollHandler(json(state), LAMBDA);
+    expect(state).toMatchObject({ phase: 'exporting', maxPolls: 3, poll: { polls: 2 } });
+    await expect(h.pollHandler(json(state), LAMBDA)).rejects.toThrow(
+      new ExportTimeoutError('export not complete after 3 polls (bound 3)'),
+    );
   });
 
   it('a 202 with Retry-After gives that wait', async () => {
@@ -168,7 +234,10 @@ describe('population sweep, step by step as the state machine runs it (embedded 
     const slowBulk = installBulkExport(slow, { retryAfterSeconds: 2, startDelayMs: 5_000 });
     try {
       const h = createPopulationSweepHandlers(silentLogger, () => context(slow.baseUrl));
-      const begun = await h.startHandler(json({ definition: definition('slow'), sweepId: 'slow-1' }), LAMBDA);
+      const begun = await h.startHandler(
+        json({ definition: definition('slow'), sweepId: 'slow-1', minPollSeconds: 1 }),
+        LAMBDA,
+      );
       const polled = await h.pollHandler(json(begun), LAMBDA);
       expect(polled).toMatchObject({ phase: 'exporting', waitSeconds: 2, poll: { polls: 1, throttled: 0 } });
     } finally {
@@ -181,11 +250,11 @@ describe('population sweep, step by step as the state machine runs it (embedded 
     const h = createPopulationSweepHandlers(silentLogger, () => context(fhir.baseUrl, 5_000));
     bulk.setFaults({ throttlePolls: 2, throttleRetryAfterSeconds: 3 });
     const begun = await h.startHandler(
-      json({ definition: definition('bounded'), sweepId: 'bounded-1' }),
+      json({ definition: definition('bounded'), sweepId: 'bounded-1', minPollSeconds: 1 }),
       LAMBDA,
     );
     const first = await h.pollHandler(json(begun), LAMBDA);
-    expect(first.poll.waitedMs).toBe(3000);
+    expect(first.poll.waitedMs).toBe(1000 + 3000);
     // 3 s more would pass the 5 s bound.
     await expect(h.pollHandler(json(first), LAMBDA)).rejects.toBeInstanceOf(ExportTimeoutError);
   });
@@ -199,13 +268,19 @@ describe('population sweep, step by step as the state machine runs it (embedded 
 
     // Act
     const exported = await beginAndPoll(h, 'expired', 'expired-1');
-    const files = await readList<ExportFile>(exported.bucket, exported.filesKey ?? '');
+    const files = await readList<StageFileItem>(exported.bucket, exported.filesKey ?? '');
     const staging = await Promise.allSettled(files.map((f) => h.stageFileHandler(json(f), LAMBDA)));
     const planned = h.planHandler(json(exported), LAMBDA);
     await expect(planned).rejects.toBeInstanceOf(ExportExpiredError);
     // What the Rekick state sends Begin: attempt + 1, the polls so far.
     const again = await h.startHandler(
-      json({ definition: definition('expired'), sweepId: 'expired-1', attempt: 2, poll: exported.poll }),
+      json({
+        definition: definition('expired'),
+        sweepId: 'expired-1',
+        attempt: 2,
+        poll: exported.poll,
+        minPollSeconds: 1,
+      }),
       LAMBDA,
     );
     let state = again;

@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { S3Client } from '@aws-sdk/client-s3';
 import type { DiagnosticReport, Group, Observation } from '@medplum/fhirtypes';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BulkExport } from '../../local/fhir/export.js';
@@ -17,7 +18,7 @@ import type { SweepDefinitionInput } from '../../shared/sweep/definition.js';
 import { ExportExpiredError } from '../../shared/sweep/errors.js';
 import { renderSummaryHtml } from '../../shared/sweep/summary.js';
 import { runSweep, type SweepContext } from '../../shared/sweep/sweep.js';
-import { startSweepStack, type SweepStack } from './sweep-harness.js';
+import { CREDENTIALS, startSweepStack, type SweepStack } from './sweep-harness.js';
 
 const PATIENTS = 60;
 /** Every 20th synthetic patient has no glucose: insufficient data. */
@@ -137,6 +138,59 @@ describe('population sweep over $export (embedded stack)', () => {
     expect(split.patients).toMatchObject({ processed: PATIENTS, failed: 0, written: 0 });
     expect(split.patients.unchanged).toBe(one.patients.written + one.patients.unchanged);
     expect(split.histograms['diabetes-gbm']).toEqual(one.histograms['diabetes-gbm']);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('a resumed sweep whose items are done reads none of them (not even ahead)', async () => {
+    // Prepare: several items, all done; then a context whose S3 client records the keys it gets.
+    const many = { stage: { maxExportAttempts: 2, resourcesPerPartition: 100 }, runBytes: 2048 };
+    const first = await runSweep(await context(many), definition({ name: 'items-done' }));
+    const gets: string[] = [];
+    const s3 = new S3Client({
+      endpoint: stack.s3Endpoint,
+      forcePathStyle: true,
+      region: 'us-east-1',
+      credentials: CREDENTIALS,
+    });
+    s3.middlewareStack.add(
+      (next, mw) => async (args) => {
+        const key = (args.input as { Key?: string }).Key;
+        if (mw.commandName === 'GetObjectCommand' && key) gets.push(key);
+        return next(args);
+      },
+      { step: 'initialize' },
+    );
+    const counted = { ...(await context(many)), store: { s3, bucket: BUCKET } };
+
+    // Act
+    const resumed = await runSweep(counted, definition({ name: 'items-done' }), { sweepId: first.sweepId });
+
+    // Assess: the staged export and its items were read; no item's key list or parts.
+    expect(first.items).toBeGreaterThan(2);
+    expect(resumed).toMatchObject({ resumed: true, items: first.items, patients: first.patients });
+    expect(gets.filter((k) => k.endsWith('/staged.json'))).not.toEqual([]);
+    expect(gets.filter((k) => k.includes('/items/') || k.endsWith('.kndjson'))).toEqual([]);
+  });
+
+  it('an item that fails leaves no sorted runs on disk: neither its own nor the next one read ahead', async () => {
+    // Prepare: several items, runs of 2 KB (spilled), and a checkpoint that cannot be stored.
+    const dir = await mkdtemp(path.join(tmpdir(), 'sweep-fail-'));
+    const failing = {
+      ...(await context({
+        stage: { maxExportAttempts: 2, resourcesPerPartition: 100 },
+        runBytes: 2048,
+        onCheckpoint: () => {
+          throw new Error('checkpoint store down');
+        },
+      })),
+      tmpDir: dir,
+    };
+
+    // Act
+    const run = runSweep(failing, definition({ name: 'items-fail' }));
+
+    // Assess
+    await expect(run).rejects.toThrow('checkpoint store down');
     expect(await readdir(dir)).toEqual([]);
   });
 

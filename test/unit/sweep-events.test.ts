@@ -8,10 +8,10 @@ import { describe, expect, it } from 'vitest';
 import type { z } from 'zod';
 import { ROOT } from '../../local/stack.js';
 import {
-  ExportFileSchema,
   FinishSweepEventSchema,
   PlanSweepEventSchema,
   PollSweepEventSchema,
+  StageFileItemSchema,
   StartSweepEventSchema,
   SweepItemSchema,
 } from '../../shared/sweep/events.js';
@@ -20,7 +20,7 @@ const DIR = path.join(ROOT, 'events', 'population-sweep');
 const SCHEMA_OF: [RegExp, z.ZodType][] = [
   [/^start-/, StartSweepEventSchema],
   [/^poll\.json$/, PollSweepEventSchema],
-  [/^stage-file\.json$/, ExportFileSchema],
+  [/^stage-file\.json$/, StageFileItemSchema],
   [/^plan\.json$/, PlanSweepEventSchema],
   [/^item\.json$/, SweepItemSchema],
   [/^finish\.json$/, FinishSweepEventSchema],
