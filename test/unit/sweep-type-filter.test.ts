@@ -26,100 +26,56 @@ function answering(statuses: number[]) {
 
 const FILTERS = ['Observation?code=http://loinc.org|2345-7,http://loinc.org|39156-5', 'Patient?active=true'];
 
+/** One kick-off with FILTERS against a server answering `statuses` in turn. */
+async function kickOffFiltered(statuses: number[], types = ['Observation']) {
+  const { urls, fetchFn } = answering(statuses);
+  const refused: number[] = [];
+  const client = createBulkClient({
+    baseUrl: 'http://x/fhir',
+    fetch: fetchFn,
+    onTypeFilterRefused: (s) => refused.push(s),
+  });
+  const result = await client.kickOff({ level: 'patient', types, typeFilters: FILTERS }).then(
+    (status) => ({ status }),
+    (error: unknown) => ({ error }),
+  );
+  const filtersSent = urls.map((u) => u.searchParams.getAll('_typeFilter'));
+  return { result, urls, filtersSent, refused };
+}
+
+const STATUS_URL = 'http://x/fhir/$export-status/7';
+
 describe('Bulk Data client _typeFilter', () => {
   it('sends each query as its own _typeFilter parameter', async () => {
-    // Arrange
-    const { urls, fetchFn } = answering([202]);
-    const refused: number[] = [];
-    const client = createBulkClient({
-      baseUrl: 'http://x/fhir',
-      fetch: fetchFn,
-      onTypeFilterRefused: (s) => refused.push(s),
-    });
-
-    // Act
-    const status = await client.kickOff({
-      level: 'patient',
-      types: ['Patient', 'Observation'],
-      typeFilters: FILTERS,
-    });
-
-    // Assert
-    expect(status).toBe('http://x/fhir/$export-status/7');
-    expect(urls).toHaveLength(1);
-    expect(urls[0]?.searchParams.getAll('_typeFilter')).toEqual(FILTERS);
+    const { result, filtersSent, refused } = await kickOffFiltered([202], ['Patient', 'Observation']);
+    expect(result).toEqual({ status: STATUS_URL });
+    expect(filtersSent).toEqual([FILTERS]);
     expect(refused).toEqual([]);
   });
 
-  it('kicks off again without _typeFilter when the server refuses it', async () => {
-    // Arrange
-    const { urls, fetchFn } = answering([400, 202]);
-    const refused: number[] = [];
-    const client = createBulkClient({
-      baseUrl: 'http://x/fhir',
-      fetch: fetchFn,
-      onTypeFilterRefused: (s) => refused.push(s),
-    });
-
-    // Act
-    const status = await client.kickOff({ level: 'patient', types: ['Observation'], typeFilters: FILTERS });
-
-    // Assert
-    expect(status).toBe('http://x/fhir/$export-status/7');
-    expect(urls.map((u) => u.searchParams.getAll('_typeFilter').length)).toEqual([2, 0]);
-    expect(urls[1]?.searchParams.get('_type')).toBe('Observation');
-    expect(refused).toEqual([400]);
-  });
-
-  it('a server that answers 501 to the filter is asked again without it', async () => {
-    // Arrange
-    const { urls, fetchFn } = answering([501, 202]);
-    const refused: number[] = [];
-    const client = createBulkClient({
-      baseUrl: 'http://x/fhir',
-      fetch: fetchFn,
-      onTypeFilterRefused: (s) => refused.push(s),
-    });
-
-    // Act
-    const status = await client.kickOff({ level: 'patient', types: ['Observation'], typeFilters: FILTERS });
-
-    // Assert
-    expect(status).toBe('http://x/fhir/$export-status/7');
-    expect(urls.map((u) => u.searchParams.getAll('_typeFilter').length)).toEqual([2, 0]);
-    expect(refused).toEqual([501]);
-  });
+  it.each([400, 404, 405, 422, 501])(
+    'kicks off again without _typeFilter when the server answers %i to it',
+    async (refusal) => {
+      const { result, urls, filtersSent, refused } = await kickOffFiltered([refusal, 202]);
+      expect(result).toEqual({ status: STATUS_URL });
+      expect(filtersSent).toEqual([FILTERS, []]);
+      expect(urls[1]?.searchParams.get('_type')).toBe('Observation');
+      expect(refused).toEqual([refusal]);
+    },
+  );
 
   it('a server without $export says so to the second kick-off too: unsupported, not refused', async () => {
-    // Arrange
-    const { urls, fetchFn } = answering([404, 404]);
-    const refused: number[] = [];
-    const client = createBulkClient({
-      baseUrl: 'http://x/fhir',
-      fetch: fetchFn,
-      onTypeFilterRefused: (s) => refused.push(s),
-    });
-
-    // Act
-    const kicked = client.kickOff({ level: 'patient', types: ['Observation'], typeFilters: FILTERS });
-
-    // Assert
-    await expect(kicked).rejects.toBeInstanceOf(ExportUnsupportedError);
-    expect(urls).toHaveLength(2);
+    const { result, filtersSent, refused } = await kickOffFiltered([404, 404]);
+    expect((result as { error?: unknown }).error).toBeInstanceOf(ExportUnsupportedError);
+    expect(filtersSent).toHaveLength(2);
     expect(refused).toEqual([]);
   });
 
   it('a 400 without _typeFilter is still a failure, and the retry is made only once', async () => {
-    // Arrange
-    const { urls, fetchFn } = answering([400, 400]);
-    const client = createBulkClient({ baseUrl: 'http://x/fhir', fetch: fetchFn });
-
-    // Act
-    const kicked = client.kickOff({ level: 'patient', types: ['Observation'], typeFilters: FILTERS });
-
-    // Assert
-    await expect(kicked).rejects.toBeInstanceOf(ExportFailedError);
-    expect(urls).toHaveLength(2);
+    const { result, filtersSent, refused } = await kickOffFiltered([400, 400]);
+    expect((result as { error?: unknown }).error).toBeInstanceOf(ExportFailedError);
+    expect(filtersSent).toHaveLength(2);
+    expect(refused).toEqual([]);
   });
 
   it("builds one Observation query from the models' codes, escaping search syntax", () => {
