@@ -68,13 +68,28 @@ export const StageFileItemSchema = z.strictObject({
   index: count,
 });
 
-/** One Distributed Map item (a line of `items.json`); see `SweepItem`. */
-export const SweepItemSchema = z.object({
-  sweepId: z.string().regex(SWEEP_ID),
-  partition: z.number().int().nonnegative(),
-  keysKey: key,
-  mode: z.enum(['full', 'incremental']),
-  lines: z.number().int().nonnegative(),
-});
+/**
+ * One Distributed Map item (a line of `items.json`); see `SweepItem`. An item of an execution
+ * started before key lists carries its part keys inline (`keys`) instead of `keysKey`: both are
+ * accepted, so a deploy does not break the executions in flight.
+ */
+export const SweepItemSchema = z
+  .object({
+    sweepId: z.string().regex(SWEEP_ID),
+    partition: z.number().int().nonnegative(),
+    keysKey: key.optional(),
+    keys: z.array(key).optional(),
+    mode: z.enum(['full', 'incremental']),
+    lines: z.number().int().nonnegative(),
+  })
+  .refine((i) => (i.keysKey === undefined) !== (i.keys === undefined), {
+    error: 'an item names its parts by keysKey or (older executions) keys, one of them',
+    path: ['keysKey'],
+  })
+  .transform(({ keysKey, keys, ...rest }) => ({
+    ...rest,
+    keysKey: keysKey ?? '',
+    ...(keys ? { keys } : {}),
+  }));
 
 export const FinishSweepEventSchema = z.object({ sweepId: z.string().regex(SWEEP_ID) });

@@ -12,7 +12,7 @@ import type { SweepContext, SweepItem } from './sweep.js';
  * (runs spilled to `tmpDir`), ready for `sorted()`. The caller disposes of it.
  */
 export async function readItem(ctx: SweepContext, item: SweepItem): Promise<ExternalSorter> {
-  const keys = await getJson<string[]>(ctx.store, item.keysKey);
+  const keys = item.keys ?? (await getJson<string[]>(ctx.store, item.keysKey));
   if (!keys) throw new SweepError(`sweep ${item.sweepId}: partition ${item.partition} has no key list`);
   const sorter = new ExternalSorter({
     tmpDir: ctx.tmpDir,

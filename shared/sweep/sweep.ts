@@ -53,6 +53,11 @@ export interface SweepItem {
   readonly sweepId: string;
   readonly partition: number;
   readonly keysKey: string;
+  /**
+   * The part keys themselves: items of executions started by the release before key lists
+   * (its state machine passes them inline), read as they are.
+   */
+  readonly keys?: readonly string[];
   readonly mode: 'full' | 'incremental';
   readonly lines: number;
 }

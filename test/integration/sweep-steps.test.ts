@@ -156,6 +156,38 @@ describe('population sweep, step by step as the state machine runs it (embedded 
     expect([...counts.values()].every((n) => n === 1)).toBe(true);
   });
 
+  it('scores an item of the release before key lists (part keys inline), so executions in flight at a deploy finish', async () => {
+    // Arrange: a sweep staged by the steps; its items rewritten as the earlier release passed
+    // them (`keys` inline, no `keysKey`); and an item naming both or neither, refused.
+    const ctx = await context();
+    const h = createPopulationSweepHandlers(silentLogger, () => Promise.resolve(ctx));
+    const exported = await beginAndPoll(h, 'legacy-items', 'legacy-1');
+    const files = await readList<StageFileItem>(exported.bucket, exported.filesKey ?? '');
+    for (const f of files) await h.stageFileHandler(json(f), LAMBDA);
+    const staged = await h.planHandler(json(exported), LAMBDA);
+    const items = await readList<SweepItem>(staged.bucket, staged.itemsKey ?? '');
+    const legacy = await Promise.all(
+      items.map(async ({ keysKey, ...rest }) => ({
+        ...rest,
+        keys: await readList<string>(staged.bucket, keysKey),
+      })),
+    );
+
+    // Act
+    for (const item of legacy) await h.itemHandler(json(item), LAMBDA);
+    const summary = await h.finishHandler(json({ sweepId: staged.sweepId }), LAMBDA);
+    const both = h.itemHandler(json({ ...legacy[0], keysKey: items[0]?.keysKey }), LAMBDA);
+    const neither = h.itemHandler(json({ ...items[0], keysKey: undefined }), LAMBDA);
+
+    // Assess
+    expect(legacy.length).toBeGreaterThan(0);
+    expect(legacy.every((i) => i.keys.length > 0)).toBe(true);
+    expect(summary.patients).toMatchObject({ processed: PATIENTS, failed: 0 });
+    expect(summary.patients.written + summary.patients.unchanged).toBe(ELIGIBLE);
+    await expect(both).rejects.toThrow(/keysKey/);
+    await expect(neither).rejects.toThrow(/keysKey/);
+  });
+
   it('a poll while the export runs answers the wait Retry-After asks for (429 here), in whole seconds', async () => {
     const h = createPopulationSweepHandlers(silentLogger, context);
     bulk.setFaults({ throttlePolls: 1, throttleRetryAfterSeconds: 3 });
