@@ -19,20 +19,25 @@ export type TypeFilters = ReadonlyMap<string, readonly (readonly Filter[])[]>;
 const SPECIAL = new Set(['_id', '_lastUpdated', '_tag', '_profile', '_security', '_source']);
 
 const OPERATORS = new Set<string>(Object.values(Operator));
-const MODIFIERS = new Set([
-  'missing',
-  'exact',
-  'contains',
-  'text',
-  'not',
-  'above',
-  'below',
-  'in',
-  'not-in',
-  'of-type',
-  'identifier',
-]);
+/**
+ * The modifiers the server applies as FHIR means them (the indexes, or Medplum's matcher);
+ * others (`:in`, `:text`, `:of-type`, `:identifier`, `:above`, …) would be applied wrongly.
+ */
+const MODIFIERS: Readonly<Record<string, (type: string | undefined) => boolean>> = {
+  missing: () => true,
+  not: (type) => type === 'token',
+  exact: (type) => type === 'string',
+  contains: (type) => type === 'string',
+};
 const FHIR_DATE = /^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/;
+
+/** A FHIR date, dateTime or instant whose calendar date exists (2020-02-30 does not). */
+function isFhirDate(v: string): boolean {
+  if (!FHIR_DATE.test(v)) return false;
+  const [y = 0, m = 1, d = 1] = v.slice(0, 10).split('-').map(Number);
+  const day = new Date(Date.UTC(y, m - 1, d));
+  return day.getUTCFullYear() === y && day.getUTCMonth() === m - 1 && day.getUTCDate() === d;
+}
 
 /** What is wrong with one filter of a `_typeFilter` query, if anything (unknown, or a value that cannot match as meant). */
 function filterProblem(type: string, f: Filter): string | undefined {
@@ -52,10 +57,7 @@ function filterProblem(type: string, f: Filter): string | undefined {
   }
   const kind = f.code === '_lastUpdated' ? 'date' : param?.type;
   const values = f.value.split(',');
-  if (
-    kind === 'date' &&
-    !values.every((v) => FHIR_DATE.test(v) && Number.isFinite(Date.parse(v.slice(0, 10))))
-  ) {
+  if (kind === 'date' && !values.every(isFhirDate)) {
     return `${f.code} is not a FHIR date`;
   }
   if (
@@ -89,9 +91,10 @@ export function parseTypeFilters(
     // Medplum's parser reads an unknown modifier (`code:foo`, `subject:Patient`) as plain
     // equality: refuse it here, before it would silently match something else.
     for (const key of new URLSearchParams(query.slice(q + 1)).keys()) {
-      const modifier = key.split(':')[1];
-      if (modifier !== undefined && !MODIFIERS.has(modifier)) {
-        return { error: `_typeFilter ${query}: modifier :${modifier} is not supported` };
+      const [name = '', modifier] = key.split(':');
+      const paramType = globalSchema.types[type]?.searchParams?.[name]?.type;
+      if (modifier !== undefined && !(MODIFIERS[modifier]?.(paramType) ?? false)) {
+        return { error: `_typeFilter ${query}: modifier :${modifier} of ${name} is not supported` };
       }
     }
     let parsed: ReturnType<typeof parseSearchRequest>;
