@@ -35,8 +35,8 @@ import { loadHistory, loadTrigger } from '../local/demo/load.js';
 import { registerSubscriptions, startEventConsumer } from '../local/live.js';
 import { queueDepth, type Poller } from '../local/queue.js';
 import { startStack, type RunningStack } from '../local/stack.js';
+import { observationSearchCodes } from '../shared/features/search-codes.js';
 import { createFhirGateway } from '../shared/fhir/gateway.js';
-import type { ModelManifest } from '../shared/inference/manifest.js';
 import { loadRegistry } from '../shared/inference/registry.js';
 import { createLogger, silentLogger } from '../shared/log.js';
 import { createPipelinePorts } from '../shared/ports.js';
@@ -45,14 +45,6 @@ import { machineInfo, runWhenInvoked } from './machine.js';
 
 const MODEL = 'diabetes-gbm';
 const WARMUP = 30;
-function observationCodes(m: ModelManifest): string[] {
-  if (m.input.kind === 'image') return [];
-  const codes = new Set<string>();
-  for (const f of m.input.features) {
-    if (f.source === 'observation') for (const c of f.codes) codes.add(`${c.system}|${c.code}`);
-  }
-  return [...codes];
-}
 
 export async function benchEventPath(
   opts: {
@@ -164,7 +156,7 @@ export async function benchEventPath(
     // latency series (after every few of its events, the consumer idle), so that a figure and
     // its peer see the same load on this shared machine.
     const ports = await createPipelinePorts(stack.functionsConfig, silentLogger);
-    const codes = observationCodes(manifest).join(',');
+    const codes = observationSearchCodes([manifest]).join(',');
     interface BareSamples {
       focusRead: number[];
       patientSearch: number[];

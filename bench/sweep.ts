@@ -296,10 +296,10 @@ export async function benchSweep(opts: { patients?: number } = {}): Promise<Reco
     };
 
     const { loadRegistry } = await import('../shared/inference/registry.js');
-    const { observationCodes } = await import('../shared/sweep/batch.js');
+    const { observationSearchCodes } = await import('../shared/features/search-codes.js');
     const { exportTypeFilters } = await import('../shared/sweep/type-filters.js');
     const gbm = (await loadRegistry(MODELS_DIR)).get('diabetes-gbm');
-    const typeFilters = exportTypeFilters(observationCodes(gbm ? [gbm] : []));
+    const typeFilters = exportTypeFilters(observationSearchCodes(gbm ? [gbm] : []));
     const ceiling = await child(
       { ...common, mode: 'ceiling', typeFilters: JSON.stringify(typeFilters) },
       otherCpuMs,

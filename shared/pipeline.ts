@@ -114,9 +114,6 @@ export function patientOf(resource: Resource): string | undefined {
   return ref?.startsWith('Patient/') ? ref.split('/_history/')[0] : undefined;
 }
 
-/** Every `system|code` that a set of models reads from Observations, panels included: one search serves them all. */
-const observationCodes = observationSearchCodes;
-
 /**
  * The focus the queue message carried (a `full-resource` notification's copy), when the pipeline
  * may start from it instead of reading it: an Observation whose type, id and version agree with
@@ -268,7 +265,7 @@ async function patientInputs(
   focus?: FocusToConfirm,
 ): Promise<PatientInputs> {
   const asOf = (ports.clock ?? (() => new Date()))();
-  const codes = observationCodes(models);
+  const codes = observationSearchCodes(models);
   const searched = new Set(codes);
   const focusId = focus?.resource.id ?? '';
   const covered =

@@ -24,13 +24,8 @@ export function servesPatientView(manifest: ModelManifest): boolean {
   return manifest.input.kind === 'tabular' || manifest.input.kind === 'sequence';
 }
 
-/** `system|code` of every Observation code the model reads, in manifest order. */
-export function observationCodes(manifest: ModelManifest): string[] {
-  return observationSearchCodes([manifest]);
-}
-
 export function serviceFor(manifest: ModelManifest): CdsService {
-  const codes = observationCodes(manifest);
+  const codes = observationSearchCodes([manifest]);
   return {
     hook: PATIENT_VIEW,
     id: manifest.id,

@@ -12,13 +12,13 @@ import {
   type CdsResponse,
 } from '../events/cds-hooks.js';
 import { FhirRequestError } from '../fhir/errors.js';
+import { observationSearchCodes } from '../features/search-codes.js';
 import type { FhirGateway } from '../fhir/gateway.js';
 import type { ModelManifest } from '../inference/manifest.js';
 import type { PipelinePorts } from '../pipeline.js';
 import { badRequest, HttpError } from '../http.js';
 import {
   insufficientDataCard,
-  observationCodes,
   PATIENT_VIEW,
   PREFETCH_OBSERVATIONS,
   PREFETCH_PATIENT,
@@ -124,7 +124,7 @@ async function resolveInputs(
   patientId: string,
 ): Promise<Inputs> {
   const prefetch = request.prefetch ?? {};
-  const codes = observationCodes(manifest);
+  const codes = observationSearchCodes([manifest]);
   const hasPatient = PREFETCH_PATIENT in prefetch;
   const hasObservations = codes.length === 0 || PREFETCH_OBSERVATIONS in prefetch;
   const patient = hasPatient ? prefetchedPatient(prefetch[PREFETCH_PATIENT], patientId) : undefined;

@@ -17,7 +17,6 @@ import type { ModelManifest } from '../inference/manifest.js';
 import type { Logger } from '../log.js';
 import type { PipelinePorts } from '../pipeline.js';
 import type { FeatureRow, Prediction } from '../types.js';
-import { observationSearchCodes } from '../features/search-codes.js';
 import { createReportWriter, type ReportWriter } from './write-back.js';
 import {
   addFailed,
@@ -238,9 +237,6 @@ export async function scoreBatch(
     if (outcome === 'failed') addFailed(tally, `Patient/${p.id}`);
   });
 }
-
-/** Every `system|code` to search for the models' Observations, panels that carry them included. */
-export const observationCodes = observationSearchCodes;
 
 /** A patient's full inputs from the server (incremental runs: the export held only what changed). */
 export async function fetchInputs(

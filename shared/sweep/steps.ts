@@ -18,7 +18,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
-import { observationCodes } from './batch.js';
+import { observationSearchCodes } from '../features/search-codes.js';
 import { exportTypeFilters } from './type-filters.js';
 import type { PollStats } from './bulk-client.js';
 import type { SweepRecord } from './checkpoint.js';
@@ -176,12 +176,13 @@ export async function begin(
   };
   await ctx.checkpoints.putSweep(record);
 
+  const codes = observationSearchCodes(models);
   const search = async (): Promise<{ state: SweepState; items: SweepItem[] }> => {
     const staged = await stageSearch({
       ...stageOptions(ctx, prefixOf(ctx, sweepId), log),
       fhir: ctx.ports.fhir,
       cohort: definition.cohort,
-      codes: observationCodes(models),
+      codes,
       ...(since ? { since } : {}),
     });
     return recordStaged(ctx, record, staged, log);
@@ -198,7 +199,7 @@ export async function begin(
         ...definition.extraTypes.filter((t) => t !== 'Patient' && t !== 'Observation'),
       ],
       ...(since ? { since } : {}),
-      typeFilters: exportTypeFilters(observationCodes(models)),
+      typeFilters: exportTypeFilters(codes),
     });
   } catch (err) {
     if (!(err instanceof ExportUnsupportedError)) {

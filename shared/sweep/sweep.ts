@@ -20,7 +20,6 @@ import type { ModelManifest } from '../inference/manifest.js';
 import {
   mapLimit,
   fetchInputs,
-  observationCodes,
   preparePatient,
   scoreBatch,
   type PreparedPatient,
@@ -31,6 +30,7 @@ import type { CheckpointStore, ItemCheckpoint } from './checkpoint.js';
 import { selectModels } from './definition.js';
 import { ExportExpiredError, SweepError, SweepInputError } from './errors.js';
 import { groupByKey, type ExternalSorter } from './external-sort.js';
+import { observationSearchCodes } from '../features/search-codes.js';
 import { createHeapCollector } from './heap.js';
 import type { StageOptions } from './stage.js';
 import { exportFiles, planItems, stageExportFile } from './stage-files.js';
@@ -202,7 +202,7 @@ export async function processItem(
   if (!record) throw new SweepInputError(`no sweep ${item.sweepId}`);
   const definition = record.definition;
   const models = selectModels(ctx.models.all(), definition);
-  const codes = observationCodes(models);
+  const codes = observationSearchCodes(models);
   const prefilter = createNdjsonPrefilter([
     { codeValues: codes.map((c) => c.slice(c.lastIndexOf('|') + 1)) },
   ]);
