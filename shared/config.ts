@@ -6,7 +6,7 @@
  * environment with `ENV.X`), so the names cannot drift; test/infra checks that every variable
  * infra sets is one read here.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** How the functions authenticate to the FHIR server (docs/fhir-server.md). */
 export const FHIR_AUTH_MODES = ['none', 'bearer', 'smart-backend-services', 'sigv4'] as const;

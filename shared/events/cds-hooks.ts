@@ -7,7 +7,7 @@
  * The spec's JSON rule: optional attributes without a value are omitted, never `null`, `""`,
  * `[]` or `{}` — the response schemas below enforce it with non-empty strings and arrays.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 const nonEmpty = z.string().min(1);
 /** A FHIR resource id (R4 `id` datatype). */

@@ -12,7 +12,7 @@
  * Every failure names the failing element as a FHIRPath-like location
  * (`Bundle.entry[0].resource.parameter[3].part[1].valueString`), never its value.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** `Type/id` with an optional `/_history/version`, relative or after an absolute base. */
 const REFERENCE =

@@ -3,7 +3,7 @@
  * loader) to `functions/resource-event`. One message per focus resource; the FIFO group id
  * is the patient, so one patient's events are processed in order.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 const REFERENCE = /^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/;
 

@@ -17,7 +17,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { importJWK, importPKCS8, SignJWT, type CryptoKey, type JWK } from 'jose';
-import { z } from 'zod';
+import * as z from 'zod';
 import { FhirAuthError, type FetchLike, type FhirAuthProvider } from './auth.js';
 
 export const SMART_ALGORITHMS = ['RS384', 'ES384'] as const;

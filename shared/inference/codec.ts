@@ -8,7 +8,7 @@
  * `decodeRequest` / `encodeResponse` / `encodeError`. Every decode is validated; a
  * `CodecError` names the tensor and what was expected against what came.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { flatten, fromBytes, fromJsonData, toBytes, toJsonData } from './codec-data.js';
 import { CodecError } from './codec-error.js';
 import {

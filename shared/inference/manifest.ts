@@ -4,7 +4,7 @@
  * adding a folder, not code, so this schema must fit all six families (svm, rf, gbm, cnn,
  * rnn, attention) and the three input kinds (tabular, sequence, image).
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** ISO 8601 duration such as `P2Y`, `P6M`, `P30D`, `PT12H`. */
 export const IsoDurationSchema = z

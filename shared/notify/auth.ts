@@ -10,7 +10,7 @@
  * adapter is `loader = (id) => GetSecretValue(prefix + id).SecretString`).
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { z } from 'zod';
+import * as z from 'zod';
 import { AuthRefusal, verifyJwt as verifyTrustedJwt, type IssuerKeys } from '../auth/jwt.js';
 import type { JwksCache } from '../partner/jwks.js';
 

@@ -13,7 +13,7 @@ import {
   PutItemCommand,
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb';
-import { z } from 'zod';
+import * as z from 'zod';
 
 export interface SubscriptionState {
   /** `Subscription/<id>`: the partition key. */

@@ -2,7 +2,7 @@
  * The OpenAPI 3.1 document of the partner API, generated from the same zod schemas that
  * parse the requests (`z.toJSONSchema`, JSON Schema 2020-12, which OpenAPI 3.1 uses as is).
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import {
   CdsDiscoverySchema,
   CdsFeedbackSchema,

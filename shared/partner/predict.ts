@@ -15,7 +15,7 @@ import type {
   Observation,
   Patient,
 } from '@medplum/fhirtypes';
-import { z } from 'zod';
+import * as z from 'zod';
 import { FHIR_ID, firstIssue } from '../events/cds-hooks.js';
 import type { ModelManifest } from '../inference/manifest.js';
 import type { PipelinePorts } from '../pipeline.js';
