@@ -39,11 +39,7 @@ export const ResourceEventMessageSchema = z.object({
 });
 export type ResourceEventMessage = z.infer<typeof ResourceEventMessageSchema>;
 
-/**
- * The largest focus resource (serialized JSON, bytes) carried in a queue message: a quarter
- * of SQS's 256 KiB message limit, so a batch of messages stays far from it too.
- */
-export const MAX_CARRIED_RESOURCE_BYTES = 64 * 1024;
+export { MAX_CARRIED_RESOURCE_BYTES } from './message-limits.js';
 
 /** Why a queue record could not be read, without echoing its content. */
 export class EventParseError extends Error {

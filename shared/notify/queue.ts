@@ -8,7 +8,8 @@
  */
 import { createHash } from 'node:crypto';
 import { SendMessageBatchCommand, type SQSClient } from '@aws-sdk/client-sqs';
-import { MAX_CARRIED_RESOURCE_BYTES, type ResourceEventMessage } from '../events/resource-event.js';
+import { MAX_CARRIED_RESOURCE_BYTES } from '../events/message-limits.js';
+import type { ResourceEventMessage } from '../events/resource-event.js';
 import { parseReference, type ResourceLike } from '../events/notification.js';
 
 export interface QueuedMessage {
