@@ -48,19 +48,26 @@ const TensorJsonSchema = z.object({
 });
 type TensorJson = z.infer<typeof TensorJsonSchema>;
 
-const RequestSchema = z.object({
-  id: z.string().optional(),
-  parameters: z.looseObject({ binary_data_output: z.boolean().optional() }).optional(),
-  inputs: z.array(TensorJsonSchema).min(1),
-  outputs: z
-    .array(
-      z.object({
-        name: z.string().min(1),
-        parameters: z.looseObject({ binary_data: z.boolean().optional() }).optional(),
-      }),
-    )
-    .optional(),
-});
+/**
+ * The request schema, built on the first `decodeRequest`: only the endpoint servers decode
+ * requests, so a function bundle (which encodes them) neither builds nor carries it.
+ */
+function buildRequestSchema() {
+  return z.object({
+    id: z.string().optional(),
+    parameters: z.looseObject({ binary_data_output: z.boolean().optional() }).optional(),
+    inputs: z.array(TensorJsonSchema).min(1),
+    outputs: z
+      .array(
+        z.object({
+          name: z.string().min(1),
+          parameters: z.looseObject({ binary_data: z.boolean().optional() }).optional(),
+        }),
+      )
+      .optional(),
+  });
+}
+let requestSchema: ReturnType<typeof buildRequestSchema> | undefined;
 
 const ResponseSchema = z.object({
   model_name: z.string().optional(),
@@ -296,7 +303,7 @@ export interface DecodedRequest {
 
 export function decodeRequest(body: Uint8Array, contentType: string): DecodedRequest {
   const { header, binary } = splitBody(body, contentType);
-  const parsed = RequestSchema.safeParse(header);
+  const parsed = (requestSchema ??= buildRequestSchema()).safeParse(header);
   if (!parsed.success) throw new CodecError(describeIssues(parsed.error, header, 'request'));
   const req = parsed.data;
   const inputs = readTensors(req.inputs, binary, 'input');
