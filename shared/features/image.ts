@@ -27,7 +27,7 @@ import type { Endpoint, ImagingStudy, ImagingStudySeries, Reference } from '@med
 import type { ImageInput } from '../inference/manifest.js';
 import type { FeatureRow, SkippedInput } from '../types.js';
 import { compileAllowList, type AllowList } from './allow-list.js';
-import { decodeDicomImage, type DecodedImage } from './dicom.js';
+import type { DecodedImage } from './dicom.js';
 import { parseFhirDateTime } from './fhir-time.js';
 import { applyWindow, resampleBilinear } from './image-pixels.js';
 
@@ -295,6 +295,8 @@ export function compileImageExtractor(input: ImageInput, options: ImageExtractor
         true,
       );
     }
+    // dicom.ts and dicom-parser load with the first image decoded, not at the function's init.
+    const { decodeDicomImage } = await import('./dicom.js');
     const decoded = decodeDicomImage(dicomBytes(response, body), {
       modality: input.modality,
       maxPixels: input.maxPixels,

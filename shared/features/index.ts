@@ -19,7 +19,8 @@ export {
   type ImageExtractorOptions,
   type ImageExtractResult,
 } from './image.js';
-export { decodeDicomImage, type DecodedImage, type DicomDecodeOutcome } from './dicom.js';
+// decodeDicomImage: from './dicom.js' (image.ts loads it on the first image, not at init).
+export type { DecodedImage, DicomDecodeOutcome } from './dicom.js';
 export { parseMultipartRelated, type MultipartPart } from './multipart.js';
 export { checkAllowed, type AllowList } from './allow-list.js';
 export { parseIsoDuration, subtractDuration, DurationError, type IsoDuration } from './duration.js';
