@@ -5,15 +5,16 @@
  * The AWS SDK modules a mode needs are imported when that mode first asks for credentials, not
  * at init: the Secrets Manager client only in SMART mode, when the key is first read (once per
  * container, then kept), and the default credential chain only in SigV4 mode (`sigv4.ts`). The
- * other modes never load them.
+ * other modes never load them. So are the modes' own modules: `smart.ts` (jose's signing, the
+ * credential and token schemas) and `sigv4.ts` (the SigV4 signer) load with the first request
+ * their mode authenticates; the settings are checked here, when the provider is built.
  */
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import { fhirAuthMode, type Config } from '../config.js';
 import { bearerAuth, FhirAuthError, noAuth, type FetchLike, type FhirAuthProvider } from './auth.js';
+import { healthLakeRegion } from './healthlake.js';
 import { readJsonSecret } from './secrets.js';
-import { createSigV4Auth } from './sigv4.js';
-import { createSmartBackendAuth } from './smart.js';
 
 export interface FhirAuthDeps {
   /** Secrets Manager client for the SMART client's key. Default: one from configuration. */
@@ -24,6 +25,33 @@ export interface FhirAuthDeps {
   readonly awsCredentials?: AwsCredentialIdentity | AwsCredentialIdentityProvider;
   readonly fetch?: FetchLike;
   readonly now?: () => number;
+}
+
+/**
+ * A provider whose implementation (its module) is loaded on the first request it authenticates.
+ * Before that, `invalidate` answers as a fresh provider of the mode would (`beforeLoad`).
+ */
+function loadedOnFirstUse(
+  mode: string,
+  beforeLoad: boolean,
+  load: () => Promise<FhirAuthProvider>,
+): FhirAuthProvider {
+  let provider: Promise<FhirAuthProvider> | undefined;
+  let loaded: FhirAuthProvider | undefined;
+  return {
+    mode,
+    async getAuthHeaders(request) {
+      provider ??= load().then(
+        (p) => (loaded = p),
+        (err: unknown) => {
+          provider = undefined;
+          throw err;
+        },
+      );
+      return (await provider).getAuthHeaders(request);
+    },
+    invalidate: () => (loaded ? loaded.invalidate() : beforeLoad),
+  };
 }
 
 export function createFhirAuth(config: Config, deps: FhirAuthDeps = {}): FhirAuthProvider {
@@ -58,22 +86,37 @@ export function createFhirAuth(config: Config, deps: FhirAuthDeps = {}): FhirAut
           }
           return readJsonSecret(secrets, secretId ?? '');
         });
-      return createSmartBackendAuth({
-        baseUrl: config.FHIR_BASE_URL,
-        clientId: config.FHIR_CLIENT_ID,
-        scopes: config.FHIR_SCOPES,
-        ...(config.FHIR_TOKEN_URL ? { tokenUrl: config.FHIR_TOKEN_URL } : {}),
-        credentials,
-        timeoutMs: Math.min(config.CALL_TIMEOUT_MS, 10_000),
-        ...(deps.fetch ? { fetch: deps.fetch } : {}),
-        ...(deps.now ? { now: deps.now } : {}),
-      });
+      const clientId = config.FHIR_CLIENT_ID;
+      // A fresh SMART provider holds no token: after a 401 a new one can always be asked for.
+      return loadedOnFirstUse(mode, true, async () =>
+        (await import('./smart.js')).createSmartBackendAuth({
+          baseUrl: config.FHIR_BASE_URL,
+          clientId,
+          scopes: config.FHIR_SCOPES,
+          ...(config.FHIR_TOKEN_URL ? { tokenUrl: config.FHIR_TOKEN_URL } : {}),
+          credentials,
+          timeoutMs: Math.min(config.CALL_TIMEOUT_MS, 10_000),
+          ...(deps.fetch ? { fetch: deps.fetch } : {}),
+          ...(deps.now ? { now: deps.now } : {}),
+        }),
+      );
     }
-    case 'sigv4':
-      return createSigV4Auth({
-        baseUrl: config.FHIR_BASE_URL,
-        region: config.AWS_REGION,
-        ...(deps.awsCredentials ? { credentials: deps.awsCredentials } : {}),
-      });
+    case 'sigv4': {
+      // createSigV4Auth's own check, made now so that a bad setting still fails the start.
+      if (!(healthLakeRegion(config.FHIR_BASE_URL) ?? config.AWS_REGION)) {
+        throw new FhirAuthError(
+          'configuration',
+          `no region in ${config.FHIR_BASE_URL} and none configured (AWS_REGION)`,
+        );
+      }
+      // A 401 from HealthLake is a permissions problem: SigV4 never asks again (sigv4.ts).
+      return loadedOnFirstUse(mode, false, async () =>
+        (await import('./sigv4.js')).createSigV4Auth({
+          baseUrl: config.FHIR_BASE_URL,
+          region: config.AWS_REGION,
+          ...(deps.awsCredentials ? { credentials: deps.awsCredentials } : {}),
+        }),
+      );
+    }
   }
 }

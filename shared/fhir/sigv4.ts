@@ -17,6 +17,7 @@ import type {
   SourceData,
 } from '@smithy/types';
 import { FhirAuthError, type FhirAuthProvider, type FhirRequest } from './auth.js';
+import { healthLakeRegion } from './healthlake.js';
 
 export const HEALTHLAKE_SERVICE = 'healthlake';
 
@@ -46,16 +47,7 @@ function toBytes(data: SourceData): Uint8Array {
   return new Uint8Array(data);
 }
 
-/** The region of a HealthLake endpoint URL, or undefined for another host. */
-export function healthLakeRegion(baseUrl: string): string | undefined {
-  try {
-    return /^healthlake(?:-fips)?\.([a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com$/.exec(
-      new URL(baseUrl).hostname,
-    )?.[1];
-  } catch {
-    return undefined;
-  }
-}
+export { healthLakeRegion } from './healthlake.js';
 
 export interface SigV4AuthOptions {
   readonly baseUrl: string;
