@@ -6,15 +6,14 @@
  *
  * The spec's JSON rule: optional attributes without a value are omitted, never `null`, `""`,
  * `[]` or `{}` — the response schemas below enforce it with non-empty strings and arrays.
- *
- * The request side (what the service parses on every call) is `cds-hooks-request.ts`,
- * re-exported here; this module adds the strict shapes the service sends, which the OpenAPI
- * document and the tests use.
  */
 import * as z from 'zod';
-import { ExtensionSchema, httpUrl, nonEmpty } from './cds-hooks-request.js';
 
-export * from './cds-hooks-request.js';
+const nonEmpty = z.string().min(1);
+/** A FHIR resource id (R4 `id` datatype). */
+export const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+/** `http(s)` absolute URLs only. */
+const httpUrl = z.url({ protocol: /^https?$/ });
 
 /** The CDS Hooks Coding: `code` and `system` required; `display` required for override reasons. */
 export const CdsCodingSchema = z.strictObject({
@@ -23,6 +22,47 @@ export const CdsCodingSchema = z.strictObject({
   display: nonEmpty.optional(),
 });
 export type CdsCoding = z.infer<typeof CdsCodingSchema>;
+
+/** An `extension` holds a pre-coordinated JSON object (spec "Extensions"). */
+const ExtensionSchema = z.record(z.string(), z.unknown()).optional();
+
+// ─── Request ─────────────────────────────────────────────────────────────────────────────
+
+/** `fhirAuthorization`: every field REQUIRED; `token_type` is fixed to `Bearer`. */
+export const FhirAuthorizationSchema = z.object({
+  access_token: nonEmpty,
+  token_type: z.literal('Bearer'),
+  expires_in: z.number().int().nonnegative(),
+  scope: nonEmpty,
+  subject: nonEmpty,
+});
+
+/** A CDS Service call. `fhirServer` is REQUIRED when `fhirAuthorization` is given. */
+export const CdsHookRequestSchema = z
+  .object({
+    hook: nonEmpty.max(256),
+    /** A UUID for this hook call. */
+    hookInstance: z.guid(),
+    fhirServer: httpUrl.optional(),
+    fhirAuthorization: FhirAuthorizationSchema.optional(),
+    context: z.record(z.string(), z.unknown()),
+    /** Prefetch key → FHIR resource (or searchset Bundle), or `null` when the client had no data. */
+    prefetch: z.record(z.string(), z.unknown()).optional(),
+    extension: ExtensionSchema,
+  })
+  .refine((r) => r.fhirAuthorization === undefined || r.fhirServer !== undefined, {
+    path: ['fhirServer'],
+    error: 'fhirServer is required when fhirAuthorization is given',
+  });
+export type CdsHookRequest = z.infer<typeof CdsHookRequestSchema>;
+
+/** `patient-view` context (hook version 1.0): `userId` and `patientId` REQUIRED, `encounterId` OPTIONAL. */
+export const PatientViewContextSchema = z.object({
+  userId: nonEmpty,
+  patientId: z.string().regex(FHIR_ID, 'a FHIR resource id'),
+  encounterId: nonEmpty.optional(),
+});
+export type PatientViewContext = z.infer<typeof PatientViewContextSchema>;
 
 // ─── Discovery ───────────────────────────────────────────────────────────────────────────
 
@@ -117,3 +157,40 @@ export const CdsResponseSchema = z.strictObject({
   extension: ExtensionSchema,
 });
 export type CdsResponse = z.infer<typeof CdsResponseSchema>;
+
+// ─── Feedback ────────────────────────────────────────────────────────────────────────────
+
+export const CdsFeedbackItemSchema = z
+  .object({
+    /** The `card.uuid` the feedback is about. */
+    card: nonEmpty.max(128),
+    outcome: z.enum(['accepted', 'overridden']),
+    acceptedSuggestions: z
+      .array(z.object({ id: nonEmpty.max(128) }))
+      .min(1)
+      .optional(),
+    overrideReason: z
+      .object({
+        reason: z.object({ code: nonEmpty, system: nonEmpty, display: nonEmpty.optional() }).optional(),
+        userComment: z.string().max(4000).optional(),
+      })
+      .optional(),
+    outcomeTimestamp: z.iso.datetime({ offset: true }),
+    extension: ExtensionSchema,
+  })
+  .refine((f) => f.outcome !== 'accepted' || f.acceptedSuggestions !== undefined, {
+    path: ['acceptedSuggestions'],
+    error: 'acceptedSuggestions is required for accepted outcomes',
+  });
+
+export const CdsFeedbackSchema = z.object({
+  feedback: z.array(CdsFeedbackItemSchema).min(1).max(1000),
+});
+export type CdsFeedback = z.infer<typeof CdsFeedbackSchema>;
+
+/** The first issue of a failed parse as `path: message`, naming the path only (never the value). */
+export function firstIssue(error: z.ZodError): { path: string; message: string } {
+  const issue = error.issues[0];
+  const path = issue?.path.length ? issue.path.map(String).join('.') : '(root)';
+  return { path, message: issue?.message ?? 'invalid' };
+}

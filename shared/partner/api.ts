@@ -31,12 +31,12 @@ import {
 import type { ModelManifest } from '../inference/manifest.js';
 import { errorFields, type Logger } from '../log.js';
 import type { PipelinePorts } from '../pipeline.js';
-import { CdsFeedbackSchema, firstIssue } from '../events/cds-hooks-request.js';
-import type { CdsDiscovery } from '../events/cds-hooks.js';
+import { CdsFeedbackSchema, firstIssue, type CdsDiscovery } from '../events/cds-hooks.js';
 import { AuthError, canPredict, canWriteReports, type Authenticator, type Principal } from './auth.js';
 import { serviceFor, servesPatientView } from './cards.js';
 import { callService } from './cds.js';
 import { toHttpError } from './errors.js';
+import { openApiDocument } from './openapi.js';
 import { parsePredictBundle, predict } from './predict.js';
 import type { RateLimiter } from './rate-limit.js';
 
@@ -165,11 +165,8 @@ export function createPartnerApi(opts: PartnerApiOptions): PartnerApi {
     const base = `${baseUrl()}${route.prefix}`;
     const cardUrl = (id: string): string => `${base}/v1/models/${encodeURIComponent(id)}/card`;
     switch (route.name) {
-      case 'openapi': {
-        // The document and the schemas only it uses load with its first request, not at init.
-        const { openApiDocument } = await import('./openapi.js');
+      case 'openapi':
         return jsonResponse(200, { ...openApiDocument(), servers: [{ url: base }] });
-      }
 
       case 'card': {
         const m = model(route.id);

@@ -9,8 +9,8 @@ import {
   firstIssue,
   PatientViewContextSchema,
   type CdsHookRequest,
-} from '../events/cds-hooks-request.js';
-import type { CdsResponse } from '../events/cds-hooks.js';
+  type CdsResponse,
+} from '../events/cds-hooks.js';
 import { FhirRequestError } from '../fhir/errors.js';
 import { observationSearchCodes } from '../features/search-codes.js';
 import type { FhirGateway } from '../fhir/gateway.js';

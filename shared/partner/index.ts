@@ -25,6 +25,7 @@ export { createPartnerApi, type PartnerApi, type PartnerApiOptions } from './api
 export * from './auth.js';
 export { createJwksCache, type FetchLike, type JwksCache } from './jwks.js';
 export { createTokenBucketLimiter, type RateLimiter } from './rate-limit.js';
+export { openApiDocument } from './openapi.js';
 
 const CdsIssuersSchema = z.array(z.object({ issuer: z.string().min(1), jwksUrls: z.array(z.url()).min(1) }));
 const OAuthIssuersSchema = z.array(

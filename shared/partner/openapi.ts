@@ -10,30 +10,7 @@ import {
   CdsResponseSchema,
 } from '../events/cds-hooks.js';
 import { ModelManifestSchema } from '../inference/manifest.js';
-import { PredictBundleSchema } from './predict.js';
-
-/** A FHIR OperationOutcome, as every error of this API is answered (OpenAPI only). */
-export const OperationOutcomeSchema = z.looseObject({
-  resourceType: z.literal('OperationOutcome'),
-  issue: z.array(
-    z.looseObject({
-      severity: z.enum(['fatal', 'error', 'warning', 'information']),
-      code: z.string(),
-      diagnostics: z.string().optional(),
-      expression: z.array(z.string()).optional(),
-    }),
-  ),
-});
-
-/** The answer of `$predict` (OpenAPI; the full shape is FHIR R4 DiagnosticReport). */
-export const PredictResponseSchema = z.looseObject({
-  resourceType: z.literal('DiagnosticReport'),
-  id: z.string().optional(),
-  status: z.literal('preliminary'),
-  contained: z.array(z.looseObject({ resourceType: z.literal('Observation'), id: z.literal('score') })),
-  result: z.array(z.object({ reference: z.literal('#score') })),
-  conclusion: z.string(),
-});
+import { OperationOutcomeSchema, PredictBundleSchema, PredictResponseSchema } from './predict.js';
 
 export const ModelListSchema = z.object({
   models: z.array(

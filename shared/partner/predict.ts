@@ -16,7 +16,7 @@ import type {
   Patient,
 } from '@medplum/fhirtypes';
 import * as z from 'zod';
-import { FHIR_ID, firstIssue } from '../events/cds-hooks-request.js';
+import { FHIR_ID, firstIssue } from '../events/cds-hooks.js';
 import type { ModelManifest } from '../inference/manifest.js';
 import type { PipelinePorts } from '../pipeline.js';
 import type { ExtractResult } from '../types.js';
@@ -40,6 +40,29 @@ export const PredictBundleSchema = z.object({
     )
     .min(1)
     .max(MAX_BUNDLE_ENTRIES),
+});
+
+/** A FHIR OperationOutcome, as every error of this API is answered (OpenAPI only). */
+export const OperationOutcomeSchema = z.looseObject({
+  resourceType: z.literal('OperationOutcome'),
+  issue: z.array(
+    z.looseObject({
+      severity: z.enum(['fatal', 'error', 'warning', 'information']),
+      code: z.string(),
+      diagnostics: z.string().optional(),
+      expression: z.array(z.string()).optional(),
+    }),
+  ),
+});
+
+/** The answer of `$predict` (OpenAPI; the full shape is FHIR R4 DiagnosticReport). */
+export const PredictResponseSchema = z.looseObject({
+  resourceType: z.literal('DiagnosticReport'),
+  id: z.string().optional(),
+  status: z.literal('preliminary'),
+  contained: z.array(z.looseObject({ resourceType: z.literal('Observation'), id: z.literal('score') })),
+  result: z.array(z.object({ reference: z.literal('#score') })),
+  conclusion: z.string(),
 });
 
 export interface PredictInput {
