@@ -5,9 +5,11 @@
  * The AWS SDK modules a mode needs are imported when that mode first asks for credentials, not
  * at init: the Secrets Manager client only in SMART mode, when the key is first read (once per
  * container, then kept), and the default credential chain only in SigV4 mode (`sigv4.ts`). The
- * other modes never load them. So are the modes' own modules: `smart.ts` (jose's signing, the
- * credential and token schemas) and `sigv4.ts` (the SigV4 signer) load with the first request
- * their mode authenticates; the settings are checked here, when the provider is built.
+ * other modes never load them. Nor does any other mode load `sigv4.ts` and the SigV4 signer:
+ * SigV4 mode loads them with its first request (its settings are checked here, when the
+ * provider is built). `smart.ts` is imported statically: it shares zod and jose with what
+ * every function loads at init, and a module imported on first use makes the bundler wrap
+ * everything it imports in lazy initializers, which costs more at init than its schemas do.
  */
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
@@ -15,6 +17,7 @@ import { fhirAuthMode, type Config } from '../config.js';
 import { bearerAuth, FhirAuthError, noAuth, type FetchLike, type FhirAuthProvider } from './auth.js';
 import { healthLakeRegion } from './healthlake.js';
 import { readJsonSecret } from './secrets.js';
+import { createSmartBackendAuth } from './smart.js';
 
 export interface FhirAuthDeps {
   /** Secrets Manager client for the SMART client's key. Default: one from configuration. */
@@ -86,20 +89,16 @@ export function createFhirAuth(config: Config, deps: FhirAuthDeps = {}): FhirAut
           }
           return readJsonSecret(secrets, secretId ?? '');
         });
-      const clientId = config.FHIR_CLIENT_ID;
-      // A fresh SMART provider holds no token: after a 401 a new one can always be asked for.
-      return loadedOnFirstUse(mode, true, async () =>
-        (await import('./smart.js')).createSmartBackendAuth({
-          baseUrl: config.FHIR_BASE_URL,
-          clientId,
-          scopes: config.FHIR_SCOPES,
-          ...(config.FHIR_TOKEN_URL ? { tokenUrl: config.FHIR_TOKEN_URL } : {}),
-          credentials,
-          timeoutMs: Math.min(config.CALL_TIMEOUT_MS, 10_000),
-          ...(deps.fetch ? { fetch: deps.fetch } : {}),
-          ...(deps.now ? { now: deps.now } : {}),
-        }),
-      );
+      return createSmartBackendAuth({
+        baseUrl: config.FHIR_BASE_URL,
+        clientId: config.FHIR_CLIENT_ID,
+        scopes: config.FHIR_SCOPES,
+        ...(config.FHIR_TOKEN_URL ? { tokenUrl: config.FHIR_TOKEN_URL } : {}),
+        credentials,
+        timeoutMs: Math.min(config.CALL_TIMEOUT_MS, 10_000),
+        ...(deps.fetch ? { fetch: deps.fetch } : {}),
+        ...(deps.now ? { now: deps.now } : {}),
+      });
     }
     case 'sigv4': {
       // createSigV4Auth's own check, made now so that a bad setting still fails the start.
