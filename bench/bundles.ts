@@ -6,7 +6,8 @@
  * the same run:
  * - an empty bundle's;
  * - that of an entry importing only the SDK modules the function imports at init (static
- *   imports), the part of its init that the function's own code does not change;
+ *   imports), the part of its init that the function's own code does not change, and the
+ *   difference (`ownInitMs`, `ownInitCpuMs`): what the function's own code costs;
  * - the bundle followed by the SDK modules it imports only on first use (dynamic imports: the
  *   Secrets Manager client in SMART mode, the default credential chain in SigV4 mode), what a
  *   cold start in those modes pays by the end of its first FHIR request;
@@ -284,6 +285,9 @@ export async function benchBundles(): Promise<Record<string, unknown>> {
       sdkOnlyColdInitMs: sdkInit.wallMs,
       sdkOnlyRatioToEmpty: ratio(sdkInit.wallMs, emptyInit.wallMs),
       sdkOnlyCpuRatioToEmpty: ratio(sdkInit.cpuMs, emptyInit.cpuMs),
+      // What the function's own code (ours and its bundled packages) adds to those SDK modules.
+      ownInitMs: Math.round((init.wallMs - sdkInit.wallMs) * 10) / 10,
+      ownInitCpuMs: Math.round((init.cpuMs - sdkInit.cpuMs) * 10) / 10,
       // The same SDK modules loaded through ESM `import` (how the bundles loaded them before).
       sdkOnlyEsmImport: rel(esmInit),
       // Imported on first use only, in the modes that need them: paid then, not at init.
