@@ -2,9 +2,11 @@
  * The FHIR auth settings of shared/config.ts: defaults, the settings each mode requires (a
  * ConfigError naming every missing variable), and the provider each mode builds.
  */
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, ENV, fhirAuthMode, loadConfig } from '../../shared/config.js';
+import { FhirAuthError } from '../../shared/fhir/auth.js';
 import { createFhirAuth } from '../../shared/fhir/auth-config.js';
+import { createSigV4Auth } from '../../shared/fhir/sigv4.js';
 
 const BASE = { FHIR_BASE_URL: 'https://fhir.example.org/r4' };
 const ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:fhir-client-AbCdEf';
@@ -65,6 +67,45 @@ describe('FHIR auth configuration', () => {
       FHIR_AUTH_MODE: 'sigv4',
     });
     expect(createFhirAuth(config).mode).toBe('sigv4');
+  });
+
+  describe('SigV4 from configuration (the signer loads with the first request)', () => {
+    const HEALTHLAKE = 'https://healthlake.eu-west-1.amazonaws.com/datastore/abc/r4';
+    const KEYS = { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY' };
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+
+    it('signs as createSigV4Auth does, and never asks for new credentials after a 401', async () => {
+      vi.useFakeTimers({ toFake: ['Date'] });
+      vi.setSystemTime(new Date('2015-08-30T12:36:00Z'));
+      const config = loadConfig({ FHIR_BASE_URL: HEALTHLAKE, FHIR_AUTH_MODE: 'sigv4' });
+      const auth = createFhirAuth(config, { awsCredentials: KEYS });
+      expect(auth.invalidate()).toBe(false);
+      const request = {
+        method: 'GET',
+        url: `${HEALTHLAKE}/Patient/1`,
+        headers: { accept: 'application/fhir+json' },
+      };
+      const headers = await auth.getAuthHeaders(request);
+      expect(headers).toEqual(
+        await createSigV4Auth({ baseUrl: HEALTHLAKE, region: 'us-east-1', credentials: KEYS }).getAuthHeaders(
+          request,
+        ),
+      );
+      expect(headers.authorization).toContain('/20150830/eu-west-1/healthlake/aws4_request');
+      expect(auth.invalidate()).toBe(false);
+    });
+
+    it('refuses, when the provider is built, a host that names no region with no AWS_REGION', () => {
+      const config = loadConfig({
+        FHIR_BASE_URL: 'https://fhir.example.org/r4',
+        FHIR_AUTH_MODE: 'sigv4',
+        AWS_REGION: '',
+      });
+      expect(() => createFhirAuth(config)).toThrow(FhirAuthError);
+      expect(() => createFhirAuth(config)).toThrow(/no region in https:\/\/fhir\.example\.org\/r4/);
+    });
   });
 
   it('requires the endpoint name of a multi-model endpoint', () => {
