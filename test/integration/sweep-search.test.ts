@@ -15,6 +15,7 @@ import { GLUCOSE_CODE, loadSyntheticCohort } from '../../local/fhir/export-cohor
 import { createFhirGateway } from '../../shared/fhir/gateway.js';
 import { silentLogger } from '../../shared/log.js';
 import type { SweepDefinitionInput } from '../../shared/sweep/definition.js';
+import { SearchLimitError } from '../../shared/sweep/errors.js';
 import { PageReader } from '../../shared/sweep/search-pages.js';
 import type { SearchCursor } from '../../shared/sweep/search-steps.js';
 import type { StagedExport } from '../../shared/sweep/stage.js';
@@ -259,7 +260,7 @@ describe('population sweep, paged-search fallback as resumable steps (embedded s
     expect((await reportsBySubject()).get(`Patient/${target}`)).toBe(before + 1);
   });
 
-  it('a Group cohort: its members only, page by page', async () => {
+  it('a Group cohort: its members only, page by page; the bound on calls holds', async () => {
     const group = await stack.fhir.repo.createResource<Group>({
       resourceType: 'Group',
       type: 'person',
@@ -274,9 +275,12 @@ describe('population sweep, paged-search fallback as resumable steps (embedded s
       }),
       LAMBDA,
     );
+    // Past the loop's bound a call refuses to run (the state machine records the failure).
+    const bounded = h.searchHandler(json({ ...begun, searchCalls: 2, maxSearchCalls: 2 }), LAMBDA);
+    await expect(bounded).rejects.toBeInstanceOf(SearchLimitError);
     const states = await searchUntilStaged(h, begun);
     const summary = await itemsAndFinish(h, states[states.length - 1] as SweepState);
-    expect(states.length - 1).toBe(Math.ceil(10 / 4) + 1);
+    expect(states.length - 1).toBe(Math.ceil(10 / 4) + 1); // the last finds no members left
     expect(summary.patients).toMatchObject({ processed: 10, failed: 0 });
     expect(summary.export.resources.Patient).toBe(10);
   });
