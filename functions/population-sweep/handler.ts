@@ -6,6 +6,9 @@
  *     1. startHandler   { definition, sweepId, attempt?, poll?, minPollSeconds?, maxPolls? } → the
  *                       sweep's state (`SweepState`): phase "exporting" (statusUrl, waitSeconds),
  *                       or "staged" (resumed, search); the poll loop's floor defaults to 30 s
+ *     1b. searchHandler (no `$export`: phase "searching") the state → pages of the search until
+ *                       its time budget → "searching" again (the cursor in S3), or "staged" —
+ *                       a Task/Choice loop; past maxSearchCalls, SearchLimitError
  *     2. pollHandler    the state → one status request → "exporting" again (waitSeconds from
  *                       Retry-After, whole seconds, ≥ the floor), or "exported" (files.json in
  *                       S3) — a Wait/Choice loop; past maxPolls, ExportTimeoutError
@@ -40,10 +43,12 @@ import {
   FinishSweepEventSchema,
   PlanSweepEventSchema,
   PollSweepEventSchema,
+  SearchSweepEventSchema,
   StageFileItemSchema,
   StartSweepEventSchema,
   SweepItemSchema,
 } from '../../shared/sweep/events.js';
+import { DEFAULT_MAX_SEARCH_CALLS, searchStep } from '../../shared/sweep/search-steps.js';
 import { planItems, stageFile } from '../../shared/sweep/stage-files.js';
 import {
   beginSweep,
@@ -115,6 +120,7 @@ export function contextFromConfig(config: Config, sweep: SweepConfig, logger: Lo
     callTimeoutMs: config.CALL_TIMEOUT_MS,
     exportMaxWaitMs: sweep.SWEEP_EXPORT_MAX_WAIT_MS,
     writeConcurrency: sweep.SWEEP_WRITE_CONCURRENCY,
+    extra: { stage: { searchBudgetMs: sweep.SWEEP_SEARCH_BUDGET_MS } },
   });
 }
 
@@ -134,7 +140,22 @@ export function createPopulationSweepHandlers(logger: Logger, getContext: () => 
       // This entry point begins the Wait/Choice loop: its floor and bound, whoever starts it.
       minPollSeconds: event.minPollSeconds ?? DEFAULT_MIN_POLL_SECONDS,
       maxPolls: event.maxPolls ?? DEFAULT_MAX_POLLS,
+      maxSearchCalls: event.maxSearchCalls ?? DEFAULT_MAX_SEARCH_CALLS,
     });
+  const search = async (
+    event: z.infer<typeof SearchSweepEventSchema>,
+    context_: Context,
+  ): Promise<SweepState> => {
+    const ctx = await context();
+    // The configured budget, or less: a margin of 2 minutes before this call's own timeout.
+    const left =
+      typeof context_.getRemainingTimeInMillis === 'function'
+        ? context_.getRemainingTimeInMillis()
+        : undefined;
+    const budget = ctx.stage?.searchBudgetMs;
+    const budgetMs = left === undefined ? budget : Math.max(1_000, Math.min(budget ?? left, left - 120_000));
+    return (await searchStep(ctx, event, budgetMs === undefined ? {} : { budgetMs })).state;
+  };
   const poll = async (event: z.infer<typeof PollSweepEventSchema>, _context: Context): Promise<SweepState> =>
     pollExport(await context(), event);
   const stage = async (
@@ -159,6 +180,7 @@ export function createPopulationSweepHandlers(logger: Logger, getContext: () => 
   return {
     startHandler: middy(start).use(parseEvent(StartSweepEventSchema)).use(logInvocation(logger)),
     pollHandler: middy(poll).use(parseEvent(PollSweepEventSchema)).use(logInvocation(logger)),
+    searchHandler: middy(search).use(parseEvent(SearchSweepEventSchema)).use(logInvocation(logger)),
     stageFileHandler: middy(stage).use(parseEvent(StageFileItemSchema)).use(logInvocation(logger)),
     planHandler: middy(plan).use(parseEvent(PlanSweepEventSchema)).use(logInvocation(logger)),
     itemHandler: middy(item).use(parseEvent(SweepItemSchema)).use(logInvocation(logger)),
@@ -172,6 +194,7 @@ const handlers = createPopulationSweepHandlers(logger, () =>
 );
 export const startHandler = handlers.startHandler;
 export const pollHandler = handlers.pollHandler;
+export const searchHandler = handlers.searchHandler;
 export const stageFileHandler = handlers.stageFileHandler;
 export const planHandler = handlers.planHandler;
 export const itemHandler = handlers.itemHandler;

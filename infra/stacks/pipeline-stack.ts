@@ -51,6 +51,7 @@ const DEFAULT_CONCURRENCY: Record<FunctionRole, number> = {
 type SweepPhaseRole =
   | 'populationSweepStart'
   | 'populationSweepPoll'
+  | 'populationSweepSearch'
   | 'populationSweepStage'
   | 'populationSweepPlan'
   | 'populationSweepFinish';
@@ -242,6 +243,7 @@ export class PipelineStack extends Stack {
       this.fn(role, { entryRole: 'populationSweep', handler, timeout, concurrency, withManifests: true });
     const start = step('populationSweepStart', 'startHandler', SWEEP_START_TIMEOUT);
     const poll = step('populationSweepPoll', 'pollHandler', Duration.minutes(1));
+    const search = step('populationSweepSearch', 'searchHandler', Duration.minutes(15));
     const stageFile = step(
       'populationSweepStage',
       'stageFileHandler',
@@ -261,10 +263,10 @@ export class PipelineStack extends Stack {
     // No heap flag in its NODE_OPTIONS (the house `--enable-source-maps` only): Lambda's bootstrap
     // puts its own on the command line, which wins; the worker collects between batches instead
     // (shared/sweep/heap.ts).
-    for (const fn of [start, poll, stageFile, plan, item, finish]) {
+    for (const fn of [start, poll, search, stageFile, plan, item, finish]) {
       for (const [k, v] of Object.entries(env)) fn.addEnvironment(k, v);
     }
-    for (const fn of [start, plan, item, finish]) {
+    for (const fn of [start, search, plan, item, finish]) {
       // What the checkpoint store calls (shared/sweep/checkpoint.ts), and no more: no Scan,
       // no deletes, no batch writes, no streams.
       table.grant(fn, 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query');
@@ -272,11 +274,11 @@ export class PipelineStack extends Stack {
     }
     // Gets and puts under the prefix, no deletes (a lifecycle rule deletes); reads keep the
     // bucket's list, so a missing key is a 404, not a 403. Stage reads its file's entry.
-    for (const fn of [start, stageFile, plan, finish]) bucket.grantRead(fn, objects);
-    for (const fn of [start, poll, stageFile, plan, finish]) bucket.grantPut(fn, objects);
+    for (const fn of [start, search, stageFile, plan, finish]) bucket.grantRead(fn, objects);
+    for (const fn of [start, poll, search, stageFile, plan, finish]) bucket.grantPut(fn, objects);
     bucket.grantRead(item, objects);
     const sweep = new Sweep(this, 'Sweep', {
-      functions: { start, poll, stageFile, plan, item, finish },
+      functions: { start, poll, search, stageFile, plan, item, finish },
       bucket,
       prefix: `${SWEEP_PREFIX}/`,
       table,

@@ -29,6 +29,26 @@ export interface FhirGateway {
   transaction(bundle: Bundle): Promise<Bundle>;
 }
 
+/** One page of a search: its matches, and the absolute URL of the next page (absent: the last). */
+export interface SearchPage<T extends Resource> {
+  readonly resources: T[];
+  readonly next?: string;
+}
+
+/**
+ * Searches a page at a time, for callers that must not hold every match (a population) and
+ * may resume later from a stored `next` URL. The same rules as `searchAll`: retries, timeouts,
+ * typed errors, and credentials to the configured base only (a `next` URL elsewhere is refused,
+ * whether the server sent it or a caller stored it).
+ */
+export interface FhirPager {
+  searchPage<T extends Resource>(
+    resourceType: T['resourceType'],
+    params: Readonly<Record<string, string>>,
+  ): Promise<SearchPage<T>>;
+  nextPage<T extends Resource>(url: string): Promise<SearchPage<T>>;
+}
+
 export interface FhirGatewayOptions {
   readonly baseUrl: string;
   /** How requests are authenticated. Default: `bearerToken` if given, else none. */
@@ -122,7 +142,7 @@ async function viaClient<T>(operation: string, send: () => Promise<FhirResource>
   return out as unknown as T;
 }
 
-export function createFhirGateway(opts: FhirGatewayOptions): FhirGateway {
+export function createFhirGateway(opts: FhirGatewayOptions): FhirGateway & FhirPager {
   const base = opts.baseUrl.replace(/\/+$/, '');
   const auth = opts.auth ?? (opts.bearerToken ? bearerAuth(opts.bearerToken) : noAuth);
   // ClientConfig types the signer as returning void; HttpClient (its implementation and its own
@@ -181,6 +201,45 @@ export function createFhirGateway(opts: FhirGatewayOptions): FhirGateway {
     }
   };
 
+  /** A searchset's matches, and its next link resolved against the base (checked when followed). */
+  const pageOf = <T extends Resource>(bundle: Bundle<T>): SearchPage<T> => {
+    const resources: T[] = [];
+    for (const entry of bundle.entry ?? []) {
+      if (entry.resource && (entry.search?.mode ?? 'match') === 'match') resources.push(entry.resource);
+    }
+    const link = bundle.link?.find((l) => l.relation === 'next' && l.url)?.url;
+    return link ? { resources, next: new URL(link, `${base}/`).toString() } : { resources };
+  };
+
+  const searchPage = async <T extends Resource>(
+    resourceType: T['resourceType'],
+    params: Readonly<Record<string, string>>,
+  ): Promise<SearchPage<T>> =>
+    pageOf(
+      await call<Bundle<T>>('search', (options) =>
+        client.search({ resourceType, searchParams: { ...params }, options }),
+      ),
+    );
+
+  const nextPage = async <T extends Resource>(next: string): Promise<SearchPage<T>> => {
+    const url = new URL(next, `${base}/`).toString();
+    // Credentials go to the configured server only: a next link elsewhere is refused.
+    if (!isUnderBase(url, base)) {
+      throw new FhirRequestError('FHIR search-next link points outside the FHIR base', {
+        retryable: false,
+      });
+    }
+    // The link resolved against the base, so that fhir-kit-client fetches exactly the URL checked.
+    const bundle = { resourceType: 'Bundle', link: [{ relation: 'next', url }] };
+    return pageOf(
+      await call<Bundle<T>>(
+        'search-next',
+        (options) =>
+          client.nextPage({ bundle, options }) ?? Promise.reject(new Error('FHIR search-next lost its link')),
+      ),
+    );
+  };
+
   return {
     async read<T extends Resource>(resourceType: T['resourceType'], id: string): Promise<T | undefined> {
       try {
@@ -193,6 +252,9 @@ export function createFhirGateway(opts: FhirGatewayOptions): FhirGateway {
       }
     },
 
+    searchPage,
+    nextPage,
+
     async searchAll<T extends Resource>(
       resourceType: T['resourceType'],
       params: Readonly<Record<string, string>>,
@@ -200,31 +262,14 @@ export function createFhirGateway(opts: FhirGatewayOptions): FhirGateway {
     ): Promise<T[]> {
       const limit = searchOpts?.maxResources ?? maxResources;
       const out: T[] = [];
-      let page = await call<Bundle<T>>('search', (options) =>
-        client.search({ resourceType, searchParams: { ...params }, options }),
-      );
+      let page = await searchPage<T>(resourceType, params);
       for (;;) {
-        for (const entry of page.entry ?? []) {
-          if (entry.resource && (entry.search?.mode ?? 'match') === 'match') out.push(entry.resource);
+        for (const resource of page.resources) {
+          out.push(resource);
           if (out.length >= limit) return out;
         }
-        const next = page.link?.find((l) => l.relation === 'next' && l.url)?.url;
-        if (!next) return out;
-        const url = new URL(next, `${base}/`).toString();
-        // Credentials go to the configured server only: a next link elsewhere is refused.
-        if (!isUnderBase(url, base)) {
-          throw new FhirRequestError('FHIR search-next link points outside the FHIR base', {
-            retryable: false,
-          });
-        }
-        // The link resolved against the base, so that fhir-kit-client fetches exactly the URL checked.
-        const bundle = { resourceType: 'Bundle', link: [{ relation: 'next', url }] };
-        page = await call<Bundle<T>>(
-          'search-next',
-          (options) =>
-            client.nextPage({ bundle, options }) ??
-            Promise.reject(new Error('FHIR search-next lost its link')),
-        );
+        if (!page.next) return out;
+        page = await nextPage<T>(page.next);
       }
     },
 

@@ -12,7 +12,7 @@
  * each report atomic and idempotent (a re-run finds each report: 200, not 201).
  */
 import type { Observation, Patient, Resource } from '@medplum/fhirtypes';
-import type { FhirGateway } from '../fhir/gateway.js';
+import type { FhirGateway, FhirPager } from '../fhir/gateway.js';
 import type { ModelManifest } from '../inference/manifest.js';
 import type { Logger } from '../log.js';
 import type { PipelinePorts } from '../pipeline.js';
@@ -31,7 +31,7 @@ import {
 
 /** What a sweep needs of the pipeline's ports (the same builders, clients injected). */
 export interface SweepPorts {
-  readonly fhir: FhirGateway;
+  readonly fhir: FhirGateway & FhirPager;
   readonly inference: PipelinePorts['inference'];
   readonly extractor: PipelinePorts['extractor'];
   readonly buildReport: PipelinePorts['buildReport'];

@@ -36,7 +36,7 @@ export function sweepTableDefinition(tableName = DEFAULT_SWEEP_TABLE): CreateTab
   };
 }
 
-export type SweepStatus = 'exporting' | 'staged' | 'done' | 'failed';
+export type SweepStatus = 'exporting' | 'searching' | 'staged' | 'done' | 'failed';
 
 export interface SweepRecord {
   readonly sweepId: string;

@@ -22,6 +22,12 @@ const SweepConfigSchema = z.object({
     .int()
     .positive()
     .default(30 * 60_000),
+  /** One Search call's time budget (paged-search fallback), in ms: ample margin under Lambda's 15 minutes. */
+  SWEEP_SEARCH_BUDGET_MS: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(10 * 60_000),
   /** Report transactions in flight at once. */
   SWEEP_WRITE_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(8),
   /** OAuth2 client credentials for the FHIR server (the secret comes from Secrets Manager in AWS). */

@@ -36,6 +36,11 @@ export class ExportTimeoutError extends SweepError {
   override name = 'ExportTimeoutError';
 }
 
+/** The paged search did not end within the Search loop's bound on calls. */
+export class SearchLimitError extends SweepError {
+  override name = 'SearchLimitError';
+}
+
 /** A download URL answered 404/410: the files expired; the export must be kicked off again. */
 export class ExportExpiredError extends SweepError {
   override name = 'ExportExpiredError';

@@ -1,7 +1,7 @@
 /**
  * The shapes the population-sweep functions receive (Step Functions passes them as the
  * Lambda event): begin (from EventBridge Scheduler through the state machine, or a re-kick),
- * poll and plan (the sweep's state, steps.ts), one export file and one item (from the two
+ * poll, search and plan (the sweep's state, steps.ts and search-steps.ts), one export file and one item (from the two
  * Distributed Maps), finish.
  */
 import { z } from 'zod';
@@ -28,6 +28,8 @@ export const StartSweepEventSchema = z.object({
    */
   minPollSeconds: z.number().int().min(1).max(3600).optional(),
   maxPolls: z.number().int().min(1).max(10_000).optional(),
+  /** The Search loop's bound on calls (the paged-search fallback; default `DEFAULT_MAX_SEARCH_CALLS`). */
+  maxSearchCalls: z.number().int().min(1).max(10_000).optional(),
 });
 export type StartSweepEvent = z.infer<typeof StartSweepEventSchema>;
 
@@ -35,7 +37,7 @@ export type StartSweepEvent = z.infer<typeof StartSweepEventSchema>;
 export const SweepStateSchema = z.object({
   sweepId: z.string().regex(SWEEP_ID),
   bucket: z.string().min(3).max(63),
-  phase: z.enum(['exporting', 'exported', 'staged']),
+  phase: z.enum(['exporting', 'searching', 'exported', 'staged']),
   attempt: count,
   poll: PollStatsSchema,
   statusUrl: z.url().optional(),
@@ -44,6 +46,9 @@ export const SweepStateSchema = z.object({
   serverErrorsInARow: count.optional(),
   minPollSeconds: z.number().int().min(1).max(3600).optional(),
   maxPolls: z.number().int().min(1).max(10_000).optional(),
+  searchKey: key.optional(),
+  searchCalls: count.optional(),
+  maxSearchCalls: z.number().int().min(1).max(10_000).optional(),
   filesKey: key.optional(),
   files: count.optional(),
   itemsKey: key.optional(),
@@ -56,6 +61,12 @@ export const SweepStateSchema = z.object({
 export const PollSweepEventSchema = SweepStateSchema.extend({
   phase: z.literal('exporting'),
   statusUrl: z.url(),
+});
+
+/** Search: a paged search in progress (its cursor in S3). */
+export const SearchSweepEventSchema = SweepStateSchema.extend({
+  phase: z.literal('searching'),
+  searchKey: key,
 });
 
 /** Plan: an export whose files were staged. */

@@ -3,7 +3,10 @@
  * time (infra/constructs/sweep.ts), so that no call waits for a whole export or reads a whole
  * export (Lambda stops at 15 minutes; a 10^7-patient export takes hours and tens of GB):
  *
- *   beginSweep  → { phase: 'exporting', statusUrl, waitSeconds } (or 'staged': resumed, search)
+ *   beginSweep  → { phase: 'exporting', statusUrl, waitSeconds } (or 'staged': resumed; or
+ *                 'searching': no `$export`, or a search cohort — search-steps.ts)
+ *   searchStep  → pages of a paged search until its time budget: 'searching' again (a cursor in
+ *                 S3), or 'staged' as planItems answers
  *   pollExport  → ONE status request: 'exporting' again with waitSeconds (Retry-After, whole
  *                 seconds, at least the loop's floor), or 'exported': manifest.json, the files'
  *                 entries (files/c<n>.json, download URLs included) and files.json (the Stage
@@ -17,15 +20,15 @@
  * no token and no patient data (the status URL and S3 keys only).
  */
 import { randomUUID } from 'node:crypto';
-import type { Logger } from '../log.js';
 import { observationSearchCodes } from '../features/search-codes.js';
 import { exportTypeFilters } from './type-filters.js';
 import type { PollStats } from './bulk-client.js';
 import type { SweepRecord } from './checkpoint.js';
 import { parseSweepDefinition, selectModels } from './definition.js';
 import { ExportTimeoutError, ExportUnsupportedError, SweepInputError } from './errors.js';
-import { partitionsFor, stageSearch, type StageOptions } from './stage.js';
-import { attemptPrefix, prefixOf, readStaged, recordStaged, stagedResult } from './staged.js';
+import { beginSearch, resumedSearchState } from './search-steps.js';
+import { partitionsFor } from './stage.js';
+import { attemptPrefix, readStaged, stagedResult } from './staged.js';
 import { putObject } from './staging.js';
 import type { SweepContext, SweepItem } from './sweep.js';
 
@@ -47,7 +50,7 @@ export interface SweepState {
   readonly sweepId: string;
   /** The staging bucket: the Distributed Maps' ItemReaders read files.json and items.json from it. */
   readonly bucket: string;
-  readonly phase: 'exporting' | 'exported' | 'staged';
+  readonly phase: 'exporting' | 'searching' | 'exported' | 'staged';
   /** Export kick-offs so far, this one included (0: paged search). */
   readonly attempt: number;
   /** Across polls and kick-offs: the bound on total wait (`SWEEP_EXPORT_MAX_WAIT_MS`) holds over them. */
@@ -63,6 +66,10 @@ export interface SweepState {
    */
   readonly minPollSeconds?: number;
   readonly maxPolls?: number;
+  /** searching: S3 key of the search cursor (search-steps.ts), the Search calls so far and their bound. */
+  readonly searchKey?: string;
+  readonly searchCalls?: number;
+  readonly maxSearchCalls?: number;
   /** exported: S3 key of files.json (`StageFileItem[]`) and how many. */
   readonly filesKey?: string;
   readonly files?: number;
@@ -109,18 +116,6 @@ export const fileChunkKey = (ctx: SweepContext, f: StageFileItem): string =>
   `${attemptPrefix(ctx, f.sweepId, f.attempt)}/files/c${String(Math.floor(f.index / FILES_PER_CHUNK)).padStart(4, '0')}.json`;
 const emptyPoll = (): PollStats => ({ polls: 0, throttled: 0, serverErrors: 0, waitedMs: 0 });
 
-function stageOptions(ctx: SweepContext, prefix: string, logger: Logger): StageOptions {
-  return {
-    store: ctx.store,
-    prefix,
-    isOwnWrite: (r) => ctx.ports.isOwnWrite(r),
-    ...(ctx.ownWriteMarker ? { ownWriteMarker: ctx.ownWriteMarker } : {}),
-    logger,
-    ...ctx.stage,
-    onProgress: (e) => ctx.onProgress?.(e),
-  };
-}
-
 export interface BeginOptions {
   /** Resume this sweep (Step Functions passes the execution name). */
   readonly sweepId?: string;
@@ -131,6 +126,8 @@ export interface BeginOptions {
   /** The Wait/Choice loop's floor between polls (seconds) and bound on polls; absent in one process. */
   readonly minPollSeconds?: number;
   readonly maxPolls?: number;
+  /** The Search loop's bound on calls (the state machine's; absent in one process: no bound). */
+  readonly maxSearchCalls?: number;
 }
 
 /** Kick-off (the step, and `startSweep`'s first): the items too when it staged already. */
@@ -157,6 +154,10 @@ export async function begin(
       return { state, items };
     }
   }
+  if (existing?.status === 'searching') {
+    log.info('sweep resumed: search in progress');
+    return { state: resumedSearchState(ctx, sweepId, opts.maxSearchCalls), record: existing };
+  }
 
   // A re-kick exports what the first kick-off asked for (the same `_since`).
   const since =
@@ -177,16 +178,15 @@ export async function begin(
   await ctx.checkpoints.putSweep(record);
 
   const codes = observationSearchCodes(models);
-  const search = async (): Promise<{ state: SweepState; items: SweepItem[] }> => {
-    const staged = await stageSearch({
-      ...stageOptions(ctx, prefixOf(ctx, sweepId), log),
-      fhir: ctx.ports.fhir,
-      cohort: definition.cohort,
+  const search = async (): Promise<{ state: SweepState; record: SweepRecord }> => ({
+    state: await beginSearch(ctx, {
+      record,
       codes,
       ...(since ? { since } : {}),
-    });
-    return recordStaged(ctx, record, staged, log);
-  };
+      ...(opts.maxSearchCalls === undefined ? {} : { maxSearchCalls: opts.maxSearchCalls }),
+    }),
+    record,
+  });
   if (definition.cohort.kind === 'search') return search();
   let statusUrl: string;
   try {

@@ -32,10 +32,11 @@ import { ExportExpiredError, SweepError, SweepInputError } from './errors.js';
 import { groupByKey, type ExternalSorter } from './external-sort.js';
 import { observationSearchCodes } from '../features/search-codes.js';
 import { createHeapCollector } from './heap.js';
-import type { StageOptions } from './stage.js';
+import type { StageKnobs } from './stage.js';
 import { exportFiles, planItems, stageExportFile } from './stage-files.js';
 import { begin, itemsOf, pollExport, prefixOf, readStaged } from './steps.js';
 import { readItem } from './read-item.js';
+import { runSearch } from './search-steps.js';
 import { putObject, type StagingStore } from './staging.js';
 import { buildSummary, renderSummaryHtml, type SweepSummary } from './summary.js';
 import { emptyTally, mergeTally } from './tally.js';
@@ -81,10 +82,7 @@ export interface SweepContext {
   /** The bound on total wait for the export (the bulk client's too). Default 30 minutes. */
   readonly exportMaxWaitMs?: number;
   /** Staging knobs (partition size, part size, export attempts; poll pauses live in the bulk client). */
-  readonly stage?: Pick<
-    StageOptions,
-    'resourcesPerPartition' | 'maxPartitions' | 'partBytes' | 'maxExportAttempts'
-  >;
+  readonly stage?: StageKnobs;
   /** Bytes of keyed lines held before a sorted run spills. Default 4 MiB. */
   readonly runBytes?: number;
   /** Incremental runs: patients whose inputs are read at once. Default 8. */
@@ -116,7 +114,7 @@ const STAGE_CONCURRENCY = 2;
 
 /**
  * The coordinator steps (steps.ts) in one process: begin → poll until the manifest (sleeping as
- * each poll says) → stage each file, two at a time → plan. Export files that expired are
+ * each poll says) → stage each file, two at a time → plan (or the Search steps: search-steps.ts). Export files that expired are
  * kicked off again, up to `stage.maxExportAttempts` (default 2) kick-offs.
  */
 export async function startSweep(
@@ -135,6 +133,7 @@ export async function startSweep(
     });
     let state = begun.state;
     sweepId = state.sweepId;
+    if (state.phase === 'searching') return runSearch(ctx, state);
     if (state.phase === 'staged' || !begun.record) {
       return {
         sweepId,

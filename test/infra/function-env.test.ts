@@ -111,9 +111,9 @@ describe('FHIR credentials grant', () => {
         (p.PolicyDocument as { Statement: { Action: string | string[]; Resource: unknown }[] }).Statement,
     );
     const secretStatements = statements.filter((s) => JSON.stringify(s.Action).includes('secretsmanager:'));
-    // resource-event, notify, partner-api and the sweep's start, poll, stage, plan, item and
-    // finish each read it.
-    expect(secretStatements).toHaveLength(9);
+    // resource-event, notify, partner-api and the sweep's start, poll, search, stage, plan, item
+    // and finish each read it.
+    expect(secretStatements).toHaveLength(10);
     for (const s of secretStatements) {
       expect(s.Action).toBe('secretsmanager:GetSecretValue');
       expect(JSON.stringify(s.Resource)).toMatch(/FhirCredentials/);

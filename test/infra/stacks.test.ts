@@ -78,9 +78,9 @@ describe('encryption at rest', () => {
 
   it('encrypts every log group with a key and keeps it at least 90 days', () => {
     const groups = resourcesOf(all, 'AWS::Logs::LogGroup');
-    // 9 functions (the sweep's start, poll, stage, plan, item and finish among them), notify
-    // access + WAF logs, partner access logs, state machine.
-    expect(groups).toHaveLength(13);
+    // 10 functions (the sweep's start, poll, search, stage, plan, item and finish among them),
+    // notify access + WAF logs, partner access logs, state machine.
+    expect(groups).toHaveLength(14);
     for (const [, g] of groups) {
       expect(g.KmsKeyId).toBeDefined();
       expect(g.RetentionInDays).toBeGreaterThanOrEqual(90);
@@ -123,16 +123,16 @@ describe('encryption at rest', () => {
 });
 
 describe('functions', () => {
-  it('builds nine arm64 Node 22 functions with tracing, reserved concurrency and their own log group', () => {
+  it('builds ten arm64 Node 22 functions with tracing, reserved concurrency and their own log group', () => {
     const fns = resourcesOf([app.templates.pipeline], 'AWS::Lambda::Function');
-    expect(fns).toHaveLength(9);
+    expect(fns).toHaveLength(10);
     for (const [id, f] of fns) {
       expect(f).toMatchObject({
         Architectures: ['arm64'],
         Runtime: 'nodejs22.x',
         // The sweep's bundle has one entry point per state (test/infra/sweep.test.ts).
         Handler: id.startsWith('PopulationSweep')
-          ? expect.stringMatching(/^index\.(start|poll|stageFile|plan|item|finish)Handler$/)
+          ? expect.stringMatching(/^index\.(start|poll|search|stageFile|plan|item|finish)Handler$/)
           : 'index.handler',
         TracingConfig: { Mode: 'Active' },
         LoggingConfig: { LogGroup: { Ref: expect.stringMatching(/Logs/) } },
@@ -206,7 +206,7 @@ describe('sweeps', () => {
 describe('monitoring', () => {
   it('alarms on DLQ depth, each function error rate, each endpoint latency and 5xx, the sweep, all to the topic', () => {
     const alarms = resourcesOf([app.templates.pipeline], 'AWS::CloudWatch::Alarm');
-    expect(alarms).toHaveLength(1 + 9 + 2 * app.models.length + 1);
+    expect(alarms).toHaveLength(1 + 10 + 2 * app.models.length + 1);
     const sweep = alarms.find(([id]) => id.startsWith('MonitoringPopulationSweepUnfinished'))?.[1];
     const expression = (sweep?.Metrics as { Expression?: string }[] | undefined)?.find((m) => m.Expression);
     expect(expression?.Expression).toBe('failed + timedOut + aborted');

@@ -17,10 +17,12 @@ import {
   FinishSweepEventSchema,
   PlanSweepEventSchema,
   PollSweepEventSchema,
+  SearchSweepEventSchema,
   StageFileItemSchema,
   StartSweepEventSchema,
   SweepItemSchema,
 } from '../../shared/sweep/events.js';
+import { DEFAULT_MAX_SEARCH_CALLS } from '../../shared/sweep/search-steps.js';
 import type { StageFileItem } from '../../shared/sweep/steps.js';
 import type { SweepItem } from '../../shared/sweep/sweep.js';
 import { resourcesOf } from './helpers.js';
@@ -30,6 +32,7 @@ import { run, stateMachineDefinition, type Json, type State } from './sweep-defi
 export const ENTRY_POINTS: Record<string, z.ZodType> = {
   'index.startHandler': StartSweepEventSchema,
   'index.pollHandler': PollSweepEventSchema,
+  'index.searchHandler': SearchSweepEventSchema,
   'index.stageFileHandler': StageFileItemSchema,
   'index.planHandler': PlanSweepEventSchema,
   'index.itemHandler': SweepItemSchema,
@@ -38,6 +41,7 @@ export const ENTRY_POINTS: Record<string, z.ZodType> = {
 export const SWEEP_FUNCTIONS = [
   'PopulationSweepStartFunction',
   'PopulationSweepPollFunction',
+  'PopulationSweepSearchFunction',
   'PopulationSweepStageFunction',
   'PopulationSweepPlanFunction',
   'PopulationSweepFunction',
@@ -46,6 +50,7 @@ export const SWEEP_FUNCTIONS = [
 /** The functions that read or write the checkpoint table (poll and stage do not). */
 export const TABLE_FUNCTIONS = [
   'PopulationSweepStartFunction',
+  'PopulationSweepSearchFunction',
   'PopulationSweepPlanFunction',
   'PopulationSweepFunction',
   'PopulationSweepFinishFunction',
@@ -82,6 +87,17 @@ export const STAGED: StartResponse = {
   mode: 'incremental',
   resumed: false,
 };
+/** A paged search in progress after `calls` Search calls (the fallback: no `$export`). */
+export const searching = (calls: number): StartResponse => ({
+  sweepId: EXECUTION.Name,
+  bucket: BUCKET,
+  phase: 'searching',
+  attempt: 0,
+  poll: POLL,
+  searchKey: `${SWEEP_PREFIX}/${EXECUTION.Name}/search/cursor.json`,
+  searchCalls: calls,
+  maxSearchCalls: DEFAULT_MAX_SEARCH_CALLS,
+});
 export const file = (attempt: number, index: number): StageFileItem => ({
   sweepId: EXECUTION.Name,
   attempt,

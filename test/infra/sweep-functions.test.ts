@@ -23,8 +23,11 @@ beforeAll(() => {
   definition = stateMachineDefinition(pipeline);
 });
 
-/** Sweep settings whose default holds in AWS (the rest infra must set). */
-const DEFAULT_HOLDS = new Set(['SWEEP_WRITE_CONCURRENCY']);
+/**
+ * Sweep settings whose default holds in AWS (the rest infra must set): the Search call's budget
+ * (10 minutes) is also clamped by the handler to 2 minutes before the call's own timeout.
+ */
+const DEFAULT_HOLDS = new Set(['SWEEP_WRITE_CONCURRENCY', 'SWEEP_SEARCH_BUDGET_MS']);
 
 describe('sweep functions: environment, grants and limits', () => {
   const environments = (): [string, Record<string, unknown>][] =>
@@ -34,7 +37,7 @@ describe('sweep functions: environment, grants and limits', () => {
 
   it('names only variables the shared or the sweep configuration reads, every one the sweep needs', () => {
     const envs = environments();
-    expect(envs).toHaveLength(6);
+    expect(envs).toHaveLength(SWEEP_FUNCTIONS.length);
     // Every setting with a default (each one the sweep reads whatever the mode) is set, or its default holds.
     const needed = Object.keys(parseSweepConfig({})).filter((k) => !DEFAULT_HOLDS.has(k));
     for (const [id, vars] of envs) {
@@ -53,7 +56,7 @@ describe('sweep functions: environment, grants and limits', () => {
   // the command line (lambdaNodeFlags), which override NODE_OPTIONS; it collects between batches.
   it('gives every sweep function source maps and no heap flag in NODE_OPTIONS (Lambda would override it)', () => {
     const envs = environments();
-    expect(envs).toHaveLength(6);
+    expect(envs).toHaveLength(SWEEP_FUNCTIONS.length);
     for (const [id, vars] of envs) {
       expect({ id, options: vars.NODE_OPTIONS }).toEqual({ id, options: '--enable-source-maps' });
     }
@@ -141,7 +144,11 @@ describe('sweep functions: environment, grants and limits', () => {
     // Gets and puts, no deletes anywhere (a lifecycle rule expires the staging prefix); the
     // stager reads its file's entry, the plan its files' summaries.
     expect(s3.filter((s) => s.actions.some((a) => /^s3:(Delete|\*)/.test(a)))).toEqual([]);
-    for (const owner of ['PopulationSweepPlanFunction', 'PopulationSweepStageFunction']) {
+    for (const owner of [
+      'PopulationSweepPlanFunction',
+      'PopulationSweepStageFunction',
+      'PopulationSweepSearchFunction',
+    ]) {
       const actions = s3.filter((s) => s.owner === owner).flatMap((s) => s.actions);
       expect(actions, owner).toEqual(expect.arrayContaining(['s3:GetObject*', 's3:PutObject']));
     }

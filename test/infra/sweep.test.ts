@@ -19,6 +19,7 @@ import {
 import { FhirUnavailableError } from '../../shared/fhir/errors.js';
 import { sweepTableDefinition } from '../../shared/sweep/checkpoint.js';
 import { ExportExpiredError, ExportTimeoutError } from '../../shared/sweep/errors.js';
+import { DEFAULT_MAX_SEARCH_CALLS } from '../../shared/sweep/search-steps.js';
 import { DEFAULT_MAX_POLLS, DEFAULT_MIN_POLL_SECONDS, type StageFileItem } from '../../shared/sweep/steps.js';
 import { build, config, NO_BUNDLING, resourcesOf, TEST_MODELS } from './helpers.js';
 import {
@@ -97,6 +98,7 @@ describe('sweep state machine: the payloads are the handler contract', () => {
       attempt: 1,
       minPollSeconds: DEFAULT_MIN_POLL_SECONDS,
       maxPolls: DEFAULT_MAX_POLLS,
+      maxSearchCalls: DEFAULT_MAX_SEARCH_CALLS,
     });
     // Each step gets the state the one before answered.
     expect(calls[1]?.payload).toEqual(exporting(1, 0, 1));
@@ -203,7 +205,7 @@ describe('sweep state machine: the payloads are the handler contract', () => {
     expect((always.end as { failure: { Error: string } }).failure.Error).toBe(ExportExpiredError.name);
   });
 
-  it('gives every sweep function one of the six entry points', () => {
+  it('gives every sweep function one of the seven entry points', () => {
     const sweepHandlers = [...handlers].filter(([id]) => SWEEP_FUNCTIONS.some((f) => id.startsWith(f)));
     expect(sweepHandlers.map(([, h]) => h).sort()).toEqual(Object.keys(ENTRY_POINTS).sort());
   });
