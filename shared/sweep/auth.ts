@@ -3,7 +3,7 @@
  * client credentials (a token fetched from the token URL and refreshed a minute before it
  * expires). Tokens are never logged.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { SweepError } from './errors.js';
 
 export type FhirAuth =

@@ -5,7 +5,7 @@
  */
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { z } from 'zod';
+import * as z from 'zod';
 import {
   ExportExpiredError,
   ExportFailedError,

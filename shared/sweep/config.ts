@@ -2,7 +2,7 @@
  * The sweep's own settings, parsed from an environment record the caller passes in (the
  * handler passes `process.env`; nothing here reads it). Candidates for `shared/config.ts`.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { DEFAULT_SWEEP_TABLE } from './checkpoint.js';
 
 const SweepConfigSchema = z.object({

@@ -2,7 +2,7 @@
  * The sweep definition: which models, over which cohort, since when. What EventBridge
  * Scheduler sends the coordinator, what `fhir-analytics sweep` builds from its flags.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import type { ModelManifest } from '../inference/manifest.js';
 import { SweepInputError } from './errors.js';
 

@@ -4,7 +4,7 @@
  * poll, search and plan (the sweep's state, steps.ts and search-steps.ts), one export file and one item (from the two
  * Distributed Maps), finish.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { SweepDefinitionSchema } from './definition.js';
 
 const SWEEP_ID = /^[A-Za-z0-9_.-]{1,128}$/;
