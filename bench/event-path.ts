@@ -29,18 +29,18 @@
  */
 import { performance } from 'node:perf_hooks';
 import * as os from 'node:os';
-import type { Bundle, Observation, Patient } from '@medplum/fhirtypes';
 import type { DemoPatient } from '../local/demo/cohort.js';
 import { loadHistory, loadTrigger } from '../local/demo/load.js';
-import { registerSubscriptions, startEventConsumer } from '../local/live.js';
+import { registerSubscriptions, startEventConsumer, type PayloadContent } from '../local/live.js';
 import { queueDepth, type Poller } from '../local/queue.js';
 import { startStack, type RunningStack } from '../local/stack.js';
-import { observationSearchCodes } from '../shared/features/search-codes.js';
 import { createFhirGateway } from '../shared/fhir/gateway.js';
 import { loadRegistry } from '../shared/inference/registry.js';
 import { createLogger, silentLogger } from '../shared/log.js';
 import { createPipelinePorts } from '../shared/ports.js';
+import { bareCalls, bareStats, newBareSamples } from './event-bare.js';
 import { benchPatients, pool, round, stats } from './event-common.js';
+import { deliveryStats, newDeliverySamples, startDeliveryFloor, type DeliveryFloor } from './event-floor.js';
 import { machineInfo, runWhenInvoked } from './machine.js';
 
 const MODEL = 'diabetes-gbm';
@@ -55,10 +55,10 @@ export async function benchEventPath(
 ): Promise<Record<string, unknown>> {
   const events = opts.events ?? 1000;
   const perRun = opts.throughputEvents ?? Math.min(300, events);
-  const bareCalls = opts.bareCalls ?? 300;
+  const bareCount = opts.bareCalls ?? 300;
   const concurrencies = [1, 8, 32];
   const latency8Events = Math.min(200, events);
-  const total = 3 * WARMUP + 2 * events + latency8Events + 2 * bareCalls + 2 * concurrencies.length * perRun;
+  const total = 3 * WARMUP + 2 * events + latency8Events + 2 * bareCount + 2 * concurrencies.length * perRun;
 
   // What the pipeline logs, timed as it happens (same process, same clock as the change listener).
   const written = new Map<string, { at: number; report: string }>();
@@ -94,6 +94,7 @@ export async function benchEventPath(
   const server = stack.fhir.server;
   if (!server) throw new Error('the embedded FHIR server is needed');
   let consumer: Poller | undefined;
+  let floor: DeliveryFloor | undefined;
   try {
     const fhir = createFhirGateway({ baseUrl: stack.fhir.baseUrl });
     const registry = await loadRegistry(stack.modelsDir);
@@ -105,12 +106,12 @@ export async function benchEventPath(
     const refs: string[] = new Array<string>(cohort.length);
     const loadStarted = performance.now();
     // The bare calls' patients get their new result now too (complete inputs, no event).
-    // The first 2 × bareCalls patients are the bare calls' (one set per latency series).
+    // The first 2 × bareCount patients are the bare calls' (one set per latency series).
     const bareFrom = 0;
     await pool(cohort, 8, async (p, i) => {
       const ref = await loadHistory(fhir, p);
       refs[i] = ref;
-      if (i >= bareFrom && i < bareFrom + 2 * bareCalls) await loadTrigger(fhir, p, ref);
+      if (i >= bareFrom && i < bareFrom + 2 * bareCount) await loadTrigger(fhir, p, ref);
     });
     const loadSeconds = (performance.now() - loadStarted) / 1000;
     await registerSubscriptions(stack, fhir, registry.all());
@@ -145,7 +146,7 @@ export async function benchEventPath(
         });
       });
 
-    let next = bareFrom + 2 * bareCalls;
+    let next = bareFrom + 2 * bareCount;
     const take = (n: number): { p: DemoPatient; ref: string }[] => {
       const out = cohort.slice(next, next + n).map((p, k) => ({ p, ref: refs[next + k] ?? '' }));
       next += n;
@@ -156,51 +157,19 @@ export async function benchEventPath(
     // latency series (after every few of its events, the consumer idle), so that a figure and
     // its peer see the same load on this shared machine.
     const ports = await createPipelinePorts(stack.functionsConfig, silentLogger);
-    const codes = observationSearchCodes([manifest]).join(',');
-    interface BareSamples {
-      focusRead: number[];
-      patientSearch: number[];
-      invokeEndpoint: number[];
-      transaction: number[];
-    }
-    const time = async <T>(into: number[], fn: () => Promise<T>): Promise<T> => {
-      const t = performance.now();
-      const out = await fn();
-      into.push(performance.now() - t);
-      return out;
-    };
-    const bareOnce = async (ref: string, bare: BareSamples): Promise<void> => {
-      const patientId = ref.slice('Patient/'.length);
-      const observations = await time(bare.patientSearch, () =>
-        ports.fhir.searchAll<Observation>('Observation', { subject: ref, code: codes, _count: '1000' }),
-      );
-      const focusId = observations[0]?.id ?? '';
-      await time(bare.focusRead, () => ports.fhir.read<Observation>('Observation', focusId));
-      const patient = await ports.fhir.read<Patient>('Patient', patientId);
-      const extracted = ports.extractor(manifest).extract(patient, observations, new Date());
-      if (extracted.status !== 'ok') throw new Error(`bare patient ${ref} has insufficient data`);
-      const [prediction] = await time(bare.invokeEndpoint, () =>
-        ports.inference.predict(manifest, [extracted.row]),
-      );
-      if (!prediction) throw new Error('no prediction');
-      const { bundle } = ports.buildReport({
-        manifest,
-        patient: ref,
-        row: extracted.row,
-        prediction,
-        issued: new Date(),
-      });
-      const send = (b: Bundle): Promise<Bundle> => time(bare.transaction, () => ports.fhir.transaction(b));
-      const { response } = await (ports.modelResources?.write(bundle, send) ??
-        send(bundle).then((r) => ({ response: r })));
-      if (!response.entry?.some((e) => e.response?.status.startsWith('201')))
-        throw new Error('bare transaction created nothing');
-    };
-    const bareSets = [0, 1].map((k) => refs.slice(bareFrom + k * bareCalls, bareFrom + (k + 1) * bareCalls));
+    const bareOnce = bareCalls(ports, manifest);
+    floor = await startDeliveryFloor(stack, registry.all());
+    const bareSets = [0, 1].map((k) => refs.slice(bareFrom + k * bareCount, bareFrom + (k + 1) * bareCount));
 
     // 1. Latency, one event at a time: the consumer at concurrency 1 (the figure), then at 8.
-    const latency = async (n: number, concurrency: number, bareRefs: readonly string[] = []) => {
-      const bare: BareSamples = { focusRead: [], patientSearch: [], invokeEndpoint: [], transaction: [] };
+    const latency = async (
+      n: number,
+      concurrency: number,
+      content: PayloadContent,
+      bareRefs: readonly string[] = [],
+    ) => {
+      const bare = newBareSamples();
+      const delivery = newDeliverySamples();
       const every = bareRefs.length ? Math.max(1, Math.ceil(n / bareRefs.length)) : 0;
       let bareNext = 0;
       const out = {
@@ -246,37 +215,37 @@ export async function benchEventPath(
         const bareRef = bareRefs[bareNext];
         if (every && (i - WARMUP) % every === 0 && bareRef !== undefined) {
           bareNext++;
-          await bareOnce(bareRef, bare);
+          const focus = await bareOnce(bareRef, bare);
+          // The delivery floor on the same patient's new result, right after its bare calls.
+          await floor?.once(focus, content, delivery);
         }
       }
       await consumer.stop();
       consumer = undefined;
-      const bareStats = bareRefs.length
-        ? {
-            focusRead: stats(bare.focusRead),
-            patientSearch: stats(bare.patientSearch),
-            invokeEndpoint: stats(bare.invokeEndpoint),
-            transaction: stats(bare.transaction),
-          }
-        : undefined;
-      const bareP50Sum = bareStats
-        ? round(Object.values(bareStats).reduce((sum, x) => sum + x.p50, 0))
-        : undefined;
+      const reference = bareRefs.length ? bareStats(bare) : undefined;
+      const bareP50Sum = reference?.p50Sum;
+      const floorStats = bareRefs.length ? deliveryStats(delivery) : undefined;
       const c2c = stats(out.commitToCommit);
       const c2get = stats(out.commitToGet);
       const against = (e2e: ReturnType<typeof stats>) => {
         const ratio = bareP50Sum ? round(e2e.p50 / bareP50Sum) : NaN;
+        const floorRatio =
+          bareP50Sum && floorStats ? round((bareP50Sum + floorStats.total.p50) / bareP50Sum) : NaN;
         const tail = round(e2e.p99 / e2e.p50);
         return {
           p50Ratio: ratio,
+          floorRatio,
+          // The end-to-end time above the floor: what the product's own delivery and handler add.
+          aboveFloorMs: round(e2e.p50 - (bareP50Sum ?? NaN) - (floorStats?.total.p50 ?? NaN)),
           meetsP50Target: ratio <= 1.3,
           p99OverP50: tail,
           meetsTailTarget: tail <= 3,
         };
       };
       return {
-        ...(bareStats ? { bareCallsMs: bareStats, bareP50SumMs: bareP50Sum } : {}),
-        ...(bareStats
+        ...(reference ? { bareCallsMs: reference.calls, bareP50SumMs: bareP50Sum } : {}),
+        ...(floorStats ? { bareDeliveryMs: floorStats } : {}),
+        ...(reference
           ? { targets: { commitToReportCommit: against(c2c), commitToReportGet: against(c2get) } }
           : {}),
         commitToReportCommitMs: c2c,
@@ -295,11 +264,11 @@ export async function benchEventPath(
       };
     };
     // id-only first (the demo's Subscriptions), then the same with full-resource content.
-    const latencyIdOnly = await latency(events, 1, bareSets[0]);
+    const latencyIdOnly = await latency(events, 1, 'id-only', bareSets[0]);
     await registerSubscriptions(stack, fhir, registry.all(), 'full-resource');
-    const latencyFullResource = await latency(events, 1, bareSets[1]);
+    const latencyFullResource = await latency(events, 1, 'full-resource', bareSets[1]);
     await registerSubscriptions(stack, fhir, registry.all(), 'id-only');
-    const latency8 = await latency(latency8Events, 8);
+    const latency8 = await latency(latency8Events, 8, 'id-only');
 
     // 3. Throughput at each consumer concurrency.
     const waitProcessed = async (target: number, timeoutMs = 300_000): Promise<void> => {
@@ -369,6 +338,7 @@ export async function benchEventPath(
     };
   } finally {
     await consumer?.stop();
+    await floor?.close();
     await stack.close();
   }
 }
