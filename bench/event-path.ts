@@ -40,6 +40,7 @@ import { createLogger, silentLogger } from '../shared/log.js';
 import { createPipelinePorts } from '../shared/ports.js';
 import { bareCalls, bareStats, newBareSamples } from './event-bare.js';
 import { benchPatients, pool, round, stats } from './event-common.js';
+import { startChildConsumer } from './event-consumer.js';
 import { deliveryStats, newDeliverySamples, startDeliveryFloor, type DeliveryFloor } from './event-floor.js';
 import { machineInfo, runWhenInvoked } from './machine.js';
 
@@ -58,7 +59,7 @@ export async function benchEventPath(
   const bareCount = opts.bareCalls ?? 300;
   const concurrencies = [1, 8, 32];
   const latency8Events = Math.min(200, events);
-  const total = 3 * WARMUP + 2 * events + latency8Events + 2 * bareCount + 2 * concurrencies.length * perRun;
+  const total = 4 * WARMUP + 3 * events + latency8Events + 3 * bareCount + 2 * concurrencies.length * perRun;
 
   // What the pipeline logs, timed as it happens (same process, same clock as the change listener).
   const written = new Map<string, { at: number; report: string }>();
@@ -68,24 +69,26 @@ export async function benchEventPath(
   const reportCommits = new Map<string, { at: number; report: string }>();
   let processedCount = 0;
   let failed = 0;
+  const record = (line: string, at: number): void => {
+    if (
+      !line.includes('"report written"') &&
+      !line.includes('"event processed"') &&
+      !line.includes('"record failed"')
+    )
+      return;
+    const e = JSON.parse(line) as Record<string, unknown>;
+    if (e.msg === 'record failed') failed++;
+    else if (e.msg === 'report written') {
+      written.set(String(e.patient), { at, report: String(e.report) });
+    } else {
+      processedCount++;
+      processed.set(String(e.focus), { at, ms: Number(e.ms) });
+    }
+  };
   const logger = createLogger({
     level: 'info',
     sink: (line) => {
-      if (
-        !line.includes('"report written"') &&
-        !line.includes('"event processed"') &&
-        !line.includes('"record failed"')
-      )
-        return;
-      const at = performance.now();
-      const e = JSON.parse(line) as Record<string, unknown>;
-      if (e.msg === 'record failed') failed++;
-      else if (e.msg === 'report written') {
-        written.set(String(e.patient), { at, report: String(e.report) });
-      } else {
-        processedCount++;
-        processed.set(String(e.focus), { at, ms: Number(e.ms) });
-      }
+      record(line, performance.now());
     },
   });
 
@@ -106,12 +109,12 @@ export async function benchEventPath(
     const refs: string[] = new Array<string>(cohort.length);
     const loadStarted = performance.now();
     // The bare calls' patients get their new result now too (complete inputs, no event).
-    // The first 2 × bareCount patients are the bare calls' (one set per latency series).
+    // The first 3 × bareCount patients are the bare calls' (one set per concurrency-1 series).
     const bareFrom = 0;
     await pool(cohort, 8, async (p, i) => {
       const ref = await loadHistory(fhir, p);
       refs[i] = ref;
-      if (i >= bareFrom && i < bareFrom + 2 * bareCount) await loadTrigger(fhir, p, ref);
+      if (i >= bareFrom && i < bareFrom + 3 * bareCount) await loadTrigger(fhir, p, ref);
     });
     const loadSeconds = (performance.now() - loadStarted) / 1000;
     await registerSubscriptions(stack, fhir, registry.all());
@@ -146,7 +149,7 @@ export async function benchEventPath(
         });
       });
 
-    let next = bareFrom + 2 * bareCount;
+    let next = bareFrom + 3 * bareCount;
     const take = (n: number): { p: DemoPatient; ref: string }[] => {
       const out = cohort.slice(next, next + n).map((p, k) => ({ p, ref: refs[next + k] ?? '' }));
       next += n;
@@ -159,7 +162,9 @@ export async function benchEventPath(
     const ports = await createPipelinePorts(stack.functionsConfig, silentLogger);
     const bareOnce = bareCalls(ports, manifest);
     floor = await startDeliveryFloor(stack, registry.all());
-    const bareSets = [0, 1].map((k) => refs.slice(bareFrom + k * bareCount, bareFrom + (k + 1) * bareCount));
+    const bareSets = [0, 1, 2].map((k) =>
+      refs.slice(bareFrom + k * bareCount, bareFrom + (k + 1) * bareCount),
+    );
 
     // 1. Latency, one event at a time: the consumer at concurrency 1 (the figure), then at 8.
     const latency = async (
@@ -167,6 +172,7 @@ export async function benchEventPath(
       concurrency: number,
       content: PayloadContent,
       bareRefs: readonly string[] = [],
+      inChildProcess = false,
     ) => {
       const bare = newBareSamples();
       const delivery = newDeliverySamples();
@@ -180,7 +186,8 @@ export async function benchEventPath(
         handlerStartToReportCommit: [] as number[],
         finalRead: [] as number[],
       };
-      consumer = startEventConsumer(stack, logger, concurrency);
+      const child = inChildProcess ? await startChildConsumer(stack, MODEL, concurrency, record) : undefined;
+      consumer = child ?? startEventConsumer(stack, logger, concurrency);
       for (const [i, { p, ref }] of take(WARMUP + n).entries()) {
         const reported = waitFor(ref);
         const [trigger] = await loadTrigger(fhir, p, ref);
@@ -215,7 +222,8 @@ export async function benchEventPath(
         const bareRef = bareRefs[bareNext];
         if (every && (i - WARMUP) % every === 0 && bareRef !== undefined) {
           bareNext++;
-          const focus = await bareOnce(bareRef, bare);
+          // From where the handler runs: this process, or the consumer's.
+          const focus = await (child ? child.bare(bareRef, bare) : bareOnce(bareRef, bare));
           // The delivery floor on the same patient's new result, right after its bare calls.
           await floor?.once(focus, content, delivery);
         }
@@ -265,6 +273,8 @@ export async function benchEventPath(
     };
     // id-only first (the demo's Subscriptions), then the same with full-resource content.
     const latencyIdOnly = await latency(events, 1, 'id-only', bareSets[0]);
+    // The same with the consumer in a process of its own (as its Lambda is), right after.
+    const latencyIdOnlyChild = await latency(events, 1, 'id-only', bareSets[2], true);
     await registerSubscriptions(stack, fhir, registry.all(), 'full-resource');
     const latencyFullResource = await latency(events, 1, 'full-resource', bareSets[1]);
     await registerSubscriptions(stack, fhir, registry.all(), 'id-only');
@@ -327,6 +337,7 @@ export async function benchEventPath(
       patientsLoaded: cohort.length,
       historyLoadSeconds: round(loadSeconds),
       latencyIdOnlyConsumerConcurrency1: latencyIdOnly,
+      latencyIdOnlyConsumerConcurrency1InOwnProcess: latencyIdOnlyChild,
       latencyFullResourceConsumerConcurrency1: latencyFullResource,
       latencyIdOnlyConsumerConcurrency8: latency8,
       targetP50RatioAtMost: 1.3,
