@@ -32,10 +32,11 @@
  *   its calls beside the bare ones) and the layout add.
  *
  * Layout: the one-process series runs the stack, notify and the consumer on one event loop, so
- * notify's event-number state write, which follows its SQS send (the SDK's signing, dynalite's
- * handling: ~1.2 ms of CPU together, measured bare), runs between the queue's answer and the handler's first
- * call; in AWS it runs in notify's own Lambda against a remote table. The own-process series is
- * the AWS layout for the consumer; the one-process series stays as its peer.
+ * notify's event-number state write, which follows its SQS send (the SDK's signing and
+ * dynalite's handling: ~1.2 ms of CPU together, measured bare), runs between the queue's answer
+ * and the handler's first call; in AWS it runs in notify's own Lambda against a remote table.
+ * The own-process series is the AWS layout for the consumer; the one-process series stays as
+ * its peer.
  *
  * Patients: the diabetes held-out rows resampled deterministically (row i is held-out row
  * i mod n under a distinct id), the demo's deliberate gaps left out so every event has a report.
