@@ -20,11 +20,11 @@ import type { WithId } from '@medplum/core';
 import type { Observation } from '@medplum/fhirtypes';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { createResourceEventHandler } from '../functions/resource-event/handler.js';
-import { startPoller } from '../local/queue.js';
+import { startPoller, type Poller } from '../local/queue.js';
 import type { RunningStack } from '../local/stack.js';
 import type { Config } from '../shared/config.js';
 import { loadRegistry } from '../shared/inference/registry.js';
-import { createLogger, silentLogger } from '../shared/log.js';
+import { createLogger, silentLogger, type Logger } from '../shared/log.js';
 import { createPipelinePorts } from '../shared/ports.js';
 import { bareCalls, newBareSamples, type BareSamples } from './event-bare.js';
 
@@ -37,20 +37,79 @@ interface StartMessage {
   concurrency: number;
   model: string;
 }
-type ToChild = StartMessage | { type: 'bare'; ref: string } | { type: 'stop' };
+type ToChild =
+  StartMessage | { type: 'bare'; ref: string } | { type: 'pause' } | { type: 'resume' } | { type: 'stop' };
 type FromChild =
   | { type: 'ready' }
   | { type: 'log'; line: string; at: number }
   | { type: 'bare'; samples: BareSamples; focus: WithId<Observation> }
   | { type: 'error'; message: string }
+  | { type: 'paused' }
   | { type: 'stopped' };
 
 const FORWARDED = ['"report written"', '"event processed"', '"record failed"'];
 
-export interface ChildConsumer {
-  /** The bare calls for one patient, made in the child; adds its samples to `into`. */
+/** A consumer whose poller can be paused (its handler, ports and process kept warm). */
+export interface PausableConsumer {
+  /** Polls again (it starts polling). */
+  resume(): Promise<void>;
+  /** Stops polling once the invocations in flight end (up to the long poll's 1 s wait). */
+  pause(): Promise<void>;
+  /** The bare calls for one patient, made where the handler runs; adds its samples to `into`. */
   bare(ref: string, into: BareSamples): Promise<WithId<Observation>>;
-  stop(): Promise<void>;
+  close(): Promise<void>;
+}
+
+interface PollerTarget {
+  readonly client: SQSClient;
+  readonly queueUrl: string;
+  readonly queueArn: string;
+  readonly concurrency: number;
+}
+
+/** `startEventConsumer`'s handler and poller, with the poller restartable. */
+function pausable(target: PollerTarget, config: Config, logger: Logger) {
+  const handler = createResourceEventHandler(logger, () => createPipelinePorts(config, logger));
+  let poller: Poller | undefined;
+  return {
+    resume: () => {
+      poller ??= startPoller({
+        client: target.client,
+        queueUrl: target.queueUrl,
+        queueArn: target.queueArn,
+        handler: (event, context) => handler(event as never, context),
+        concurrency: target.concurrency,
+      });
+    },
+    pause: async () => {
+      await poller?.stop();
+      poller = undefined;
+    },
+  };
+}
+
+/** The consumer in this process (the stack's), as `startEventConsumer` runs it. */
+export async function startInProcessConsumer(
+  stack: RunningStack,
+  model: string,
+  concurrency: number,
+  logger: Logger,
+): Promise<PausableConsumer> {
+  const { queues } = stack;
+  const target = { client: queues.client, queueUrl: queues.queueUrl, queueArn: queues.queueArn, concurrency };
+  const consumer = pausable(target, stack.functionsConfig, logger);
+  const manifest = (await loadRegistry(stack.modelsDir)).get(model);
+  if (!manifest) throw new Error(`model ${model} not found`);
+  const bareOnce = bareCalls(await createPipelinePorts(stack.functionsConfig, silentLogger), manifest);
+  return {
+    resume: () => {
+      consumer.resume();
+      return Promise.resolve();
+    },
+    pause: consumer.pause,
+    bare: bareOnce,
+    close: consumer.pause,
+  };
 }
 
 /** Forks the consumer; `onLine` gets each forwarded log line with its time on this process's clock. */
@@ -59,7 +118,7 @@ export async function startChildConsumer(
   model: string,
   concurrency: number,
   onLine: (line: string, at: number) => void,
-): Promise<ChildConsumer> {
+): Promise<PausableConsumer> {
   const child: ChildProcess = fork(fileURLToPath(import.meta.url), [], {
     execArgv: process.execArgv,
     env: { ...process.env, FHIR_ANALYTICS_BENCH_CONSUMER: '1' },
@@ -96,13 +155,19 @@ export async function startChildConsumer(
     model,
   });
   return {
+    resume: async () => {
+      await ask({ type: 'resume' });
+    },
+    pause: async () => {
+      await ask({ type: 'pause' });
+    },
     async bare(ref, into) {
       const answer = await ask({ type: 'bare', ref });
       if (answer.type !== 'bare') throw new Error('consumer process: no bare samples');
       for (const k of Object.keys(into) as (keyof BareSamples)[]) into[k].push(...answer.samples[k]);
       return answer.focus;
     },
-    async stop() {
+    async close() {
       await ask({ type: 'stop' });
       await exited;
     },
@@ -114,7 +179,7 @@ function runChild(): void {
   const send = (m: FromChild, then?: () => void): void => {
     process.send?.(m, undefined, {}, then);
   };
-  let stopPoller: (() => Promise<void>) | undefined;
+  let consumer: ReturnType<typeof pausable> | undefined;
   let bareOnce: ((ref: string, bare: BareSamples) => Promise<WithId<Observation>>) | undefined;
   const logger = createLogger({
     level: 'info',
@@ -124,37 +189,36 @@ function runChild(): void {
     },
   });
   const handle = async (m: ToChild): Promise<FromChild> => {
-    if (m.type === 'start') {
-      const client = new SQSClient({
-        endpoint: m.sqsEndpoint,
-        region: 'us-east-1',
-        credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
-      });
-      const handler = createResourceEventHandler(logger, () => createPipelinePorts(m.config, logger));
-      const poller = startPoller({
-        client,
-        queueUrl: m.queueUrl,
-        queueArn: m.queueArn,
-        handler: (event, context) => handler(event as never, context),
-        concurrency: m.concurrency,
-      });
-      stopPoller = () =>
-        poller.stop().finally(() => {
-          client.destroy();
+    switch (m.type) {
+      case 'start': {
+        const client = new SQSClient({
+          endpoint: m.sqsEndpoint,
+          region: 'us-east-1',
+          credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
         });
-      const manifest = (await loadRegistry(m.config.MODELS_DIR)).get(m.model);
-      if (!manifest) throw new Error(`model ${m.model} not found`);
-      bareOnce = bareCalls(await createPipelinePorts(m.config, silentLogger), manifest);
-      return { type: 'ready' };
+        const target = { client, queueUrl: m.queueUrl, queueArn: m.queueArn, concurrency: m.concurrency };
+        consumer = pausable(target, m.config, logger);
+        const manifest = (await loadRegistry(m.config.MODELS_DIR)).get(m.model);
+        if (!manifest) throw new Error(`model ${m.model} not found`);
+        bareOnce = bareCalls(await createPipelinePorts(m.config, silentLogger), manifest);
+        return { type: 'ready' };
+      }
+      case 'bare': {
+        if (!bareOnce) throw new Error('not started');
+        const samples = newBareSamples();
+        const focus = await bareOnce(m.ref, samples);
+        return { type: 'bare', samples, focus };
+      }
+      case 'resume':
+        consumer?.resume();
+        return { type: 'ready' };
+      case 'pause':
+        await consumer?.pause();
+        return { type: 'paused' };
+      case 'stop':
+        await consumer?.pause();
+        return { type: 'stopped' };
     }
-    if (m.type === 'bare') {
-      if (!bareOnce) throw new Error('not started');
-      const samples = newBareSamples();
-      const focus = await bareOnce(m.ref, samples);
-      return { type: 'bare', samples, focus };
-    }
-    await stopPoller?.();
-    return { type: 'stopped' };
   };
   process.on('message', (m) => {
     handle(m as ToChild).then(

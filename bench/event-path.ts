@@ -7,10 +7,11 @@
  *   readable from its commit on). On seeing the report's commit the bench GETs it (a check that
  *   it is readable, and the second figure: commit → GET returned). p50/p95/p99 over `events`
  *   events, one at a time (diabetes-gbm), the consumer at concurrency 1: `id-only` content (the
- *   demo's Subscriptions: the consumer reads the focus) with the consumer in this process; the
- *   same with the consumer in a process of its own (bench/event-consumer.ts); `full-resource`
- *   (the focus travels in the notification and the queue message: no focus read); then
- *   `id-only` at consumer concurrency 8;
+ *   demo's Subscriptions: the consumer reads the focus), `events` events with the consumer in
+ *   this process and `events` with the consumer in a process of its own
+ *   (bench/event-consumer.ts), the two taking turns every 50 events so that both see the same
+ *   drift of load; `full-resource` (the focus travels in the notification and the queue message:
+ *   no focus read); then `id-only` at consumer concurrency 8;
  * - throughput (events/s) at consumer concurrency 1, 8 and 32: `drain` (a backlog of queued
  *   events, the consumer started on it) and `live` (the consumer running, the new results
  *   written by 8 concurrent writers; the Subscription's one in-order worker is on this path);
@@ -52,16 +53,17 @@ import { queueDepth, type Poller } from '../local/queue.js';
 import { startStack, type RunningStack } from '../local/stack.js';
 import { createFhirGateway } from '../shared/fhir/gateway.js';
 import { loadRegistry } from '../shared/inference/registry.js';
-import { createLogger, silentLogger } from '../shared/log.js';
-import { createPipelinePorts } from '../shared/ports.js';
-import { bareCalls, bareStats, newBareSamples } from './event-bare.js';
-import { benchPatients, pool, round, stats } from './event-common.js';
-import { startChildConsumer } from './event-consumer.js';
-import { deliveryStats, newDeliverySamples, startDeliveryFloor, type DeliveryFloor } from './event-floor.js';
+import { createLogger } from '../shared/log.js';
+import { benchPatients, pool, round } from './event-common.js';
+import { startChildConsumer, startInProcessConsumer, type PausableConsumer } from './event-consumer.js';
+import { startDeliveryFloor, type DeliveryFloor } from './event-floor.js';
+import { newSeries, summarize, type SeriesSamples } from './event-series.js';
 import { machineInfo, runWhenInvoked } from './machine.js';
 
 const MODEL = 'diabetes-gbm';
 const WARMUP = 30;
+/** Events per turn where two consumer layouts take turns. */
+const BLOCK = 50;
 
 export async function benchEventPath(
   opts: {
@@ -114,6 +116,7 @@ export async function benchEventPath(
   if (!server) throw new Error('the embedded FHIR server is needed');
   let consumer: Poller | undefined;
   let floor: DeliveryFloor | undefined;
+  const layouts: PausableConsumer[] = [];
   try {
     const fhir = createFhirGateway({ baseUrl: stack.fhir.baseUrl });
     const registry = await loadRegistry(stack.modelsDir);
@@ -172,129 +175,108 @@ export async function benchEventPath(
       return out;
     };
 
-    // The bare calls, sequentially, through the pipeline's own clients: interleaved with each
-    // latency series (after every few of its events, the consumer idle), so that a figure and
-    // its peer see the same load on this shared machine.
-    const ports = await createPipelinePorts(stack.functionsConfig, silentLogger);
-    const bareOnce = bareCalls(ports, manifest);
     floor = await startDeliveryFloor(stack, registry.all());
     const bareSets = [0, 1, 2].map((k) =>
       refs.slice(bareFrom + k * bareCount, bareFrom + (k + 1) * bareCount),
     );
 
-    // 1. Latency, one event at a time: the consumer at concurrency 1 (the figure), then at 8.
-    const latency = async (
-      n: number,
-      concurrency: number,
-      content: PayloadContent,
-      bareRefs: readonly string[] = [],
-      inChildProcess = false,
-    ) => {
-      const bare = newBareSamples();
-      const delivery = newDeliverySamples();
-      const every = bareRefs.length ? Math.max(1, Math.ceil(n / bareRefs.length)) : 0;
-      let bareNext = 0;
-      const out = {
-        commitToCommit: [] as number[],
-        commitToGet: [] as number[],
-        handler: [] as number[],
-        beforeHandler: [] as number[],
-        handlerStartToReportCommit: [] as number[],
-        finalRead: [] as number[],
-      };
-      const child = inChildProcess ? await startChildConsumer(stack, MODEL, concurrency, record) : undefined;
-      consumer = child ?? startEventConsumer(stack, logger, concurrency);
-      for (const [i, { p, ref }] of take(WARMUP + n).entries()) {
-        const reported = waitFor(ref);
-        const [trigger] = await loadTrigger(fhir, p, ref);
-        const focus = trigger?.split('/_history/')[0] ?? '';
-        await reported;
-        const { at: reportCommit, report } = reportCommits.get(ref) ?? { at: NaN, report: '' };
-        // The check: the report is readable as soon as its commit is seen (timed: the second figure).
-        const res = await fetch(`${stack.fhir.baseUrl}/${report}`);
-        const body = (await res.json()) as { resourceType?: string };
-        const readable = performance.now();
-        if (res.status !== 200 || body.resourceType !== 'DiagnosticReport')
-          throw new Error(`${report} not readable`);
-        // 'event processed' is logged after the transaction's response: wait for it (bounded).
-        for (let k = 0; k < 100 && !processed.has(focus); k++) await new Promise((r) => setTimeout(r, 1));
-        if (i < WARMUP) continue;
-        const t0 = committed.get(focus);
-        if (t0 === undefined) throw new Error(`no commit seen for ${focus}`);
-        const logged = written.get(ref)?.report;
-        if (logged !== undefined && logged !== report)
-          throw new Error(`${ref}: the report committed is not the one logged`);
-        const done = processed.get(focus);
-        out.commitToCommit.push(reportCommit - t0);
-        out.commitToGet.push(readable - t0);
-        out.finalRead.push(readable - reportCommit);
-        if (done) {
-          out.handler.push(done.ms);
-          // Commit → handler start: the notification, notify, SQS and the poller's receive.
-          const handlerStart = done.at - done.ms;
-          out.beforeHandler.push(handlerStart - t0);
-          out.handlerStartToReportCommit.push(reportCommit - handlerStart);
-        }
-        const bareRef = bareRefs[bareNext];
-        if (every && (i - WARMUP) % every === 0 && bareRef !== undefined) {
-          bareNext++;
-          // From where the handler runs: this process, or the consumer's.
-          const focus = await (child ? child.bare(bareRef, bare) : bareOnce(bareRef, bare));
-          // The delivery floor on the same patient's new result, right after its bare calls.
-          await floor?.once(focus, content, delivery);
-        }
+    // One event: its new result written, its report awaited, read back and timed into `into`
+    // (undefined: a warm-up event).
+    const measureEvent = async ({ p, ref }: { p: DemoPatient; ref: string }, into?: SeriesSamples) => {
+      const reported = waitFor(ref);
+      const [trigger] = await loadTrigger(fhir, p, ref);
+      const focus = trigger?.split('/_history/')[0] ?? '';
+      await reported;
+      const { at: reportCommit, report } = reportCommits.get(ref) ?? { at: NaN, report: '' };
+      // The check: the report is readable as soon as its commit is seen (timed: the second figure).
+      const res = await fetch(`${stack.fhir.baseUrl}/${report}`);
+      const body = (await res.json()) as { resourceType?: string };
+      const readable = performance.now();
+      if (res.status !== 200 || body.resourceType !== 'DiagnosticReport')
+        throw new Error(`${report} not readable`);
+      // 'event processed' is logged after the transaction's response: wait for it (bounded).
+      for (let k = 0; k < 100 && !processed.has(focus); k++) await new Promise((r) => setTimeout(r, 1));
+      if (!into) return;
+      const t0 = committed.get(focus);
+      if (t0 === undefined) throw new Error(`no commit seen for ${focus}`);
+      const logged = written.get(ref)?.report;
+      if (logged !== undefined && logged !== report)
+        throw new Error(`${ref}: the report committed is not the one logged`);
+      const done = processed.get(focus);
+      into.commitToCommit.push(reportCommit - t0);
+      into.commitToGet.push(readable - t0);
+      into.finalRead.push(readable - reportCommit);
+      if (done) {
+        into.handler.push(done.ms);
+        // Commit → handler start: the notification, notify, SQS and the poller's receive.
+        const handlerStart = done.at - done.ms;
+        into.beforeHandler.push(handlerStart - t0);
+        into.handlerStartToReportCommit.push(reportCommit - handlerStart);
       }
-      await consumer.stop();
-      consumer = undefined;
-      const reference = bareRefs.length ? bareStats(bare) : undefined;
-      const bareP50Sum = reference?.p50Sum;
-      const floorStats = bareRefs.length ? deliveryStats(delivery) : undefined;
-      const c2c = stats(out.commitToCommit);
-      const c2get = stats(out.commitToGet);
-      const against = (e2e: ReturnType<typeof stats>) => {
-        const ratio = bareP50Sum ? round(e2e.p50 / bareP50Sum) : NaN;
-        const floorRatio =
-          bareP50Sum && floorStats ? round((bareP50Sum + floorStats.total.p50) / bareP50Sum) : NaN;
-        const tail = round(e2e.p99 / e2e.p50);
-        return {
-          p50Ratio: ratio,
-          floorRatio,
-          // The end-to-end time above the floor: what the product's own delivery and handler add.
-          aboveFloorMs: round(e2e.p50 - (bareP50Sum ?? NaN) - (floorStats?.total.p50 ?? NaN)),
-          meetsP50Target: ratio <= 1.3,
-          p99OverP50: tail,
-          meetsTailTarget: tail <= 3,
-        };
-      };
-      return {
-        ...(reference ? { bareCallsMs: reference.calls, bareP50SumMs: bareP50Sum } : {}),
-        ...(floorStats ? { bareDeliveryMs: floorStats } : {}),
-        ...(reference
-          ? { targets: { commitToReportCommit: against(c2c), commitToReportGet: against(c2get) } }
-          : {}),
-        commitToReportCommitMs: c2c,
-        commitToReportGetMs: c2get,
-        breakdownP50Ms: {
-          commitToHandlerStart: stats(out.beforeHandler).p50,
-          handlerStartToReportCommit: stats(out.handlerStartToReportCommit).p50,
-          reportCommitToGetReturned: stats(out.finalRead).p50,
-          handlerWhole: stats(out.handler).p50,
-        },
-        breakdownP99Ms: {
-          commitToHandlerStart: stats(out.beforeHandler).p99,
-          handlerStartToReportCommit: stats(out.handlerStartToReportCommit).p99,
-          reportCommitToGetReturned: stats(out.finalRead).p99,
-        },
-      };
     };
-    // id-only first (the demo's Subscriptions), then the same with full-resource content.
-    const latencyIdOnly = await latency(events, 1, 'id-only', bareSets[0]);
-    // The same with the consumer in a process of its own (as its Lambda is), right after.
-    const latencyIdOnlyChild = await latency(events, 1, 'id-only', bareSets[2], true);
+
+    // 1. Latency, one event at a time, per consumer layout: each warmed up, then, where there
+    // are two, in turns of BLOCK events (a paused consumer keeps its handler, ports and process),
+    // so that both see the same drift of load on this shared machine. The bare calls (from where
+    // the layout's handler runs) and the floor after every few of a layout's events.
+    const latency = async (
+      perLayout: number,
+      content: PayloadContent,
+      layouts: readonly { consumer: PausableConsumer; bareRefs: readonly string[] }[],
+    ) => {
+      const runs = layouts.map((l) => ({
+        ...l,
+        samples: newSeries(),
+        every: l.bareRefs.length ? Math.max(1, Math.ceil(perLayout / l.bareRefs.length)) : 0,
+        measured: 0,
+      }));
+      const block = runs.length > 1 ? BLOCK : Infinity;
+      for (const run of runs) {
+        await run.consumer.resume();
+        for (const patient of take(WARMUP)) await measureEvent(patient, undefined);
+        if (runs.length > 1) await run.consumer.pause();
+      }
+      const patients = take(perLayout * runs.length);
+      for (let k = 0, turn = 0; k < patients.length; turn++) {
+        const run = runs[turn % runs.length];
+        if (!run) break;
+        if (runs.length > 1) await run.consumer.resume();
+        for (let j = 0; j < block && k < patients.length; j++, k++) {
+          const patient = patients[k];
+          if (!patient) break;
+          await measureEvent(patient, run.samples);
+          const bareRef = run.bareRefs[Math.floor(run.measured / (run.every || 1))];
+          if (run.every && run.measured++ % run.every === 0 && bareRef !== undefined) {
+            // From where the handler runs: this process, or the consumer's.
+            const focus = await run.consumer.bare(bareRef, run.samples.bare);
+            // The delivery floor on the same patient's new result, right after its bare calls.
+            await floor?.once(focus, content, run.samples.delivery);
+          }
+        }
+        await run.consumer.pause();
+      }
+      return runs.map((r) => summarize(r.samples));
+    };
+    const inProcess = async (concurrency: number): Promise<PausableConsumer> => {
+      const c = await startInProcessConsumer(stack, MODEL, concurrency, logger);
+      layouts.push(c);
+      return c;
+    };
+    // id-only (the demo's Subscriptions): the consumer in this process and in its own, in turns.
+    const own = await startChildConsumer(stack, MODEL, 1, record);
+    layouts.push(own);
+    const [latencyIdOnly, latencyIdOnlyOwn] = await latency(events, 'id-only', [
+      { consumer: await inProcess(1), bareRefs: bareSets[0] ?? [] },
+      { consumer: own, bareRefs: bareSets[2] ?? [] },
+    ]);
     await registerSubscriptions(stack, fhir, registry.all(), 'full-resource');
-    const latencyFullResource = await latency(events, 1, 'full-resource', bareSets[1]);
+    const [latencyFullResource] = await latency(events, 'full-resource', [
+      { consumer: await inProcess(1), bareRefs: bareSets[1] ?? [] },
+    ]);
     await registerSubscriptions(stack, fhir, registry.all(), 'id-only');
-    const latency8 = await latency(latency8Events, 8, 'id-only');
+    const [latency8] = await latency(latency8Events, 'id-only', [
+      { consumer: await inProcess(8), bareRefs: [] },
+    ]);
 
     // 3. Throughput at each consumer concurrency.
     const waitProcessed = async (target: number, timeoutMs = 300_000): Promise<void> => {
@@ -353,7 +335,7 @@ export async function benchEventPath(
       patientsLoaded: cohort.length,
       historyLoadSeconds: round(loadSeconds),
       latencyIdOnlyConsumerConcurrency1: latencyIdOnly,
-      latencyIdOnlyConsumerConcurrency1InOwnProcess: latencyIdOnlyChild,
+      latencyIdOnlyConsumerConcurrency1InOwnProcess: latencyIdOnlyOwn,
       latencyFullResourceConsumerConcurrency1: latencyFullResource,
       latencyIdOnlyConsumerConcurrency8: latency8,
       targetP50RatioAtMost: 1.3,
@@ -365,6 +347,7 @@ export async function benchEventPath(
     };
   } finally {
     await consumer?.stop();
+    for (const c of layouts) await c.close();
     await floor?.close();
     await stack.close();
   }
