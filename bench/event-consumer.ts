@@ -127,7 +127,9 @@ export async function startChildConsumer(
   });
   let waiting: ((m: FromChild) => void) | undefined;
   const exited = new Promise<void>((resolve) =>
-    child.once('exit', () => {
+    child.once('exit', (code) => {
+      // A request still waiting is answered: the process is gone.
+      waiting?.({ type: 'error', message: `exited (${String(code)})` });
       resolve();
     }),
   );
@@ -168,6 +170,7 @@ export async function startChildConsumer(
       return answer.focus;
     },
     async close() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
       await ask({ type: 'stop' });
       await exited;
     },
