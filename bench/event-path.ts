@@ -247,10 +247,12 @@ export async function benchEventPath(
           await measureEvent(patient, run.samples);
           const bareRef = run.bareRefs[Math.floor(run.measured / (run.every || 1))];
           if (run.every && run.measured++ % run.every === 0 && bareRef !== undefined) {
+            // The floor's long poll first, so that it waits through the bare calls.
+            const polled = floor?.listen();
             // From where the handler runs: this process, or the consumer's.
             const focus = await run.consumer.bare(bareRef, run.samples.bare);
             // The delivery floor on the same patient's new result, right after its bare calls.
-            await floor?.once(focus, content, run.samples.delivery);
+            if (polled) await floor?.once(focus, content, run.samples.delivery, polled);
           }
         }
         await run.consumer.pause();
