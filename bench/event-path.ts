@@ -36,8 +36,11 @@
  * notify's event-number state write, which follows its SQS send (the SDK's signing and
  * dynalite's handling: ~1.2 ms of CPU together, measured bare), runs between the queue's answer
  * and the handler's first call; in AWS it runs in notify's own Lambda against a remote table.
- * The own-process series is the AWS layout for the consumer; the one-process series stays as
- * its peer.
+ * The own-process series is the AWS layout for the consumer, the one-process series its peer:
+ * `breakdownP50Ms.commitToHandlerStart` shows what the state write costs the handler's start,
+ * `handlerStartToReportCommit` what each of the handler's calls crossing processes costs on this
+ * machine. There the floor's delivery follows bare calls made in the consumer's process, after
+ * which this process may have sat idle (a little dearer: see bench/event-floor.ts).
  *
  * Patients: the diabetes held-out rows resampled deterministically (row i is held-out row
  * i mod n under a distinct id), the demo's deliberate gaps left out so every event has a report.
