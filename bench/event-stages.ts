@@ -3,8 +3,8 @@
  * (fetch, and the SQS, DynamoDB and SageMaker clients) is timed, and for each event, one at a
  * time, the calls between the Observation's commit and its 'event processed' log line are put
  * on a timeline relative to the commit. Printed: per call, in order, the median start and the
- * median duration over `events` events (until the response headers for fetch: the body is read
- * after), e.g. the notification POST, the SQS send, the long poll's return (the receive wake-up),
+ * median duration and end over `events` events (until the response headers for fetch: the body is
+ * read after), e.g. the notification POST, the SQS send, the long poll's return (the receive wake-up),
  * then the handler's FHIR reads and search, the idempotency lookup, InvokeEndpoint, the
  * transaction and the delete.
  *
@@ -115,7 +115,7 @@ export async function benchEventStages(
         commit = performance.now();
     });
     const consumer = startEventConsumer(stack, logger, concurrency);
-    const timeline = new Map<string, { starts: number[]; durations: number[] }>();
+    const timeline = new Map<string, { starts: number[]; durations: number[]; ends: number[] }>();
     const totals: number[] = [];
     for (const [i, p] of cohort.entries()) {
       spans = [];
@@ -130,9 +130,10 @@ export async function benchEventStages(
         const n = nth.get(s.label) ?? 0;
         nth.set(s.label, n + 1);
         const key = n === 0 ? s.label : `${s.label} #${String(n + 1)}`;
-        const t = timeline.get(key) ?? { starts: [], durations: [] };
+        const t = timeline.get(key) ?? { starts: [], durations: [], ends: [] };
         t.starts.push(s.start - commit);
         t.durations.push(s.end - s.start);
+        t.ends.push(s.end - commit);
         timeline.set(key, t);
       }
     }
@@ -151,6 +152,7 @@ export async function benchEventStages(
           n: t.starts.length,
           startP50: round(median(t.starts)),
           durationP50: round(median(t.durations)),
+          endP50: round(median(t.ends)),
         }))
         .sort((a, b) => a.startP50 - b.startP50),
     };
