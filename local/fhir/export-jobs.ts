@@ -77,6 +77,7 @@ class NdjsonWriter {
   private stream: WriteStream | undefined;
   private file: OutputFile | undefined;
   private seq = 0;
+  private failure: Error | undefined;
   constructor(
     private readonly job: ExportJob,
     private readonly type: string,
@@ -96,13 +97,21 @@ class NdjsonWriter {
       const name = `${this.type}-${String(++this.seq).padStart(4, '0')}.ndjson`;
       this.file = { type: this.type, name, count: 0, bytes: 0 };
       this.into.push(this.file);
-      this.stream = createWriteStream(path.join(this.job.dir, name));
+      const stream = createWriteStream(path.join(this.job.dir, name));
+      // A job cancelled while it writes loses its folder: the stream's error fails the job (the
+      // caller's catch), instead of going unhandled and taking the server down.
+      stream.on('error', (err) => (this.failure ??= err));
+      this.stream = stream;
     }
+    if (this.failure) throw this.failure;
     if (counted) this.file.count++;
     this.file.bytes += Buffer.byteLength(line) + 1;
     if (!this.stream.write(line + '\n')) {
       const s = this.stream;
-      await new Promise<void>((resolve) => s.once('drain', resolve));
+      await new Promise<void>((resolve) => {
+        s.once('drain', resolve);
+        s.once('close', resolve);
+      });
     }
   }
 

@@ -169,6 +169,7 @@ export function installBulkExport(server: RunningFhirServer, opts: BulkExportOpt
       }
     };
     run().catch((err: unknown) => {
+      if (job.status === 'cancelled') return; // its files went with the DELETE
       job.status = 'failed';
       job.failure = (err as Error).message.slice(0, 200);
     });

@@ -47,6 +47,12 @@ export interface SweepRecord {
   since?: string;
   /** S3 key of the staged export's description (`StagedExport`). */
   stagedKey?: string;
+  /**
+   * The export job's status URL and the kick-off it belongs to, recorded right after the
+   * kick-off: a retried Begin polls that job instead of starting another (it would run unpolled).
+   */
+  statusUrl?: string;
+  exportAttempt?: number;
   transactionTime?: string;
   finishedAt?: string;
 }

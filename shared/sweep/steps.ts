@@ -25,7 +25,7 @@ import { exportTypeFilters } from './type-filters.js';
 import type { PollStats } from './bulk-client.js';
 import type { SweepRecord } from './checkpoint.js';
 import { parseSweepDefinition, selectModels } from './definition.js';
-import { ExportTimeoutError, ExportUnsupportedError, SweepInputError } from './errors.js';
+import { ExportFailedError, ExportTimeoutError, ExportUnsupportedError, SweepInputError } from './errors.js';
 import { beginSearch, resumedSearchState } from './search-steps.js';
 import { partitionsFor } from './stage.js';
 import { attemptPrefix, readStaged, stagedResult } from './staged.js';
@@ -158,6 +158,17 @@ export async function begin(
     log.info('sweep resumed: search in progress');
     return { state: resumedSearchState(ctx, sweepId, opts.maxSearchCalls), record: existing };
   }
+  // A retried Begin whose first call kicked the export off (and failed after): that job, polled,
+  // while the server still has it (a job gone, e.g. cancelled once staged, is kicked off anew).
+  if (
+    existing?.status === 'exporting' &&
+    existing.statusUrl &&
+    existing.exportAttempt === attempt &&
+    (await exportJobExists(ctx, existing.statusUrl))
+  ) {
+    log.info('sweep resumed: export in progress', { attempt });
+    return { state: exportingState(ctx, sweepId, attempt, existing.statusUrl, opts), record: existing };
+  }
 
   // A re-kick exports what the first kick-off asked for (the same `_since`).
   const since =
@@ -210,11 +221,35 @@ export async function begin(
     return search();
   }
   log.info('export kicked off', { attempt });
+  const kicked: SweepRecord = { ...record, statusUrl, exportAttempt: attempt };
+  await ctx.checkpoints.putSweep(kicked);
+  return { state: exportingState(ctx, sweepId, attempt, statusUrl, opts), record: kicked };
+}
+
+/** One status request: false when the server no longer has the job (404, 410); its other answers are the loop's. */
+async function exportJobExists(ctx: SweepContext, statusUrl: string): Promise<boolean> {
+  try {
+    await ctx.bulk.poll(statusUrl, emptyPoll());
+    return true;
+  } catch (err) {
+    if (err instanceof ExportFailedError && (err.status === 404 || err.status === 410)) return false;
+    return true;
+  }
+}
+
+/** The state of an export just kicked off (or found kicked off): the Wait/Poll loop's input. */
+function exportingState(
+  ctx: SweepContext,
+  sweepId: string,
+  attempt: number,
+  statusUrl: string,
+  opts: BeginOptions,
+): SweepState {
   // The Wait/Choice loop waits its floor before the first poll, and that wait counts too.
   const floor = opts.minPollSeconds;
   const firstWaitMs = floor === undefined ? 0 : floor * 1000;
   const poll = opts.poll ?? emptyPoll();
-  const state: SweepState = {
+  return {
     sweepId,
     bucket: ctx.store.bucket,
     phase: 'exporting',
@@ -225,7 +260,6 @@ export async function begin(
     waitSeconds: floor ?? 1,
     ...(floor === undefined ? {} : { minPollSeconds: floor, maxPolls: opts.maxPolls ?? DEFAULT_MAX_POLLS }),
   };
-  return { state, record };
 }
 
 /** Step 1: kick the export off (or stage by search, or find the sweep staged already). */

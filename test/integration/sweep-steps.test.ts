@@ -329,4 +329,49 @@ describe('population sweep, step by step as the state machine runs it (embedded 
     expect(summary.export.polls).toBeGreaterThan(exported.poll.polls);
     expect(summary.patients).toMatchObject({ processed: PATIENTS, failed: 0 });
   });
+  it('a retried Begin polls the export its first call kicked off; a job the server no longer has is kicked off anew', async () => {
+    // Arrange
+    const ctx = await context();
+    const h = createPopulationSweepHandlers(silentLogger, () => Promise.resolve(ctx));
+    const input = json({
+      definition: definition('retried'),
+      sweepId: 'retried-1',
+      attempt: 1,
+      minPollSeconds: 1,
+    });
+    const gone = json({
+      definition: definition('retried'),
+      sweepId: 'retried-2',
+      attempt: 1,
+      minPollSeconds: 1,
+    });
+    const kicks = bulk.kickOffs();
+
+    // Act: Begin called twice with the same input (Step Functions retrying a call that failed after
+    // the kick-off), then the sweep as the state machine runs it.
+    const first = await h.startHandler(input, LAMBDA);
+    const retried = await h.startHandler(input, LAMBDA);
+    const kicksAfterRetry = bulk.kickOffs() - kicks;
+    let state = retried;
+    while (state.phase === 'exporting') state = await h.pollHandler(json(state), LAMBDA);
+    const { summary } = await stageAndRun(h, state, (fs) => fs);
+    // A job cancelled on the server before the retry: a new kick-off.
+    const before = await h.startHandler(gone, LAMBDA);
+    await ctx.bulk.cancel(before.statusUrl ?? '');
+    const after = await h.startHandler(gone, LAMBDA);
+
+    // Assess
+    expect(kicksAfterRetry).toBe(1);
+    expect(retried.statusUrl).toBe(first.statusUrl);
+    expect(summary.export.attempts).toBe(1);
+    // Earlier tests scored these patients: their reports are found, not written again.
+    expect(summary.patients).toMatchObject({
+      processed: PATIENTS,
+      written: 0,
+      unchanged: ELIGIBLE,
+      failed: 0,
+    });
+    expect(after.statusUrl).not.toBe(before.statusUrl);
+    expect(bulk.kickOffs() - kicks).toBe(3);
+  });
 });
