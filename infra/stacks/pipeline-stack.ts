@@ -260,15 +260,13 @@ export class PipelineStack extends Stack {
       ephemeralStorageSize: Size.gibibytes(4),
       withManifests: true,
     }).bindEndpointInvoker(this.props.endpoints);
-    // No heap flag in its NODE_OPTIONS (the house `--enable-source-maps` only): Lambda's bootstrap
-    // puts its own on the command line, which wins; the worker collects between batches instead
-    // (shared/sweep/heap.ts).
+    // No heap flag in its NODE_OPTIONS (only `--enable-source-maps`): Lambda's bootstrap puts its
+    // own on the command line, which wins; the worker collects between batches (shared/sweep/heap.ts).
     for (const fn of [start, poll, search, stageFile, plan, item, finish]) {
       for (const [k, v] of Object.entries(env)) fn.addEnvironment(k, v);
     }
     for (const fn of [start, search, plan, item, finish]) {
-      // What the checkpoint store calls (shared/sweep/checkpoint.ts), and no more: no Scan,
-      // no deletes, no batch writes, no streams.
+      // What the checkpoint store calls (shared/sweep/checkpoint.ts): no Scan, deletes, batches, streams.
       table.grant(fn, 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query');
       table.encryptionKey?.grantEncryptDecrypt(fn);
     }
@@ -381,7 +379,10 @@ export class PipelineStack extends Stack {
               ? ['healthlake:CreateResource', 'healthlake:UpdateResource']
               : []),
             ...(role === 'populationSweepStart' ? ['healthlake:StartFHIRExportJobWithGet'] : []),
-            ...(role === 'populationSweepPoll' ? ['healthlake:DescribeFHIRExportJobWithGet'] : []),
+            // Poll describes the job; so does a retried Begin, checking the job it started.
+            ...(/^populationSweep(Poll|Start)$/.test(role)
+              ? ['healthlake:DescribeFHIRExportJobWithGet']
+              : []),
             ...(role === 'populationSweepPlan' ? ['healthlake:CancelFHIRExportJobWithDelete'] : []),
           ],
           resources: [config.fhir.auth.datastoreArn],

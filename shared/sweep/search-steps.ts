@@ -250,7 +250,10 @@ class SearchCall {
         resourceType: 'Patient',
         params: { _id: ids.join(','), _count: String(c.pageSize) },
       });
-      await this.stagePatients((await reader.read()) ?? [], true);
+      // Every page of the `_id` search (`_count` is a hint: a server may page one block further).
+      const patients: Patient[] = [];
+      while (!reader.done) patients.push(...((await reader.read()) ?? []));
+      await this.stagePatients(patients, true);
       this.noteReader(reader);
       c.memberOffset += ids.length;
       this.ctx.onProgress?.({ phase: 'stage', done: c.memberOffset, total: this.members.length });

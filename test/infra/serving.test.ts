@@ -209,6 +209,14 @@ describe('HIPAA checks on the other configurations', () => {
     expect(actionsOf('NotifyFunction')).toContain('healthlake:SearchWithGet');
     expect(actionsOf('NotifyFunction')).not.toContain('healthlake:CreateResource');
     expect(actionsOf('ResourceEventFunction')).toContain('healthlake:CreateResource');
+    // The export: Begin starts it (and a retried Begin describes the job it started), Poll
+    // describes, Plan cancels; no other step touches it.
+    expect(actionsOf('PopulationSweepStartFunction')).toContain('healthlake:StartFHIRExportJobWithGet');
+    expect(actionsOf('PopulationSweepStartFunction')).toContain('healthlake:DescribeFHIRExportJobWithGet');
+    expect(actionsOf('PopulationSweepPollFunction')).toContain('healthlake:DescribeFHIRExportJobWithGet');
+    expect(actionsOf('PopulationSweepPollFunction')).not.toContain('healthlake:StartFHIRExportJobWithGet');
+    expect(actionsOf('PopulationSweepPlanFunction')).toContain('healthlake:CancelFHIRExportJobWithDelete');
+    expect(actionsOf('PopulationSweepSearchFunction')).not.toContain('FHIRExportJob');
   });
 });
 

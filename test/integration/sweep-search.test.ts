@@ -284,4 +284,38 @@ describe('population sweep, paged-search fallback as resumable steps (embedded s
     expect(summary.patients).toMatchObject({ processed: 10, failed: 0 });
     expect(summary.export.resources.Patient).toBe(10);
   });
+  it('a Group cohort on a server that pages an `_id` search further than `_count` asks: every member staged', async () => {
+    // Arrange: a server that answers at most 2 resources a page (`_count` is a hint in FHIR).
+    const group = await stack.fhir.repo.createResource<Group>({
+      resourceType: 'Group',
+      type: 'person',
+      actual: true,
+      member: stack.ids.slice(0, 10).map((id) => ({ entity: { reference: `Patient/${id}` } })),
+    });
+    const ctx = await stack.context({ extra: { stage: { searchBudgetMs: 60_000, searchPageSize: 4 } } });
+    const fhir = ctx.ports.fhir;
+    const capped: SweepContext = {
+      ...ctx,
+      ports: {
+        ...ctx.ports,
+        fhir: { ...fhir, searchPage: (t, params) => fhir.searchPage(t, { ...params, _count: '2' }) },
+      },
+    };
+    const h = createPopulationSweepHandlers(silentLogger, () => Promise.resolve(capped));
+
+    // Act
+    const begun = await h.startHandler(
+      json({
+        definition: definition('group-capped', { cohort: { kind: 'group', group: group.id } }),
+        sweepId: 'group-capped-1',
+      }),
+      LAMBDA,
+    );
+    const states = await searchUntilStaged(h, begun);
+    const summary = await itemsAndFinish(h, states[states.length - 1] as SweepState);
+
+    // Assess
+    expect(summary.export.resources.Patient).toBe(10);
+    expect(summary.patients).toMatchObject({ processed: 10, failed: 0 });
+  });
 });
