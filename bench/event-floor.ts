@@ -8,18 +8,21 @@
  * 1. `notifyPost`: one notification POST through the FHIR server's own delivery client
  *    (`createDeliver`: the rest-hook headers, the `X-Signature` HMAC, fetch) with a real
  *    notification body of the series' content (the bundle the server sends for one event on a
- *    stored Observation), to a node:http server that reads the body and answers 200 with an
- *    OperationOutcome of notify's answer's size, doing nothing else;
+ *    stored Observation), to a node:http server that reads the body, makes the send below and
+ *    then answers 200 with an OperationOutcome of notify's answer's size, doing nothing else;
+ *    timed until the body has arrived (the answer's leg runs after the send, as notify's does,
+ *    off the path to the consumer);
  * 2. `sqsSend`: one SendMessageBatch of the message notify would build for that event
  *    (`buildMessage`, the resource carried with full-resource content) through notify's own
  *    queue port (`createNotifyPorts(...).queue`), to a FIFO queue on the stack's fauxqs made
  *    like the event queue (same visibility timeout, its own name, so that the running consumer
- *    never sees these messages);
- * 3. `receiveWake`: until a ReceiveMessage long poll already waiting on that queue (issued
- *    before the bare calls that precede the delivery, with the event poller's parameters,
- *    through the poller's client) returns the message.
+ *    never sees these messages), started by the receiver when the body has arrived;
+ * 3. `receiveWake`: from the send's return until a ReceiveMessage long poll already waiting on
+ *    that queue (issued before the bare calls that precede the delivery, with the event poller's
+ *    parameters, through the poller's client) returns the message (near 0, or slightly below
+ *    when the poll wakes before the send's response is read).
  *
- * `total` = 1 + 2 + 3, from the POST's start to the long poll's return: the delivery part of
+ * `total`, from the POST's start to the long poll's return: the delivery part of
  * `floorRatio = (bare calls p50 + total p50) / bare calls p50`.
  *
  * Included: loopback HTTP for the notification and both SQS calls, the SDK's work on them
@@ -101,18 +104,28 @@ const ACCEPTED = JSON.stringify({
   issue: [{ severity: 'information', code: 'informational', diagnostics: 'accepted; 1 queued' }],
 });
 
-/** A receiver that reads the body and answers, nothing else. */
-async function startNoopReceiver(): Promise<{ url: string; server: Server }> {
+/**
+ * A receiver that reads the body, runs `onArrival` (the SQS send, as notify sends before it
+ * answers), then answers; nothing else.
+ */
+async function startNoopReceiver(): Promise<{
+  url: string;
+  server: Server;
+  onArrival: { current: () => Promise<void> };
+}> {
+  const onArrival = { current: (): Promise<void> => Promise.resolve() };
   const server = createServer((req, res) => {
     req.resume();
     req.on('end', () => {
-      res.writeHead(200, { 'content-type': 'application/fhir+json' });
-      res.end(ACCEPTED);
+      void onArrival.current().finally(() => {
+        res.writeHead(200, { 'content-type': 'application/fhir+json' });
+        res.end(ACCEPTED);
+      });
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${String(port)}/notify`, server };
+  return { url: `http://127.0.0.1:${String(port)}/notify`, server, onArrival };
 }
 
 export async function startDeliveryFloor(
@@ -223,14 +236,20 @@ export async function startDeliveryFloor(
         ...(carried ? { resource: carried } : {}),
       });
       // The long poll was started by listen() before the bare calls: it waits, as the consumer's does.
+      // The send starts when the notification has arrived and the receiver answers after it, as
+      // notify does: the POST's response leg is not on the path to the consumer.
+      let t1 = 0;
+      let t2 = 0;
+      receiver.onArrival.current = async () => {
+        t1 = performance.now();
+        await notifyPorts.queue.send([message]);
+        t2 = performance.now();
+      };
       const t0 = performance.now();
-      if (!(await deliver(state, { type: 'event-notification', generation: 0, event }, body)))
-        throw new Error('floor notification not accepted');
-      const t1 = performance.now();
-      await notifyPorts.queue.send([message]);
-      const t2 = performance.now();
+      const accepted = deliver(state, { type: 'event-notification', generation: 0, event }, body);
       const got = await polled;
       const t3 = performance.now();
+      if (!(await accepted)) throw new Error('floor notification not accepted');
       const [m] = got;
       if (!m) throw new Error('the floor long poll returned no message within its wait');
       into.notifyPost.push(t1 - t0);
