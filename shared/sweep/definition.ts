@@ -8,6 +8,12 @@ import { SweepInputError } from './errors.js';
 
 const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 
+/** The paged search carries a cohort query as one value per parameter name. */
+function noRepeatedParameter(query: string): boolean {
+  const names = [...new URLSearchParams(query.replace(/^Patient\?/, '')).keys()];
+  return new Set(names).size === names.length;
+}
+
 export const CohortSchema = z.union([
   /** Every patient the server holds (`Patient/$export`). */
   z.object({ kind: z.literal('all') }),
@@ -17,7 +23,13 @@ export const CohortSchema = z.union([
    * A FHIR search for Patients (`Patient?address-state=MA`): runs as paged search, since
    * `$export` has no patient filter of that kind.
    */
-  z.object({ kind: z.literal('search'), query: z.string().min(1).max(2000) }),
+  z.object({
+    kind: z.literal('search'),
+    query: z.string().min(1).max(2000).refine(noRepeatedParameter, {
+      error:
+        'each search parameter may appear once (a repeated one, e.g. two birthdate bounds, is not supported: the sweep would keep only the last)',
+    }),
+  }),
 ]);
 export type Cohort = z.infer<typeof CohortSchema>;
 

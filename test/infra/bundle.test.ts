@@ -62,7 +62,17 @@ describe('function bundles', () => {
       const [output] = Object.values(b.metafile.outputs).filter((o) => o.entryPoint);
       // population-sweep has one entry point per Step Functions state; the others one handler.
       const entryPoints =
-        name === 'population-sweep' ? ['startHandler', 'itemHandler', 'finishHandler'] : ['handler'];
+        name === 'population-sweep'
+          ? [
+              'startHandler',
+              'pollHandler',
+              'searchHandler',
+              'stageFileHandler',
+              'planHandler',
+              'itemHandler',
+              'finishHandler',
+            ]
+          : ['handler'];
       for (const e of entryPoints) expect(output?.exports).toContain(e);
       // zod keeps English only; ucum-lhc and the other forbidden packages never come in.
       const locales = inputs.filter((i) => /zod\/v4\/locales\/(?!index\.js$)/.test(i));

@@ -77,6 +77,16 @@ describe('sweep definition and staging helpers', () => {
     );
     expect(() => parseSweepDefinition({ since: 'yesterday' })).toThrow(SweepInputError);
     expect(() => parseSweepDefinition({ batchSize: 0 })).toThrow(SweepInputError);
+    // A search cohort's parameter given twice would keep only the last value: a wider cohort.
+    expect(() =>
+      parseSweepDefinition({
+        cohort: { kind: 'search', query: 'Patient?birthdate=ge1950&birthdate=lt1960' },
+      }),
+    ).toThrow(/cohort\.query: each search parameter may appear once/);
+    expect(
+      parseSweepDefinition({ cohort: { kind: 'search', query: 'Patient?birthdate=ge1950&gender=female' } })
+        .cohort,
+    ).toEqual({ kind: 'search', query: 'Patient?birthdate=ge1950&gender=female' });
   });
 
   it('finds the patient of a resource and keeps each patient in one partition', () => {
