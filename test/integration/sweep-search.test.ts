@@ -98,6 +98,19 @@ async function reportsBySubject(): Promise<Map<string, number>> {
   return counts;
 }
 
+/** Every staged line in the parts a sweep's search cursor names (what its items read). */
+async function namedPartLines(sweepId: string): Promise<string[]> {
+  const cursor = await readJson<SearchCursor>(`sweeps/${sweepId}/search/cursor.json`);
+  const lines: string[] = [];
+  for (const p of cursor.partitions) {
+    for (const key of p.keys) {
+      const out = await stack.s3.send(new GetObjectCommand({ Bucket: stack.bucket, Key: key }));
+      lines.push(...((await out.Body?.transformToString()) ?? '').split('\n').filter(Boolean));
+    }
+  }
+  return lines;
+}
+
 describe('population sweep, paged-search fallback as resumable steps (embedded stack)', () => {
   it('the page reader holds one page at a time, follows next links to the end, and resumes from a stored position', async () => {
     // Arrange
@@ -208,12 +221,20 @@ describe('population sweep, paged-search fallback as resumable steps (embedded s
     const resumed = await second.startHandler(json({ definition: def, sweepId: 'crash-1' }), LAMBDA);
     const states = await searchUntilStaged(second, state);
     const summary = await itemsAndFinish(second, states[states.length - 1] as SweepState);
+    // The same cohort searched in one clean call: what the crashed sweep must have staged, no more.
+    await runSweep(await stack.context(), def, { sweepId: 'crash-clean' });
 
     // Assess
     expect(left.KeyCount).toBeGreaterThan(0);
     expect(resumed).toMatchObject({ phase: 'searching', searchKey: state.searchKey });
     const staged = await readJson<StagedExport>(`sweeps/crash-1/staged.json`);
     expect(staged.counts.resources.Patient).toBe(fresh.length);
+    // Every line in the parts its cursor names, read back: the clean sweep's lines, none twice.
+    const stagedLines = await namedPartLines('crash-1');
+    const cleanLines = await namedPartLines('crash-clean');
+    expect(stagedLines.length).toBeGreaterThan(fresh.length);
+    expect(new Set(stagedLines).size).toBe(stagedLines.length);
+    expect([...stagedLines].sort()).toEqual([...cleanLines].sort());
     expect(summary.patients).toMatchObject({ processed: fresh.length, failed: 0 });
     const counts = await reportsBySubject();
     const mine = fresh.map((id) => counts.get(`Patient/${id}`) ?? 0);
