@@ -13,11 +13,13 @@
  * the counts, transactionTime and `_since`. The state only names it. Nothing holds more than a
  * page of resources (`PageReader`), plus the partition writer's bounded buffers.
  *
- * A call that crashes is retried with the same state: it reads the same cursor and writes the
- * same part keys (`search/s<call>/…`); only the parts its successful close names are kept, so
- * no resource is staged twice and none is skipped. A retried call after the cursor was written
- * goes on from there.
+ * A call that crashes is retried with the same state: it reads the same cursor and writes its
+ * own part keys (`search/s<call>-<attempt id>/…`, so an attempt still running, e.g. after a
+ * client-side timeout, never overwrites the parts another names); only the parts a successful
+ * close names are kept, so no resource is staged twice and none is skipped. A retried call after
+ * the cursor was written goes on from there.
  */
+import { randomUUID } from 'node:crypto';
 import type { Observation, Patient, Resource } from '@medplum/fhirtypes';
 import type { Logger } from '../log.js';
 import type { SweepRecord } from './checkpoint.js';
@@ -164,7 +166,7 @@ async function groupMembers(ctx: SweepContext, group: string): Promise<string[]>
     .map((r) => r.slice(8));
 }
 
-/** One call's staging: a writer under `search/s<call>/`, the units of work, the cursor updated. */
+/** One call's staging: a writer under `search/s<call>-<attempt id>/`, the units, the cursor updated. */
 class SearchCall {
   readonly writer: PartitionWriter;
   private members: string[] | undefined;
@@ -175,7 +177,7 @@ class SearchCall {
   ) {
     this.writer = new PartitionWriter({
       store: ctx.store,
-      prefix: `${prefixOf(ctx, cursor.sweepId)}/search/s${String(cursor.calls + 1).padStart(5, '0')}`,
+      prefix: `${prefixOf(ctx, cursor.sweepId)}/search/s${String(cursor.calls + 1).padStart(5, '0')}-${randomUUID().slice(0, 8)}`,
       partitions: cursor.width,
       isOwnWrite: (r) => ctx.ports.isOwnWrite(r),
       ...(ctx.stage?.partBytes ? { partBytes: ctx.stage.partBytes } : {}),

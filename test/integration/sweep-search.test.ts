@@ -215,7 +215,7 @@ describe('population sweep, paged-search fallback as resumable steps (embedded s
     await expect(crashing.searchHandler(json(state), LAMBDA)).rejects.toThrow('killed');
     // It left parts of its two pages behind, which its cursor never names.
     const left = await stack.s3.send(
-      new ListObjectsV2Command({ Bucket: stack.bucket, Prefix: 'sweeps/crash-1/search/s00003/' }),
+      new ListObjectsV2Command({ Bucket: stack.bucket, Prefix: 'sweeps/crash-1/search/s00003' }),
     );
     const second = await handlers();
     const resumed = await second.startHandler(json({ definition: def, sweepId: 'crash-1' }), LAMBDA);
@@ -226,6 +226,11 @@ describe('population sweep, paged-search fallback as resumable steps (embedded s
 
     // Assess
     expect(left.KeyCount).toBeGreaterThan(0);
+    // The retry wrote its own parts: none the crashed attempt left is named (or overwritten).
+    const named = (await readJson<SearchCursor>('sweeps/crash-1/search/cursor.json')).partitions.flatMap(
+      (p) => p.keys,
+    );
+    expect(named.filter((k) => (left.Contents ?? []).some((c) => c.Key === k))).toEqual([]);
     expect(resumed).toMatchObject({ phase: 'searching', searchKey: state.searchKey });
     const staged = await readJson<StagedExport>(`sweeps/crash-1/staged.json`);
     expect(staged.counts.resources.Patient).toBe(fresh.length);
