@@ -7,6 +7,7 @@
  * Group cohort.
  */
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import type { WithId } from '@medplum/core';
 import type { DiagnosticReport, Group, Observation, Patient } from '@medplum/fhirtypes';
 import type { Context } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -96,6 +97,16 @@ async function reportsBySubject(): Promise<Map<string, number>> {
   for (const r of reports)
     counts.set(r.subject?.reference ?? '', (counts.get(r.subject?.reference ?? '') ?? 0) + 1);
   return counts;
+}
+
+/** A Group of the cohort's first ten patients. */
+function firstTenGroup(): Promise<WithId<Group>> {
+  return stack.fhir.repo.createResource<Group>({
+    resourceType: 'Group',
+    type: 'person',
+    actual: true,
+    member: stack.ids.slice(0, 10).map((id) => ({ entity: { reference: `Patient/${id}` } })),
+  });
 }
 
 /** Every staged line in the parts a sweep's search cursor names (what its items read). */
@@ -287,12 +298,7 @@ describe('population sweep, paged-search fallback as resumable steps (embedded s
   });
 
   it('a Group cohort: its members only, page by page; the bound on calls holds', async () => {
-    const group = await stack.fhir.repo.createResource<Group>({
-      resourceType: 'Group',
-      type: 'person',
-      actual: true,
-      member: stack.ids.slice(0, 10).map((id) => ({ entity: { reference: `Patient/${id}` } })),
-    });
+    const group = await firstTenGroup();
     const h = await handlers({ searchPageSize: 4 });
     const begun = await h.startHandler(
       json({
@@ -310,14 +316,10 @@ describe('population sweep, paged-search fallback as resumable steps (embedded s
     expect(summary.patients).toMatchObject({ processed: 10, failed: 0 });
     expect(summary.export.resources.Patient).toBe(10);
   });
+
   it('a Group cohort on a server that pages an `_id` search further than `_count` asks: every member staged', async () => {
     // Arrange: a server that answers at most 2 resources a page (`_count` is a hint in FHIR).
-    const group = await stack.fhir.repo.createResource<Group>({
-      resourceType: 'Group',
-      type: 'person',
-      actual: true,
-      member: stack.ids.slice(0, 10).map((id) => ({ entity: { reference: `Patient/${id}` } })),
-    });
+    const group = await firstTenGroup();
     const ctx = await stack.context({ extra: { stage: { searchBudgetMs: 60_000, searchPageSize: 4 } } });
     const fhir = ctx.ports.fhir;
     const capped: SweepContext = {
