@@ -111,16 +111,22 @@ const ACCEPTED = JSON.stringify({
 async function startNoopReceiver(): Promise<{
   url: string;
   server: Server;
-  onArrival: { current: () => Promise<void> };
+  onArrival: { current: () => Promise<void>; failure?: unknown };
 }> {
-  const onArrival = { current: (): Promise<void> => Promise.resolve() };
+  const onArrival: { current: () => Promise<void>; failure?: unknown } = {
+    current: (): Promise<void> => Promise.resolve(),
+  };
   const server = createServer((req, res) => {
     req.resume();
     req.on('end', () => {
-      void onArrival.current().finally(() => {
-        res.writeHead(200, { 'content-type': 'application/fhir+json' });
-        res.end(ACCEPTED);
-      });
+      // A failed send is kept for the sample to throw (not left unhandled); the answer goes out.
+      void onArrival
+        .current()
+        .catch((err: unknown) => (onArrival.failure ??= err))
+        .finally(() => {
+          res.writeHead(200, { 'content-type': 'application/fhir+json' });
+          res.end(ACCEPTED);
+        });
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -250,6 +256,7 @@ export async function startDeliveryFloor(
       const got = await polled;
       const t3 = performance.now();
       if (!(await accepted)) throw new Error('floor notification not accepted');
+      if (receiver.onArrival.failure !== undefined) throw receiver.onArrival.failure as Error;
       const [m] = got;
       if (!m) throw new Error('the floor long poll returned no message within its wait');
       into.notifyPost.push(t1 - t0);

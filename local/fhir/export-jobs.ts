@@ -108,9 +108,15 @@ class NdjsonWriter {
     this.file.bytes += Buffer.byteLength(line) + 1;
     if (!this.stream.write(line + '\n')) {
       const s = this.stream;
+      // Drained, or closed by an error: whichever comes first, and neither listener left behind.
       await new Promise<void>((resolve) => {
-        s.once('drain', resolve);
-        s.once('close', resolve);
+        const done = (): void => {
+          s.off('drain', done);
+          s.off('close', done);
+          resolve();
+        };
+        s.once('drain', done);
+        s.once('close', done);
       });
     }
   }
