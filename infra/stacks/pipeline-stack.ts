@@ -72,9 +72,9 @@ export const SWEEP_ENV = {
 export const SWEEP_PREFIX = `${PREFIX.bulk}sweeps`;
 
 /**
- * Start's timeout (a kick-off, or the paged-search fallback, which stages in that one call), and
- * the bound on waiting for the export: the state machine's Wait/Choice loop, inside the 24 h
- * execution timeout with time left to stage and score.
+ * Start's timeout (a kick-off, or the first steps of the paged-search fallback), and the bound
+ * on waiting for the export: the state machine's Wait/Choice loop, inside the 24 h execution
+ * timeout with time left to stage and score.
  */
 export const SWEEP_START_TIMEOUT = Duration.minutes(15);
 export const SWEEP_EXPORT_MAX_WAIT = Duration.hours(12);
@@ -266,8 +266,8 @@ export class PipelineStack extends Stack {
       for (const [k, v] of Object.entries(env)) fn.addEnvironment(k, v);
     }
     for (const fn of [start, search, plan, item, finish]) {
-      // What the checkpoint store calls (shared/sweep/checkpoint.ts): no Scan, deletes, batches, streams.
-      table.grant(fn, 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query');
+      // What the checkpoint store calls (shared/sweep/checkpoint.ts; Query: Finish lists the items).
+      table.grant(fn, 'dynamodb:GetItem', 'dynamodb:PutItem', ...(fn === finish ? ['dynamodb:Query'] : []));
       table.encryptionKey?.grantEncryptDecrypt(fn);
     }
     // Gets and puts under the prefix, no deletes (a lifecycle rule deletes); reads keep the

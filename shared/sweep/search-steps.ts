@@ -254,7 +254,12 @@ class SearchCall {
       });
       // Every page of the `_id` search (`_count` is a hint: a server may page one block further).
       const patients: Patient[] = [];
-      while (!reader.done) patients.push(...((await reader.read()) ?? []));
+      while (!reader.done) {
+        patients.push(...((await reader.read()) ?? []));
+        // A block of n ids has at most n Patients: more pages than that is a server paging in a loop.
+        if (reader.pages > ids.length + 1)
+          throw new SweepError(`sweep ${c.sweepId}: Patient?_id pages do not end`);
+      }
       await this.stagePatients(patients, true);
       this.noteReader(reader);
       c.memberOffset += ids.length;

@@ -346,4 +346,39 @@ describe('population sweep, paged-search fallback as resumable steps (embedded s
     expect(summary.export.resources.Patient).toBe(10);
     expect(summary.patients).toMatchObject({ processed: 10, failed: 0 });
   });
+  it('a Group cohort on a server whose `_id` search pages never end: the call fails, it does not spin', async () => {
+    // Arrange: every next link answers the first page again, with its next link.
+    const group = await firstTenGroup();
+    const ctx = await stack.context({ extra: { stage: { searchBudgetMs: 60_000, searchPageSize: 4 } } });
+    const fhir = ctx.ports.fhir;
+    let first: Parameters<typeof fhir.searchPage> | undefined;
+    const looping: SweepContext = {
+      ...ctx,
+      ports: {
+        ...ctx.ports,
+        fhir: {
+          ...fhir,
+          searchPage: (t, params) => {
+            first = [t, { ...params, _count: '2' }];
+            return fhir.searchPage(t, { ...params, _count: '2' });
+          },
+          nextPage: () => (first ? fhir.searchPage(...first) : Promise.reject(new Error('no first page'))),
+        },
+      },
+    };
+    const h = createPopulationSweepHandlers(silentLogger, () => Promise.resolve(looping));
+
+    // Act
+    const begun = await h.startHandler(
+      json({
+        definition: definition('group-loop', { cohort: { kind: 'group', group: group.id } }),
+        sweepId: 'group-loop-1',
+      }),
+      LAMBDA,
+    );
+    const call = h.searchHandler(json(begun), LAMBDA);
+
+    // Assess
+    await expect(call).rejects.toThrow(/Patient\?_id pages do not end/);
+  });
 });
