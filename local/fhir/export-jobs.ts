@@ -2,6 +2,7 @@
  * The jobs behind the embedded server's Bulk Data `$export`: what a kick-off asks for, the
  * NDJSON files a job writes (split by type and by size), and the fault knobs tests turn.
  */
+import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import * as path from 'node:path';
@@ -106,19 +107,8 @@ class NdjsonWriter {
     if (this.failure) throw this.failure;
     if (counted) this.file.count++;
     this.file.bytes += Buffer.byteLength(line) + 1;
-    if (!this.stream.write(line + '\n')) {
-      const s = this.stream;
-      // Drained, or closed by an error: whichever comes first, and neither listener left behind.
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          s.off('drain', done);
-          s.off('close', done);
-          resolve();
-        };
-        s.once('drain', done);
-        s.once('close', done);
-      });
-    }
+    // `once` rejects if the stream errors instead of draining, and removes its listeners either way.
+    if (!this.stream.write(line + '\n')) await once(this.stream, 'drain');
   }
 
   /** Resources written to the current file. */

@@ -8,9 +8,13 @@ import { SweepInputError } from './errors.js';
 
 const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 
+/** A search cohort's query (`Patient?a=1&b=2` or `a=1&b=2`) as parameters. */
+export const cohortQueryParams = (query: string): URLSearchParams =>
+  new URLSearchParams(query.replace(/^Patient\?/, ''));
+
 /** The paged search carries a cohort query as one value per parameter name. */
 function noRepeatedParameter(query: string): boolean {
-  const names = [...new URLSearchParams(query.replace(/^Patient\?/, '')).keys()];
+  const names = [...cohortQueryParams(query).keys()];
   return new Set(names).size === names.length;
 }
 

@@ -23,7 +23,7 @@ import { randomUUID } from 'node:crypto';
 import type { Observation, Patient, Resource } from '@medplum/fhirtypes';
 import type { Logger } from '../log.js';
 import type { SweepRecord } from './checkpoint.js';
-import type { Cohort } from './definition.js';
+import { cohortQueryParams, type Cohort } from './definition.js';
 import { ExportFailedError, SearchLimitError, SweepError, SweepInputError } from './errors.js';
 import { PageReader, type SearchPosition } from './search-pages.js';
 import { partitionsFor } from './stage.js';
@@ -80,10 +80,7 @@ const lastUpdated = (since: string | undefined): Record<string, string> =>
   since ? { _lastUpdated: `gt${since}` } : {};
 
 function patientQuery(cohort: Cohort, pageSize: number, since: string | undefined): SearchPosition {
-  const query =
-    cohort.kind === 'search'
-      ? Object.fromEntries(new URLSearchParams(cohort.query.replace(/^Patient\?/, '')))
-      : {};
+  const query = cohort.kind === 'search' ? Object.fromEntries(cohortQueryParams(cohort.query)) : {};
   return {
     kind: 'query',
     resourceType: 'Patient',
