@@ -7,7 +7,7 @@
 import type { SearchRequest, WithId } from '@medplum/core';
 import { matchesSearchRequest, toTypedValue } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
-import type { Candidates, DateValues, TypeIndex } from './search-index.js';
+import type { Candidates, StoredDates, TypeIndex } from './search-index.js';
 import { evaluate, expressionFor, indexedPredicate, kindOf, paramValues } from './search-index.js';
 
 /** One stored resource. */
@@ -16,7 +16,7 @@ export interface Entry {
   /** Insertion order, kept across updates (the order MemoryRepository's Map keeps). */
   readonly seq: number;
   /** Date parameter values; token and reference values are in the posting lists. */
-  readonly dates: DateValues;
+  readonly dates: StoredDates;
 }
 
 const collator = new Intl.Collator();
@@ -75,11 +75,7 @@ function sortEntries(
     if (!ast) continue;
     const keys = new Map<Entry, string>();
     for (const e of list) {
-      keys.set(
-        e,
-        e.dates[rule.code]?.sortKey ??
-          JSON.stringify(evaluate(ast, toTypedValue(e.resource)).map((v) => v.value as unknown)),
-      );
+      keys.set(e, JSON.stringify(evaluate(ast, toTypedValue(e.resource)).map((v) => v.value as unknown)));
     }
     const sign = rule.descending ? -1 : 1;
     list.sort((a, b) => collator.compare(keys.get(a) ?? '', keys.get(b) ?? '') * sign);

@@ -28,7 +28,7 @@ import { ensureFhirDefinitions } from './definitions.js';
 import { resolveConditionalReferences, validateBasic } from './validate.js';
 import type { Entry } from './find.js';
 import { findEntries } from './find.js';
-import { TypeIndex, extractForIndex } from './search-index.js';
+import { TypeIndex, extractForIndex, storedDates } from './search-index.js';
 
 export interface ChangeEvent {
   readonly type: 'create' | 'update' | 'delete';
@@ -69,6 +69,11 @@ function defer<T>(fn: () => T): Promise<T> {
 
 export class IndexedRepository extends FhirRepository<undefined> {
   private readonly store = new Map<string, Map<string, Entry>>();
+  /**
+   * Version lists of resources with more than one version, or deleted. A resource created once
+   * and never changed has none here: its history is its current entry (one resource in a
+   * million-resource store then costs no key string, list or version object of its own).
+   */
   private readonly versions = new Map<string, Version[]>();
   private readonly indexes = new Map<string, TypeIndex>();
   private readonly listeners = new Set<ChangeListener>();
@@ -153,13 +158,27 @@ export class IndexedRepository extends FhirRepository<undefined> {
   private deleteNow(resourceType: string, id: string): void {
     const entry = this.store.get(resourceType)?.get(id);
     if (!entry) throw new OperationOutcomeError(notFound);
-    const history = this.versions.get(resourceType + '/' + id) ?? [];
+    const history = this.historyToChange(resourceType, id, entry);
     this.recordUndo(resourceType, id, entry, history.length);
     this.indexFor(resourceType).remove(id, extractForIndex(entry.resource).postings);
     this.store.get(resourceType)?.delete(id);
     const meta = { versionId: String(history.length + 1), lastUpdated: new Date().toISOString() };
     history.push({ deleted: { resourceType, id, meta } as WithId<Resource> });
+    this.versions.set(resourceType + '/' + id, history);
     this.emit({ type: 'delete', resource: entry.resource });
+  }
+
+  /** A resource's versions, oldest first; undefined when it never existed. */
+  private historyOf(resourceType: string, id: string): readonly Version[] | undefined {
+    const listed = this.versions.get(resourceType + '/' + id);
+    if (listed) return listed;
+    const entry = this.store.get(resourceType)?.get(id);
+    return entry ? [{ resource: entry.resource }] : undefined;
+  }
+
+  /** The version list to push the next version onto (not yet in `versions` when it was implicit). */
+  private historyToChange(resourceType: string, id: string, current: Entry | undefined): Version[] {
+    return this.versions.get(resourceType + '/' + id) ?? (current ? [{ resource: current.resource }] : []);
   }
 
   readResource<T extends Resource>(resourceType: string, id: string): Promise<WithId<T>> {
@@ -197,7 +216,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
     id: string,
     options?: ReadHistoryOptions,
   ): Bundle<WithId<T>> {
-    const history = this.versions.get(resourceType + '/' + id);
+    const history = this.historyOf(resourceType, id);
     if (!history) throw new OperationOutcomeError(notFound);
     const newestFirst = [...history].reverse();
     const offset = options?.offset ?? 0;
@@ -227,7 +246,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
   }
 
   private versionNow<T extends Resource>(resourceType: string, id: string, vid: string): WithId<T> {
-    const version = this.versions.get(resourceType + '/' + id)?.find((v) => {
+    const version = this.historyOf(resourceType, id)?.find((v) => {
       const r = 'resource' in v ? v.resource : v.deleted;
       return r.meta?.versionId === vid;
     });
@@ -299,8 +318,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
   private async write<T extends Resource>(input: T, id: string): Promise<WithId<T>> {
     validateBasic(input);
     const { resourceType } = input;
-    const key = resourceType + '/' + id;
-    let history = this.versions.get(key) ?? [];
+    let history = this.historyOf(resourceType, id) ?? [];
     const stamp = (meta: Resource['meta']): Resource['meta'] => ({
       ...meta,
       versionId: String(history.length + 1),
@@ -313,7 +331,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
     const conditional = json.includes('?');
     if (conditional) {
       await resolveConditionalReferences(stored, this);
-      history = this.versions.get(key) ?? [];
+      history = this.historyOf(resourceType, id) ?? [];
       stored.meta = stamp(stored.meta);
     }
     let extracted: ReturnType<typeof extractForIndex>;
@@ -329,9 +347,10 @@ export class IndexedRepository extends FhirRepository<undefined> {
     const index = this.indexFor(resourceType);
     if (before) index.remove(id, extractForIndex(before.resource).postings);
     index.add(id, extracted.postings);
-    byId.set(id, { resource: stored, seq: before?.seq ?? ++this.seq, dates: extracted.dates });
-    history.push({ resource: stored });
-    this.versions.set(key, history);
+    const versions = this.historyToChange(resourceType, id, before);
+    versions.push({ resource: stored });
+    if (versions.length > 1) this.versions.set(resourceType + '/' + id, versions);
+    byId.set(id, { resource: stored, seq: before?.seq ?? ++this.seq, dates: storedDates(extracted.dates) });
     this.emit(
       before
         ? { type: 'update', resource: stored, previous: before.resource }

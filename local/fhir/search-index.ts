@@ -281,6 +281,40 @@ export function kindOf(resourceType: string, code: string): Kind | undefined {
   return specsFor(resourceType).find((s) => s.code === code)?.kind;
 }
 
+/**
+ * A date parameter as an entry keeps it: its periods flattened (`[start, end, start, end, …]`,
+ * one array of strings instead of an object, a list and an object per period), or the values
+ * themselves where that would lose something (an expression that yielded values none of which
+ * converted to a period). The sort key is not kept: `_sort` computes it (this system never sorts).
+ */
+export type StoredDate = readonly string[] | ParamValues;
+export type StoredDates = Readonly<Record<string, StoredDate>>;
+
+export function storedDates(dates: DateValues): StoredDates {
+  const out: Record<string, StoredDate> = {};
+  for (const [code, v] of Object.entries(dates)) {
+    out[code] = v.present === (v.periods ?? []).length > 0 ? flatPeriods(v) : v;
+  }
+  return out;
+}
+
+/** Periods flattened: `[start, end, …]`, missing ends as '0000' and '9999' (Medplum's defaults). */
+function flatPeriods(v: ParamValues | StoredDate | undefined): readonly string[] {
+  if (v === undefined) return [];
+  if (Array.isArray(v)) return v as readonly string[];
+  const out: string[] = [];
+  for (const p of (v as ParamValues).periods ?? []) {
+    const start = p.start ?? '0000';
+    const end = p.end ?? '9999';
+    out.push(start, end === start ? start : end);
+  }
+  return out;
+}
+
+/** Whether a date parameter yielded any value. */
+const datePresent = (v: StoredDate | undefined): boolean =>
+  v === undefined ? false : Array.isArray(v) ? v.length > 0 : (v as ParamValues).present;
+
 const negated = (op: Operator): boolean => op === Operator.NOT_EQUALS || op === Operator.NOT;
 
 /**
@@ -290,14 +324,14 @@ const negated = (op: Operator): boolean => op === Operator.NOT_EQUALS || op === 
 export function indexedPredicate(
   filter: Filter,
   kind: Kind | undefined,
-): ((v: ParamValues | undefined) => boolean) | undefined {
+): ((v: ParamValues | StoredDate | undefined) => boolean) | undefined {
   if (kind === undefined) return undefined;
   const op = filter.operator;
   if (op === Operator.MISSING || op === Operator.PRESENT) {
     const desired =
       (op === Operator.MISSING && filter.value === 'false') ||
       (op === Operator.PRESENT && filter.value === 'true');
-    return (v) => desired === (v?.present ?? false);
+    return (v) => desired === datePresent(v);
   }
   const values = splitSearchOnComma(filter.value);
   switch (kind) {
@@ -305,14 +339,17 @@ export function indexedPredicate(
       if (op !== Operator.EQUALS && !negated(op)) return undefined;
       const keys = values.map(filterKey);
       const neg = negated(op);
-      return (v) => (keys.some((k) => k !== null && v?.keys?.includes(k) === true) ? !neg : neg);
+      return (v) =>
+        keys.some((k) => k !== null && (v as ParamValues | undefined)?.keys?.includes(k) === true)
+          ? !neg
+          : neg;
     }
     case 'reference': {
       if (op !== Operator.EQUALS && !negated(op)) return undefined;
       const neg = negated(op);
       return (v) => {
-        if (filter.value === '' && !(v?.present ?? false)) return op === Operator.EQUALS;
-        const refs = v?.refs ?? [];
+        if (filter.value === '' && !datePresent(v)) return op === Operator.EQUALS;
+        const refs = (v as ParamValues | undefined)?.refs ?? [];
         return values.some((fv) => refs.includes(fv)) ? !neg : neg;
       };
     }
@@ -320,9 +357,12 @@ export function indexedPredicate(
       const periods = values.map((fv) => toPeriod(fv));
       const neg = negated(op);
       return (v) => {
-        for (const rv of v?.periods ?? []) {
+        const flat = flatPeriods(v);
+        for (let i = 0; i < flat.length; i += 2) {
+          const rs = flat[i] as string;
+          const re = flat[i + 1] as string;
           for (const fp of periods) {
-            if (fp && matchesDate(rv, op, fp)) return !neg;
+            if (fp && matchesDate(rs, re, op, fp)) return !neg;
           }
         }
         return neg;
@@ -345,15 +385,8 @@ const DATE_OPS: Partial<Record<Operator, DateOp>> = {
   [Operator.ENDS_BEFORE]: (_rs, re, fs) => re < fs,
 };
 
-/** `matchesDateValue` from @medplum/core, over a precomputed period. */
-function matchesDate(resourceValue: Period, operator: Operator, filterPeriod: Period): boolean {
+/** `matchesDateValue` from @medplum/core, over a precomputed period (missing ends: '0000', '9999'). */
+function matchesDate(start: string, end: string, operator: Operator, filterPeriod: Period): boolean {
   const op = DATE_OPS[operator];
-  return op
-    ? op(
-        resourceValue.start ?? '0000',
-        resourceValue.end ?? '9999',
-        filterPeriod.start ?? '',
-        filterPeriod.end ?? '',
-      )
-    : false;
+  return op ? op(start, end, filterPeriod.start ?? '', filterPeriod.end ?? '') : false;
 }
