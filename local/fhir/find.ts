@@ -23,6 +23,8 @@ const collator = new Intl.Collator();
 
 export function findEntries(
   entries: ReadonlyMap<string, Entry> | undefined,
+  /** An entry by its number (`seq`), for the posting lists' candidates. */
+  entryAt: (seq: number) => Entry | undefined,
   index: TypeIndex | undefined,
   searchRequest: SearchRequest,
 ): { matched: Entry[]; indexed: boolean } {
@@ -51,9 +53,9 @@ export function findEntries(
   if (entries && sets.length > 0) {
     sets.sort((a, b) => a.size - b.size);
     const [smallest, ...others] = sets as [Candidates, ...Candidates[]];
-    for (const id of smallest) {
-      if (!others.every((s) => s.has(id))) continue;
-      const e = entries.get(id);
+    for (const seq of smallest) {
+      if (!others.every((s) => s.has(seq))) continue;
+      const e = entryAt(seq);
       if (e && checks.every((c) => c(e))) matched.push(e);
     }
   } else if (entries) {

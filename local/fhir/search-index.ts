@@ -175,19 +175,24 @@ export function extractForIndex(resource: Resource): { dates: DateValues; postin
   return { dates, postings };
 }
 
-/** Ids under one key: a lone id is kept inline, which most identifier keys are. */
-type Posting = string | Set<string>;
+/**
+ * Resources under one key, by their entry's number (`Entry.seq`, unique in the repository and kept
+ * across updates), not their id: a set of small integers is hashed and compared without reading
+ * strings, and the collector does not trace its members. A lone number is kept inline, which
+ * most identifier keys are.
+ */
+type Posting = number | Set<number>;
 
 /**
- * The ids one filter matches. `size` may over-count a union (it orders the intersection, smallest
- * first); `has` and iteration are exact.
+ * The entries one filter matches, by number. `size` may over-count a union (it orders the
+ * intersection, smallest first); `has` and iteration are exact.
  */
-export interface Candidates extends Iterable<string> {
+export interface Candidates extends Iterable<number> {
   readonly size: number;
-  has(id: string): boolean;
+  has(seq: number): boolean;
 }
 
-const postingHas = (p: Posting, id: string): boolean => (typeof p === 'string' ? p === id : p.has(id));
+const postingHas = (p: Posting, seq: number): boolean => (typeof p === 'number' ? p === seq : p.has(seq));
 
 /**
  * The union of several postings (`code=a,b,c`) as a view, not a copy: a filter on common codes
@@ -196,19 +201,19 @@ const postingHas = (p: Posting, id: string): boolean => (typeof p === 'string' ?
  */
 function postingUnion(postings: readonly Posting[]): Candidates {
   let size = 0;
-  for (const p of postings) size += typeof p === 'string' ? 1 : p.size;
+  for (const p of postings) size += typeof p === 'number' ? 1 : p.size;
   return {
     size,
-    has: (id) => postings.some((p) => postingHas(p, id)),
+    has: (seq) => postings.some((p) => postingHas(p, seq)),
     // Each id once. A set of those seen, not a look back at the earlier postings: an export
     // step's `subject=<500 patients>` made that look-back quadratic in the patients per step.
     *[Symbol.iterator]() {
-      const seen = new Set<string>();
+      const seen = new Set<number>();
       for (const p of postings) {
-        for (const id of typeof p === 'string' ? [p] : p) {
-          if (seen.has(id)) continue;
-          seen.add(id);
-          yield id;
+        for (const seq of typeof p === 'number' ? [p] : p) {
+          if (seen.has(seq)) continue;
+          seen.add(seq);
+          yield seq;
         }
       }
     },
@@ -219,50 +224,46 @@ function postingUnion(postings: readonly Posting[]): Candidates {
 export class TypeIndex {
   private readonly postings = new Map<string, Map<string, Posting>>();
 
-  add(id: string, postings: PostingKeys): void {
-    this.each(postings, (code, key) => {
+  add(seq: number, postings: PostingKeys): void {
+    for (const [code, key] of postings) {
       let byKey = this.postings.get(code);
       if (!byKey) this.postings.set(code, (byKey = new Map<string, Posting>()));
-      const ids = byKey.get(key);
-      if (ids === undefined) byKey.set(key, id);
-      else if (typeof ids === 'string') {
-        if (ids !== id) byKey.set(key, new Set([ids, id]));
-      } else ids.add(id);
-    });
+      const found = byKey.get(key);
+      if (found === undefined) byKey.set(key, seq);
+      else if (typeof found === 'number') {
+        if (found !== seq) byKey.set(key, new Set([found, seq]));
+      } else found.add(seq);
+    }
   }
 
-  remove(id: string, postings: PostingKeys): void {
-    this.each(postings, (code, key) => {
+  remove(seq: number, postings: PostingKeys): void {
+    for (const [code, key] of postings) {
       const byKey = this.postings.get(code);
-      const ids = byKey?.get(key);
-      if (ids === undefined) return;
-      if (typeof ids === 'string') {
-        if (ids === id) byKey?.delete(key);
-        return;
+      const found = byKey?.get(key);
+      if (found === undefined) continue;
+      if (typeof found === 'number') {
+        if (found === seq) byKey?.delete(key);
+        continue;
       }
-      ids.delete(id);
-      if (ids.size === 0) byKey?.delete(key);
-      else if (ids.size === 1) byKey?.set(key, ids.values().next().value as string);
-    });
-  }
-
-  private each(postings: PostingKeys, fn: (code: string, key: string) => void): void {
-    for (const [code, key] of postings) fn(code, key);
+      found.delete(seq);
+      if (found.size === 0) byKey?.delete(key);
+      else if (found.size === 1) byKey?.set(key, found.values().next().value as number);
+    }
   }
 
   private lookup(code: string, keys: (string | null)[]): Candidates {
     const byKey = this.postings.get(code);
     const found: Posting[] = [];
     for (const k of keys) {
-      const ids = k === null ? undefined : byKey?.get(k);
-      if (ids !== undefined) found.push(ids);
+      const posting = k === null ? undefined : byKey?.get(k);
+      if (posting !== undefined) found.push(posting);
     }
     if (found.length === 1 && found[0] instanceof Set) return found[0];
     return postingUnion(found);
   }
 
   /**
-   * The ids matching an equality filter, or undefined when the filter is not answered from the
+   * The entries matching an equality filter, or undefined when the filter is not answered from the
    * posting lists (other parameters, modifiers, prefixes, an empty reference value). The set
    * may be the index's own: read it before the next write.
    */
