@@ -7,7 +7,7 @@
 import type { SearchRequest, WithId } from '@medplum/core';
 import { matchesSearchRequest, toTypedValue } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
-import type { Candidates, DateValues, TypeIndex } from './search-index.js';
+import type { Candidates, StoredDates, TypeIndex } from './search-index.js';
 import { evaluate, expressionFor, indexedPredicate, kindOf, paramValues } from './search-index.js';
 
 /** One stored resource. */
@@ -16,13 +16,15 @@ export interface Entry {
   /** Insertion order, kept across updates (the order MemoryRepository's Map keeps). */
   readonly seq: number;
   /** Date parameter values; token and reference values are in the posting lists. */
-  readonly dates: DateValues;
+  readonly dates: StoredDates;
 }
 
 const collator = new Intl.Collator();
 
 export function findEntries(
   entries: ReadonlyMap<string, Entry> | undefined,
+  /** An entry by its number (`seq`), for the posting lists' candidates. */
+  entryAt: (seq: number) => Entry | undefined,
   index: TypeIndex | undefined,
   searchRequest: SearchRequest,
 ): { matched: Entry[]; indexed: boolean } {
@@ -51,9 +53,9 @@ export function findEntries(
   if (entries && sets.length > 0) {
     sets.sort((a, b) => a.size - b.size);
     const [smallest, ...others] = sets as [Candidates, ...Candidates[]];
-    for (const id of smallest) {
-      if (!others.every((s) => s.has(id))) continue;
-      const e = entries.get(id);
+    for (const seq of smallest) {
+      if (!others.every((s) => s.has(seq))) continue;
+      const e = entryAt(seq);
       if (e && checks.every((c) => c(e))) matched.push(e);
     }
   } else if (entries) {
@@ -75,11 +77,7 @@ function sortEntries(
     if (!ast) continue;
     const keys = new Map<Entry, string>();
     for (const e of list) {
-      keys.set(
-        e,
-        e.dates[rule.code]?.sortKey ??
-          JSON.stringify(evaluate(ast, toTypedValue(e.resource)).map((v) => v.value as unknown)),
-      );
+      keys.set(e, JSON.stringify(evaluate(ast, toTypedValue(e.resource)).map((v) => v.value as unknown)));
     }
     const sign = rule.descending ? -1 : 1;
     list.sort((a, b) => collator.compare(keys.get(a) ?? '', keys.get(b) ?? '') * sign);

@@ -23,12 +23,13 @@ import {
 } from '@medplum/core';
 import type { ReadHistoryOptions, RepositoryMode } from '@medplum/fhir-router';
 import { FhirRepository, MemoryRepository } from '@medplum/fhir-router';
-import type { Bundle, BundleEntry, Reference, Resource } from '@medplum/fhirtypes';
+import type { Bundle, Reference, Resource } from '@medplum/fhirtypes';
 import { ensureFhirDefinitions } from './definitions.js';
 import { resolveConditionalReferences, validateBasic } from './validate.js';
 import type { Entry } from './find.js';
 import { findEntries } from './find.js';
-import { TypeIndex, extractForIndex } from './search-index.js';
+import { historyBundle, versionOf, type Version } from './history.js';
+import { TypeIndex, extractForIndex, storedDates } from './search-index.js';
 
 export interface ChangeEvent {
   readonly type: 'create' | 'update' | 'delete';
@@ -44,7 +45,6 @@ export interface IndexedRepositoryOptions {
   readonly validation?: 'basic' | 'full';
 }
 
-type Version = { readonly resource: WithId<Resource> } | { readonly deleted: WithId<Resource> };
 interface Undo {
   readonly type: string;
   readonly id: string;
@@ -69,8 +69,15 @@ function defer<T>(fn: () => T): Promise<T> {
 
 export class IndexedRepository extends FhirRepository<undefined> {
   private readonly store = new Map<string, Map<string, Entry>>();
+  /**
+   * Version lists of resources with more than one version, or deleted. A resource created once
+   * and never changed has none here: its history is its current entry (one resource in a
+   * million-resource store then costs no key string, list or version object of its own).
+   */
   private readonly versions = new Map<string, Version[]>();
   private readonly indexes = new Map<string, TypeIndex>();
+  /** Current entries by number (`Entry.seq`, what the posting lists hold); deleted ones undefined. */
+  private readonly bySeq: (Entry | undefined)[] = [];
   private readonly listeners = new Set<ChangeListener>();
   private readonly tx = new AsyncLocalStorage<TxContext>();
   private lock: Promise<unknown> = Promise.resolve();
@@ -100,6 +107,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
     this.store.clear();
     this.versions.clear();
     this.indexes.clear();
+    this.bySeq.length = 0;
   }
 
   setMode(_mode: RepositoryMode): void {
@@ -153,13 +161,28 @@ export class IndexedRepository extends FhirRepository<undefined> {
   private deleteNow(resourceType: string, id: string): void {
     const entry = this.store.get(resourceType)?.get(id);
     if (!entry) throw new OperationOutcomeError(notFound);
-    const history = this.versions.get(resourceType + '/' + id) ?? [];
+    const history = this.historyToChange(resourceType, id, entry);
     this.recordUndo(resourceType, id, entry, history.length);
-    this.indexFor(resourceType).remove(id, extractForIndex(entry.resource).postings);
+    this.indexFor(resourceType).remove(entry.seq, extractForIndex(entry.resource).postings);
     this.store.get(resourceType)?.delete(id);
+    this.bySeq[entry.seq] = undefined;
     const meta = { versionId: String(history.length + 1), lastUpdated: new Date().toISOString() };
     history.push({ deleted: { resourceType, id, meta } as WithId<Resource> });
+    this.versions.set(resourceType + '/' + id, history);
     this.emit({ type: 'delete', resource: entry.resource });
+  }
+
+  /** A resource's versions, oldest first; undefined when it never existed. */
+  private historyOf(resourceType: string, id: string): readonly Version[] | undefined {
+    const listed = this.versions.get(resourceType + '/' + id);
+    if (listed) return listed;
+    const entry = this.store.get(resourceType)?.get(id);
+    return entry ? [{ resource: entry.resource }] : undefined;
+  }
+
+  /** The version list to push the next version onto (not yet in `versions` when it was implicit). */
+  private historyToChange(resourceType: string, id: string, current: Entry | undefined): Version[] {
+    return this.versions.get(resourceType + '/' + id) ?? (current ? [{ resource: current.resource }] : []);
   }
 
   readResource<T extends Resource>(resourceType: string, id: string): Promise<WithId<T>> {
@@ -197,29 +220,9 @@ export class IndexedRepository extends FhirRepository<undefined> {
     id: string,
     options?: ReadHistoryOptions,
   ): Bundle<WithId<T>> {
-    const history = this.versions.get(resourceType + '/' + id);
+    const history = this.historyOf(resourceType, id);
     if (!history) throw new OperationOutcomeError(notFound);
-    const newestFirst = [...history].reverse();
-    const offset = options?.offset ?? 0;
-    const page = newestFirst.slice(offset, options?.limit === undefined ? undefined : offset + options.limit);
-    const entry: BundleEntry<WithId<T>>[] = page.map((v) => {
-      const r = 'resource' in v ? v.resource : v.deleted;
-      const vid = r.meta?.versionId ?? '';
-      return {
-        ...('resource' in v ? { resource: clone(v.resource) as WithId<T> } : {}),
-        request: {
-          method: 'resource' in v ? (vid === '1' ? 'POST' : 'PUT') : 'DELETE',
-          url: `${resourceType}/${id}`,
-        },
-        response: { status: 'resource' in v ? (vid === '1' ? '201' : '200') : '204', etag: `W/"${vid}"` },
-      };
-    });
-    return {
-      resourceType: 'Bundle',
-      type: 'history',
-      total: history.length,
-      ...(entry.length ? { entry } : {}),
-    };
+    return historyBundle<T>(resourceType, id, history, options);
   }
 
   readVersion<T extends Resource>(resourceType: string, id: string, vid: string): Promise<WithId<T>> {
@@ -227,10 +230,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
   }
 
   private versionNow<T extends Resource>(resourceType: string, id: string, vid: string): WithId<T> {
-    const version = this.versions.get(resourceType + '/' + id)?.find((v) => {
-      const r = 'resource' in v ? v.resource : v.deleted;
-      return r.meta?.versionId === vid;
-    });
+    const version = this.historyOf(resourceType, id)?.find((v) => versionOf(v).meta?.versionId === vid);
     if (!version) throw new OperationOutcomeError(notFound);
     if (!('resource' in version)) throw new OperationOutcomeError(gone);
     return clone(version.resource) as WithId<T>;
@@ -243,7 +243,12 @@ export class IndexedRepository extends FhirRepository<undefined> {
   private searchNow<T extends Resource>(searchRequest: SearchRequest<T>): Bundle<WithId<T>> {
     const { resourceType } = searchRequest;
     const entries = this.store.get(resourceType);
-    const { matched, indexed } = findEntries(entries, this.indexes.get(resourceType), searchRequest);
+    const { matched, indexed } = findEntries(
+      entries,
+      (seq) => this.bySeq[seq],
+      this.indexes.get(resourceType),
+      searchRequest,
+    );
     if (indexed) this.stats.indexed++;
     else this.stats.scanned++;
     let page = matched;
@@ -299,8 +304,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
   private async write<T extends Resource>(input: T, id: string): Promise<WithId<T>> {
     validateBasic(input);
     const { resourceType } = input;
-    const key = resourceType + '/' + id;
-    let history = this.versions.get(key) ?? [];
+    let history = this.historyOf(resourceType, id) ?? [];
     const stamp = (meta: Resource['meta']): Resource['meta'] => ({
       ...meta,
       versionId: String(history.length + 1),
@@ -313,7 +317,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
     const conditional = json.includes('?');
     if (conditional) {
       await resolveConditionalReferences(stored, this);
-      history = this.versions.get(key) ?? [];
+      history = this.historyOf(resourceType, id) ?? [];
       stored.meta = stamp(stored.meta);
     }
     let extracted: ReturnType<typeof extractForIndex>;
@@ -327,11 +331,15 @@ export class IndexedRepository extends FhirRepository<undefined> {
     const before = byId.get(id);
     this.recordUndo(resourceType, id, before, history.length);
     const index = this.indexFor(resourceType);
-    if (before) index.remove(id, extractForIndex(before.resource).postings);
-    index.add(id, extracted.postings);
-    byId.set(id, { resource: stored, seq: before?.seq ?? ++this.seq, dates: extracted.dates });
-    history.push({ resource: stored });
-    this.versions.set(key, history);
+    const seq = before?.seq ?? ++this.seq;
+    if (before) index.remove(seq, extractForIndex(before.resource).postings);
+    index.add(seq, extracted.postings);
+    const versions = this.historyToChange(resourceType, id, before);
+    versions.push({ resource: stored });
+    if (versions.length > 1) this.versions.set(resourceType + '/' + id, versions);
+    const entry: Entry = { resource: stored, seq, dates: storedDates(extracted.dates) };
+    byId.set(id, entry);
+    this.bySeq[seq] = entry;
     this.emit(
       before
         ? { type: 'update', resource: stored, previous: before.resource }
@@ -354,11 +362,15 @@ export class IndexedRepository extends FhirRepository<undefined> {
     for (const u of [...undo].reverse()) {
       const byId = this.store.get(u.type);
       const current = byId?.get(u.id);
-      if (current) this.indexFor(u.type).remove(u.id, extractForIndex(current.resource).postings);
+      if (current) {
+        this.indexFor(u.type).remove(current.seq, extractForIndex(current.resource).postings);
+        this.bySeq[current.seq] = undefined;
+      }
       byId?.delete(u.id);
       if (u.before) {
-        this.indexFor(u.type).add(u.id, extractForIndex(u.before.resource).postings);
+        this.indexFor(u.type).add(u.before.seq, extractForIndex(u.before.resource).postings);
         byId?.set(u.id, u.before);
+        this.bySeq[u.before.seq] = u.before;
       }
       const key = u.type + '/' + u.id;
       const history = this.versions.get(key);

@@ -175,19 +175,24 @@ export function extractForIndex(resource: Resource): { dates: DateValues; postin
   return { dates, postings };
 }
 
-/** Ids under one key: a lone id is kept inline, which most identifier keys are. */
-type Posting = string | Set<string>;
+/**
+ * Resources under one key, by their entry's number (`Entry.seq`, unique in the repository and kept
+ * across updates), not their id: a set of small integers is hashed and compared without reading
+ * strings, and the collector does not trace its members. A lone number is kept inline, which
+ * most identifier keys are.
+ */
+type Posting = number | Set<number>;
 
 /**
- * The ids one filter matches. `size` may over-count a union (it orders the intersection, smallest
- * first); `has` and iteration are exact.
+ * The entries one filter matches, by number. `size` may over-count a union (it orders the
+ * intersection, smallest first); `has` and iteration are exact.
  */
-export interface Candidates extends Iterable<string> {
+export interface Candidates extends Iterable<number> {
   readonly size: number;
-  has(id: string): boolean;
+  has(seq: number): boolean;
 }
 
-const postingHas = (p: Posting, id: string): boolean => (typeof p === 'string' ? p === id : p.has(id));
+const postingHas = (p: Posting, seq: number): boolean => (typeof p === 'number' ? p === seq : p.has(seq));
 
 /**
  * The union of several postings (`code=a,b,c`) as a view, not a copy: a filter on common codes
@@ -196,19 +201,19 @@ const postingHas = (p: Posting, id: string): boolean => (typeof p === 'string' ?
  */
 function postingUnion(postings: readonly Posting[]): Candidates {
   let size = 0;
-  for (const p of postings) size += typeof p === 'string' ? 1 : p.size;
+  for (const p of postings) size += typeof p === 'number' ? 1 : p.size;
   return {
     size,
-    has: (id) => postings.some((p) => postingHas(p, id)),
+    has: (seq) => postings.some((p) => postingHas(p, seq)),
     // Each id once. A set of those seen, not a look back at the earlier postings: an export
     // step's `subject=<500 patients>` made that look-back quadratic in the patients per step.
     *[Symbol.iterator]() {
-      const seen = new Set<string>();
+      const seen = new Set<number>();
       for (const p of postings) {
-        for (const id of typeof p === 'string' ? [p] : p) {
-          if (seen.has(id)) continue;
-          seen.add(id);
-          yield id;
+        for (const seq of typeof p === 'number' ? [p] : p) {
+          if (seen.has(seq)) continue;
+          seen.add(seq);
+          yield seq;
         }
       }
     },
@@ -219,50 +224,46 @@ function postingUnion(postings: readonly Posting[]): Candidates {
 export class TypeIndex {
   private readonly postings = new Map<string, Map<string, Posting>>();
 
-  add(id: string, postings: PostingKeys): void {
-    this.each(postings, (code, key) => {
+  add(seq: number, postings: PostingKeys): void {
+    for (const [code, key] of postings) {
       let byKey = this.postings.get(code);
       if (!byKey) this.postings.set(code, (byKey = new Map<string, Posting>()));
-      const ids = byKey.get(key);
-      if (ids === undefined) byKey.set(key, id);
-      else if (typeof ids === 'string') {
-        if (ids !== id) byKey.set(key, new Set([ids, id]));
-      } else ids.add(id);
-    });
+      const found = byKey.get(key);
+      if (found === undefined) byKey.set(key, seq);
+      else if (typeof found === 'number') {
+        if (found !== seq) byKey.set(key, new Set([found, seq]));
+      } else found.add(seq);
+    }
   }
 
-  remove(id: string, postings: PostingKeys): void {
-    this.each(postings, (code, key) => {
+  remove(seq: number, postings: PostingKeys): void {
+    for (const [code, key] of postings) {
       const byKey = this.postings.get(code);
-      const ids = byKey?.get(key);
-      if (ids === undefined) return;
-      if (typeof ids === 'string') {
-        if (ids === id) byKey?.delete(key);
-        return;
+      const found = byKey?.get(key);
+      if (found === undefined) continue;
+      if (typeof found === 'number') {
+        if (found === seq) byKey?.delete(key);
+        continue;
       }
-      ids.delete(id);
-      if (ids.size === 0) byKey?.delete(key);
-      else if (ids.size === 1) byKey?.set(key, ids.values().next().value as string);
-    });
-  }
-
-  private each(postings: PostingKeys, fn: (code: string, key: string) => void): void {
-    for (const [code, key] of postings) fn(code, key);
+      found.delete(seq);
+      if (found.size === 0) byKey?.delete(key);
+      else if (found.size === 1) byKey?.set(key, found.values().next().value as number);
+    }
   }
 
   private lookup(code: string, keys: (string | null)[]): Candidates {
     const byKey = this.postings.get(code);
     const found: Posting[] = [];
     for (const k of keys) {
-      const ids = k === null ? undefined : byKey?.get(k);
-      if (ids !== undefined) found.push(ids);
+      const posting = k === null ? undefined : byKey?.get(k);
+      if (posting !== undefined) found.push(posting);
     }
     if (found.length === 1 && found[0] instanceof Set) return found[0];
     return postingUnion(found);
   }
 
   /**
-   * The ids matching an equality filter, or undefined when the filter is not answered from the
+   * The entries matching an equality filter, or undefined when the filter is not answered from the
    * posting lists (other parameters, modifiers, prefixes, an empty reference value). The set
    * may be the index's own: read it before the next write.
    */
@@ -281,6 +282,40 @@ export function kindOf(resourceType: string, code: string): Kind | undefined {
   return specsFor(resourceType).find((s) => s.code === code)?.kind;
 }
 
+/**
+ * A date parameter as an entry keeps it: its periods flattened (`[start, end, start, end, …]`,
+ * one array of strings instead of an object, a list and an object per period), or the values
+ * themselves where that would lose something (an expression that yielded values none of which
+ * converted to a period). The sort key is not kept: `_sort` computes it (this system never sorts).
+ */
+export type StoredDate = readonly string[] | ParamValues;
+export type StoredDates = Readonly<Record<string, StoredDate>>;
+
+export function storedDates(dates: DateValues): StoredDates {
+  const out: Record<string, StoredDate> = {};
+  for (const [code, v] of Object.entries(dates)) {
+    out[code] = v.present === (v.periods ?? []).length > 0 ? flatPeriods(v) : v;
+  }
+  return out;
+}
+
+/** Periods flattened: `[start, end, …]`, missing ends as '0000' and '9999' (Medplum's defaults). */
+function flatPeriods(v: ParamValues | StoredDate | undefined): readonly string[] {
+  if (v === undefined) return [];
+  if (Array.isArray(v)) return v as readonly string[];
+  const out: string[] = [];
+  for (const p of (v as ParamValues).periods ?? []) {
+    const start = p.start ?? '0000';
+    const end = p.end ?? '9999';
+    out.push(start, end === start ? start : end);
+  }
+  return out;
+}
+
+/** Whether a date parameter yielded any value. */
+const datePresent = (v: StoredDate | undefined): boolean =>
+  v === undefined ? false : Array.isArray(v) ? v.length > 0 : (v as ParamValues).present;
+
 const negated = (op: Operator): boolean => op === Operator.NOT_EQUALS || op === Operator.NOT;
 
 /**
@@ -290,14 +325,14 @@ const negated = (op: Operator): boolean => op === Operator.NOT_EQUALS || op === 
 export function indexedPredicate(
   filter: Filter,
   kind: Kind | undefined,
-): ((v: ParamValues | undefined) => boolean) | undefined {
+): ((v: ParamValues | StoredDate | undefined) => boolean) | undefined {
   if (kind === undefined) return undefined;
   const op = filter.operator;
   if (op === Operator.MISSING || op === Operator.PRESENT) {
     const desired =
       (op === Operator.MISSING && filter.value === 'false') ||
       (op === Operator.PRESENT && filter.value === 'true');
-    return (v) => desired === (v?.present ?? false);
+    return (v) => desired === datePresent(v);
   }
   const values = splitSearchOnComma(filter.value);
   switch (kind) {
@@ -305,14 +340,17 @@ export function indexedPredicate(
       if (op !== Operator.EQUALS && !negated(op)) return undefined;
       const keys = values.map(filterKey);
       const neg = negated(op);
-      return (v) => (keys.some((k) => k !== null && v?.keys?.includes(k) === true) ? !neg : neg);
+      return (v) =>
+        keys.some((k) => k !== null && (v as ParamValues | undefined)?.keys?.includes(k) === true)
+          ? !neg
+          : neg;
     }
     case 'reference': {
       if (op !== Operator.EQUALS && !negated(op)) return undefined;
       const neg = negated(op);
       return (v) => {
-        if (filter.value === '' && !(v?.present ?? false)) return op === Operator.EQUALS;
-        const refs = v?.refs ?? [];
+        if (filter.value === '' && !datePresent(v)) return op === Operator.EQUALS;
+        const refs = (v as ParamValues | undefined)?.refs ?? [];
         return values.some((fv) => refs.includes(fv)) ? !neg : neg;
       };
     }
@@ -320,9 +358,12 @@ export function indexedPredicate(
       const periods = values.map((fv) => toPeriod(fv));
       const neg = negated(op);
       return (v) => {
-        for (const rv of v?.periods ?? []) {
+        const flat = flatPeriods(v);
+        for (let i = 0; i < flat.length; i += 2) {
+          const rs = flat[i] as string;
+          const re = flat[i + 1] as string;
           for (const fp of periods) {
-            if (fp && matchesDate(rv, op, fp)) return !neg;
+            if (fp && matchesDate(rs, re, op, fp)) return !neg;
           }
         }
         return neg;
@@ -345,15 +386,8 @@ const DATE_OPS: Partial<Record<Operator, DateOp>> = {
   [Operator.ENDS_BEFORE]: (_rs, re, fs) => re < fs,
 };
 
-/** `matchesDateValue` from @medplum/core, over a precomputed period. */
-function matchesDate(resourceValue: Period, operator: Operator, filterPeriod: Period): boolean {
+/** `matchesDateValue` from @medplum/core, over a precomputed period (missing ends: '0000', '9999'). */
+function matchesDate(start: string, end: string, operator: Operator, filterPeriod: Period): boolean {
   const op = DATE_OPS[operator];
-  return op
-    ? op(
-        resourceValue.start ?? '0000',
-        resourceValue.end ?? '9999',
-        filterPeriod.start ?? '',
-        filterPeriod.end ?? '',
-      )
-    : false;
+  return op ? op(start, end, filterPeriod.start ?? '', filterPeriod.end ?? '') : false;
 }
