@@ -66,7 +66,10 @@ function compileProperty(inType: string, name: string): Compiled | null {
   const types = element?.type ?? [];
   if (!element || types.length === 0 || types.some((t) => DYNAMIC_TYPES.has(t.code))) return null;
   const last = element.path.substring(element.path.lastIndexOf('.') + 1);
-  const candidates = types.map((t) => ({ key: last.replace('[x]', capitalize(t.code)), type: t.code }));
+  const candidates = types.map((t) => {
+    const key = last.replace('[x]', capitalize(t.code));
+    return { key, extension: '_' + key, type: t.code };
+  });
   const step: Step = (input) => {
     const out: TypedValue[] = [];
     for (const tv of input) {
@@ -76,7 +79,7 @@ function compileProperty(inType: string, name: string): Compiled | null {
       let value: unknown;
       let type = '';
       for (const c of candidates) {
-        if (obj['_' + c.key] !== undefined) return undefined; // primitive extension
+        if (obj[c.extension] !== undefined) return undefined; // primitive extension
         value = obj[c.key];
         if (value !== undefined) {
           type = c.type;
@@ -118,9 +121,10 @@ function resolvedType(value: unknown): string | undefined | null {
     }
   }
   if (ref === undefined) return undefined;
-  if (ref.includes('?')) return ref.split('?')[0];
-  if (ref.includes('/')) return ref.split('/')[0];
-  return undefined;
+  const query = ref.indexOf('?'); // `split('?')[0]`, then `split('/')[0]`, as `resolve` does
+  if (query >= 0) return ref.slice(0, query);
+  const slash = ref.indexOf('/');
+  return slash >= 0 ? ref.slice(0, slash) : undefined;
 }
 
 /** `where(resolve() is X)` for a resource type X, or null for any other `where`. */
@@ -146,7 +150,7 @@ function compileWhereResolveIs(fn: FunctionAtom, inType: string | undefined): Co
 function compileAtom(atom: Atom, inType: string | undefined, root: string | undefined): Compiled | null {
   if (atom instanceof SymbolAtom) {
     // The first name of the path is the resource itself (`isResource(input, name)`).
-    if (root !== undefined && atom.name === root) return { step: (input) => [...input], type: root };
+    if (root !== undefined && atom.name === root) return { step: (input) => input.slice(), type: root };
     return inType === undefined ? null : compileProperty(inType, atom.name);
   }
   if (atom instanceof DotAtom) {
@@ -179,46 +183,49 @@ function compileAtom(atom: Atom, inType: string | undefined, root: string | unde
 const then = (values: TypedValue[] | undefined, step: Step): TypedValue[] | undefined =>
   values && step(values);
 
-/** A compiled expression: the resource type its path starts from, and its step. */
-interface Evaluator {
-  readonly resourceType: string;
-  readonly step: Step;
-}
-
-/** Compiled expressions by parsed expression (one per resource type and code, see `expressionFor`). */
-const compiledCache = new WeakMap<FhirPathAtomType, Map<string, Evaluator | null>>();
+/**
+ * A compiled search expression: what `evaluate(ast, typed)` in search-index.ts returns for a
+ * resource of its type, or undefined when FHIRPath must decide for this resource.
+ */
+export type FastEvaluator = (typed: TypedValue) => TypedValue[] | undefined;
 
 /** Compiles a narrowed search expression for one resource type; null if it has another shape. */
-export function compileSearchExpression(ast: FhirPathAtomType, resourceType: string): Evaluator | null {
-  let byType = compiledCache.get(ast);
-  if (!byType) compiledCache.set(ast, (byType = new Map<string, Evaluator | null>()));
-  const cached = byType.get(resourceType);
-  if (cached !== undefined) return cached;
+export function compileSearchExpression(ast: FhirPathAtomType, resourceType: string): FastEvaluator | null {
   const compiled =
     ast instanceof FhirPathAtom && isPlainResourceType(resourceType)
       ? compileAtom(ast.child, undefined, resourceType)
       : null;
-  const evaluator = compiled ? { resourceType, step: compiled.step } : null;
-  byType.set(resourceType, evaluator);
-  return evaluator;
+  if (!compiled) return null;
+  const { step } = compiled;
+  return (typed) => {
+    const resource = typed.value as { resourceType?: unknown } | null | undefined;
+    if (typed.type !== resourceType || !resource || resource.resourceType !== resourceType) return undefined;
+    try {
+      const values = step([typed]);
+      return values && asEvaluated(values);
+    } catch {
+      return undefined; // FHIRPath decides (and reports) what the fast path did not expect
+    }
+  };
 }
 
+// eslint-disable-next-line @typescript-eslint/unbound-method -- compared, never called
+const objectValueOf: unknown = Object.prototype.valueOf;
+
 /**
- * What `evaluate(ast, typed)` in search-index.ts returns, without FHIRPath; undefined when the
- * expression has no fast path or this resource needs FHIRPath for it.
+ * The values as `evaluate` gives them, each through `valueOf()`: the same value for strings,
+ * numbers, booleans and plain objects, undefined for null; undefined (FHIRPath decides) for an
+ * object with a `valueOf` of its own. The array and its slots are the step's own.
  */
-export function fastEvaluate(ast: FhirPathAtomType, typed: TypedValue): TypedValue[] | undefined {
-  const resource = typed.value as { resourceType?: unknown } | null | undefined;
-  if (!resource || typeof resource !== 'object' || resource.resourceType !== typed.type) return undefined;
-  const evaluator = compileSearchExpression(ast, typed.type);
-  if (!evaluator) return undefined;
-  try {
-    return evaluator
-      .step([typed])
-      ?.map((v) => ({ type: v.type, value: (v.value as { valueOf(): unknown } | undefined)?.valueOf() }));
-  } catch {
-    return undefined; // FHIRPath decides (and reports) what the fast path did not expect
+function asEvaluated(values: TypedValue[]): TypedValue[] | undefined {
+  for (let i = 0; i < values.length; i++) {
+    const tv = values[i] as TypedValue;
+    const value = tv.value as unknown;
+    if (value === null) values[i] = { type: tv.type, value: undefined };
+    else if (typeof value === 'object' && (value as { valueOf: unknown }).valueOf !== objectValueOf)
+      return undefined;
   }
+  return values;
 }
 
 const START_FILL = 'T00:00:00.000';
@@ -226,13 +233,15 @@ const END_FILL = 'T23:59:59.999';
 const CANONICAL = /^(\d{4})-(\d\d)-(\d\d)(?:T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(\.\d{3})?Z)?$/;
 const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 
+type Form = 'date' | 'seconds' | 'millis';
+
 /**
- * The instant `toPeriod` makes of a date or UTC date-time string (`new Date(...).toISOString()`
- * of the string filled out), when the string is a real calendar date in one of the forms
- * `YYYY-MM-DD`, `YYYY-MM-DDThh:mm:ssZ`, `YYYY-MM-DDThh:mm:ss.sssZ`: then the filled-out string
- * is already what `toISOString` returns. Undefined for anything else.
+ * The form of a date or UTC date-time string that is a real calendar date: `YYYY-MM-DD`,
+ * `YYYY-MM-DDThh:mm:ssZ` or `YYYY-MM-DDThh:mm:ss.sssZ`; undefined for anything else. For these
+ * forms the string `toPeriod` fills out before `new Date(...).toISOString()` is already what
+ * `toISOString` returns (see {@link instant}).
  */
-function canonicalInstant(s: string, fill: string): string | undefined {
+function canonicalForm(s: string): Form | undefined {
   const m = CANONICAL.exec(s);
   if (!m) return undefined;
   const year = Number(m[1]);
@@ -241,23 +250,33 @@ function canonicalInstant(s: string, fill: string): string | undefined {
   if (year < 1 || month < 1 || month > 12 || day < 1) return undefined;
   const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
   if (day > (month === 2 && leap ? 29 : (DAYS_IN_MONTH[month - 1] ?? 0))) return undefined;
-  if (m[4] === undefined) return s + fill + 'Z';
-  return m[7] === undefined ? s.slice(0, 19) + fill.slice(9) + 'Z' : s;
+  if (m[4] === undefined) return 'date';
+  return m[7] === undefined ? 'seconds' : 'millis';
+}
+
+/** `dateStringToInstantString` of @medplum/core for a string of a canonical form. */
+function instant(s: string, form: Form, fill: string): string {
+  if (form === 'date') return s + fill + 'Z';
+  return form === 'seconds' ? s.slice(0, 19) + fill.slice(9) + 'Z' : s;
 }
 
 /** `toPeriod` from @medplum/core, without `Date` for canonical dates and UTC date-times. */
 export function periodOf(input: unknown): Period | undefined {
   if (typeof input === 'string') {
-    const start = canonicalInstant(input, START_FILL);
-    const end = start && canonicalInstant(input, END_FILL);
-    if (start && end) return { start, end };
+    const form = canonicalForm(input);
+    if (form) return { start: instant(input, form, START_FILL), end: instant(input, form, END_FILL) };
   } else if (input && typeof input === 'object' && !Array.isArray(input)) {
     const { start, end } = input as { start?: unknown; end?: unknown };
-    const s = typeof start === 'string' ? canonicalInstant(start, START_FILL) : undefined;
-    const e = typeof end === 'string' ? canonicalInstant(end, END_FILL) : undefined;
-    const startOk = start === undefined || s !== undefined;
-    const endOk = end === undefined || e !== undefined;
-    if (startOk && endOk && (s !== undefined || e !== undefined)) return { start: s, end: e };
+    const startForm = typeof start === 'string' ? canonicalForm(start) : undefined;
+    const endForm = typeof end === 'string' ? canonicalForm(end) : undefined;
+    const startOk = start === undefined || startForm !== undefined;
+    const endOk = end === undefined || endForm !== undefined;
+    if (startOk && endOk && (startForm || endForm)) {
+      return {
+        start: startForm && instant(start as string, startForm, START_FILL),
+        end: endForm && instant(end as string, endForm, END_FILL),
+      };
+    }
   }
   return toPeriod(input);
 }

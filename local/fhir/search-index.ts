@@ -21,7 +21,7 @@ import {
   toTypedValue,
 } from '@medplum/core';
 import type { Period, Resource } from '@medplum/fhirtypes';
-import { fastEvaluate, searchableDates } from './fast-extract.js';
+import { compileSearchExpression, searchableDates, type FastEvaluator } from './fast-extract.js';
 
 /** The search parameter codes that get an index when the resource type defines them. */
 export const INDEXED_CODES: readonly string[] = [
@@ -39,6 +39,8 @@ interface ParamSpec {
   readonly code: string;
   readonly kind: Kind;
   readonly ast: FhirPathAtom;
+  /** The compiled fast path (fast-extract.ts), null where the expression has none. */
+  readonly fast: FastEvaluator | null;
 }
 
 /** What one resource holds for one indexed parameter. */
@@ -91,7 +93,7 @@ function specsFor(resourceType: string): readonly ParamSpec[] {
     const type = globalSchema.types[resourceType]?.searchParams?.[code]?.type;
     const ast = expressionFor(resourceType, code);
     if (!ast || (type !== 'token' && type !== 'reference' && type !== 'date')) continue;
-    list.push({ code, kind: type, ast });
+    list.push({ code, kind: type, ast, fast: compileSearchExpression(ast, resourceType) });
   }
   specs = list;
   specCache.set(resourceType, specs);
@@ -144,7 +146,7 @@ export interface ExtractOptions {
 
 function valuesFor(spec: ParamSpec, typed: TypedValue, options?: ExtractOptions): ParamValues {
   const fast = options?.path !== 'fhirpath';
-  const values = (fast ? fastEvaluate(spec.ast, typed) : undefined) ?? evaluate(spec.ast, typed);
+  const values = (fast ? spec.fast?.(typed) : undefined) ?? evaluate(spec.ast, typed);
   const present = values.length > 0;
   switch (spec.kind) {
     case 'token': {
