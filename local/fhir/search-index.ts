@@ -3,7 +3,8 @@
  * `patient`, `code`, `date` and `_lastUpdated`.
  *
  * Values are extracted with Medplum's own machinery (the search parameter's FHIRPath expression,
- * narrowed to the resource type and parsed once, then `convertToSearchable*`), and matched with
+ * narrowed to the resource type and parsed once, then `convertToSearchable*`; fast-extract.ts
+ * compiles those expressions into direct reads that give the same values), and matched with
  * the same rules as Medplum's `matchesSearchRequest`, so an indexed search returns exactly what
  * the stock scan returns. Token and reference equality filters are answered from posting lists;
  * date filters, negations and `:missing` are checked against the precomputed values.
