@@ -7,7 +7,8 @@
 import type { SearchRequest, WithId } from '@medplum/core';
 import { matchesSearchRequest, toTypedValue } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
-import type { Candidates, StoredDates, TypeIndex } from './search-index.js';
+import type { Candidates, TypeIndex } from './postings.js';
+import type { StoredDates } from './search-index.js';
 import { evaluate, expressionFor, indexedPredicate, kindOf, paramValues } from './search-index.js';
 
 /** One stored resource. */

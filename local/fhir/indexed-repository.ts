@@ -29,7 +29,8 @@ import { resolveConditionalReferences, validateBasic } from './validate.js';
 import type { Entry } from './find.js';
 import { findEntries } from './find.js';
 import { historyBundle, versionOf, type Version } from './history.js';
-import { TypeIndex, extractForIndex, storedDates } from './search-index.js';
+import { TypeIndex } from './postings.js';
+import { extractForIndex, storedDates } from './search-index.js';
 
 export interface ChangeEvent {
   readonly type: 'create' | 'update' | 'delete';
