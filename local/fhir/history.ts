@@ -8,7 +8,8 @@ export type Version = { readonly resource: WithId<Resource> } | { readonly delet
 
 export const versionOf = (v: Version): WithId<Resource> => ('resource' in v ? v.resource : v.deleted);
 
-const clone = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T;
+/** A deep copy (what the repository hands out: callers may change it). */
+export const clone = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T;
 
 /** The `history` Bundle of `versions` (oldest first), newest first, paged by `_offset` and `_count`. */
 export function historyBundle<T extends Resource>(

@@ -2,11 +2,9 @@
  * An in-memory FHIR repository for `@medplum/fhir-router` with search indexes, integer version
  * ids, atomic transactions (an undo log, rolled back when the callback throws) and change events.
  *
- * Searches whose filters touch an indexed parameter (see `search-index.ts`) start from posting
- * lists; every other search scans the type with Medplum's `matchesSearchRequest`, exactly as
- * `MemoryRepository` does. Results, order (insertion order, then `_sort` applied rule by rule
- * with `localeCompare` on the JSON of the values), `total`, `_offset` and `_count` are those of
- * `MemoryRepository`.
+ * Searches on an indexed parameter (search-index.ts) start from posting lists; others scan the
+ * type with Medplum's `matchesSearchRequest`. Results, order (insertion order, then `_sort` rule
+ * by rule on the JSON of the values), `total`, `_offset` and `_count` are MemoryRepository's.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { SearchRequest, WithId } from '@medplum/core';
@@ -28,7 +26,7 @@ import { ensureFhirDefinitions } from './definitions.js';
 import { resolveConditionalReferences, validateBasic } from './validate.js';
 import type { Entry } from './find.js';
 import { findEntries } from './find.js';
-import { historyBundle, versionOf, type Version } from './history.js';
+import { clone, historyBundle, versionOf, type Version } from './history.js';
 import { TypeIndex } from './postings.js';
 import { extractForIndex, storedDates } from './search-index.js';
 
@@ -57,8 +55,6 @@ interface TxContext {
   readonly events: ChangeEvent[];
 }
 
-const clone = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T;
-
 /** Runs a synchronous body as a promise: a throw becomes a rejection. */
 function defer<T>(fn: () => T): Promise<T> {
   try {
@@ -71,11 +67,10 @@ function defer<T>(fn: () => T): Promise<T> {
 export class IndexedRepository extends FhirRepository<undefined> {
   private readonly store = new Map<string, Map<string, Entry>>();
   /**
-   * Version lists of resources with more than one version, or deleted. A resource created once
-   * and never changed has none here: its history is its current entry (one resource in a
-   * million-resource store then costs no key string, list or version object of its own).
+   * Type → id → versions, of resources with more than one version or deleted. A resource written
+   * once has none here: its history is its current entry (no list or version object of its own).
    */
-  private readonly versions = new Map<string, Version[]>();
+  private readonly versions = new Map<string, Map<string, Version[]>>();
   private readonly indexes = new Map<string, TypeIndex>();
   /** Current entries by number (`Entry.seq`, what the posting lists hold); deleted ones undefined. */
   private readonly bySeq: (Entry | undefined)[] = [];
@@ -169,13 +164,13 @@ export class IndexedRepository extends FhirRepository<undefined> {
     this.bySeq[entry.seq] = undefined;
     const meta = { versionId: String(history.length + 1), lastUpdated: new Date().toISOString() };
     history.push({ deleted: { resourceType, id, meta } as WithId<Resource> });
-    this.versions.set(resourceType + '/' + id, history);
+    this.listVersions(resourceType, id, history);
     this.emit({ type: 'delete', resource: entry.resource });
   }
 
   /** A resource's versions, oldest first; undefined when it never existed. */
   private historyOf(resourceType: string, id: string): readonly Version[] | undefined {
-    const listed = this.versions.get(resourceType + '/' + id);
+    const listed = this.versions.get(resourceType)?.get(id);
     if (listed) return listed;
     const entry = this.store.get(resourceType)?.get(id);
     return entry ? [{ resource: entry.resource }] : undefined;
@@ -183,7 +178,13 @@ export class IndexedRepository extends FhirRepository<undefined> {
 
   /** The version list to push the next version onto (not yet in `versions` when it was implicit). */
   private historyToChange(resourceType: string, id: string, current: Entry | undefined): Version[] {
-    return this.versions.get(resourceType + '/' + id) ?? (current ? [{ resource: current.resource }] : []);
+    return this.versions.get(resourceType)?.get(id) ?? (current ? [{ resource: current.resource }] : []);
+  }
+
+  private listVersions(resourceType: string, id: string, list: Version[]): void {
+    let byId = this.versions.get(resourceType);
+    if (!byId) this.versions.set(resourceType, (byId = new Map<string, Version[]>()));
+    byId.set(id, list);
   }
 
   readResource<T extends Resource>(resourceType: string, id: string): Promise<WithId<T>> {
@@ -193,7 +194,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
   private readNow<T extends Resource>(resourceType: string, id: string): WithId<T> {
     const entry = this.store.get(resourceType)?.get(id);
     if (entry) return clone(entry.resource) as WithId<T>;
-    throw new OperationOutcomeError(this.versions.has(resourceType + '/' + id) ? gone : notFound);
+    throw new OperationOutcomeError(this.versions.get(resourceType)?.has(id) ? gone : notFound);
   }
 
   readReference<T extends Resource>(reference: Reference<T>): Promise<WithId<T>> {
@@ -337,7 +338,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
     index.add(seq, extracted.postings);
     const versions = this.historyToChange(resourceType, id, before);
     versions.push({ resource: stored });
-    if (versions.length > 1) this.versions.set(resourceType + '/' + id, versions);
+    if (versions.length > 1) this.listVersions(resourceType, id, versions);
     const entry: Entry = { resource: stored, seq, dates: storedDates(extracted.dates) };
     byId.set(id, entry);
     this.bySeq[seq] = entry;
@@ -373,10 +374,9 @@ export class IndexedRepository extends FhirRepository<undefined> {
         byId?.set(u.id, u.before);
         this.bySeq[u.before.seq] = u.before;
       }
-      const key = u.type + '/' + u.id;
-      const history = this.versions.get(key);
+      const history = this.versions.get(u.type)?.get(u.id);
       if (history) history.length = u.historyLength;
-      if (history?.length === 0) this.versions.delete(key);
+      if (history?.length === 0) this.versions.get(u.type)?.delete(u.id);
     }
   }
 
