@@ -2,10 +2,14 @@
  * Idempotency keys and the deterministic identifiers derived from them, so that the same
  * model, patient and input versions always give the same key and the same bundle.
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import type { VersionedReference } from '../types.js';
 
-const sha256 = (text: string): Buffer => createHash('sha256').update(text, 'utf8').digest();
+/** SHA-256 of UTF-8 text: one-shot `crypto.hash` where Node has it (20.12+), the same digest as createHash. */
+const sha256 = (text: string): Buffer =>
+  typeof hash === 'function'
+    ? hash('sha256', text, 'buffer')
+    : createHash('sha256').update(text, 'utf8').digest();
 
 /**
  * SHA-256 (hex) of the model id, version, patient and the sorted, de-duplicated versioned

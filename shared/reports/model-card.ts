@@ -53,12 +53,33 @@ export const modelVersionId = (manifest: Pick<ModelManifest, 'id' | 'version'>):
  * same card gives the same resource: `docStatus` final, because the card of a released version
  * does not change (a new card is a new version); `status` current.
  */
+/** A card's attachment data (base64), size and SHA-1, computed once per card: every report's transaction carries the card. */
+const encoded = new WeakMap<
+  ModelCard,
+  { readonly data: string; readonly size: number; readonly hash: string }
+>();
+
+function encode(card: ModelCard): { readonly data: string; readonly size: number; readonly hash: string } {
+  let found = encoded.get(card);
+  if (!found) {
+    const bytes = Buffer.from(card.markdown, 'utf8');
+    // R4: the SHA-1 of the data, base64.
+    found = {
+      data: bytes.toString('base64'),
+      size: bytes.length,
+      hash: createHash('sha1').update(bytes).digest('base64'),
+    };
+    encoded.set(card, found);
+  }
+  return found;
+}
+
 export function modelCardDocument(
   manifest: ModelManifest,
   card: ModelCard,
   system = MODEL_CARD_SYSTEM,
 ): DocumentReference {
-  const bytes = Buffer.from(card.markdown, 'utf8');
+  const { data, size, hash } = encode(card);
   return {
     resourceType: 'DocumentReference',
     meta: writtenMeta(),
@@ -73,10 +94,9 @@ export function modelCardDocument(
         attachment: {
           contentType: 'text/markdown',
           language: 'en',
-          data: bytes.toString('base64'),
-          size: bytes.length,
-          // R4: the SHA-1 of the data, base64.
-          hash: createHash('sha1').update(bytes).digest('base64'),
+          data,
+          size,
+          hash,
           title: `${manifest.title} ${manifest.version}: model card`,
         },
       },

@@ -153,6 +153,19 @@ function checkArgs(args: ReportTransactionArgs): void {
   }
 }
 
+/** The UUIDs of a model version's Device and card (a few per process), hashed once each. */
+const modelUuids = new Map<string, string>();
+function modelUuid(system: string, modelIdentifier: string): string {
+  const key = JSON.stringify([system, modelIdentifier]);
+  let uuid = modelUuids.get(key);
+  if (uuid === undefined) {
+    uuid = deterministicUuid(system, modelIdentifier);
+    if (modelUuids.size >= 1000) modelUuids.clear();
+    modelUuids.set(key, uuid);
+  }
+  return uuid;
+}
+
 /** Builds the write-back transaction for one prediction. Throws `ReportInputError` on inconsistent arguments. */
 export function buildReportTransaction(args: ReportTransactionArgs): ReportTransaction {
   checkArgs(args);
@@ -165,8 +178,8 @@ export function buildReportTransaction(args: ReportTransactionArgs): ReportTrans
   const modelIdentifier = modelVersionId(manifest);
   const cardSystem = args.system?.modelCardSystem ?? MODEL_CARD_SYSTEM;
 
-  const deviceUrl = `urn:uuid:${deterministicUuid(deviceSystem, modelIdentifier)}`;
-  const cardUrl = `urn:uuid:${deterministicUuid(cardSystem, modelIdentifier)}`;
+  const deviceUrl = `urn:uuid:${modelUuid(deviceSystem, modelIdentifier)}`;
+  const cardUrl = `urn:uuid:${modelUuid(cardSystem, modelIdentifier)}`;
   const scoreUrl = `urn:uuid:${deterministicUuid(key, 'observation:score')}`;
   const reportUrl = `urn:uuid:${deterministicUuid(key, 'diagnostic-report')}`;
   const provenanceId = deterministicUuid(key, 'provenance');

@@ -172,7 +172,7 @@ describe('population sweep over $export (embedded stack)', () => {
     expect(gets.filter((k) => k.includes('/items/') || k.endsWith('.kndjson'))).toEqual([]);
   });
 
-  it('an item that fails leaves no sorted runs on disk: neither its own nor the next one read ahead', async () => {
+  it('an item that fails leaves no sorted runs on disk', async () => {
     // Prepare: several items, runs of 2 KB (spilled), and a checkpoint that cannot be stored.
     const dir = await mkdtemp(path.join(tmpdir(), 'sweep-fail-'));
     const failing = {
