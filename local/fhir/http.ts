@@ -4,7 +4,7 @@
  * headers. Every failure is an OperationOutcome with its HTTP status.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { OperationOutcomeError, getStatus, normalizeOperationOutcome } from '@medplum/core';
+import { OperationOutcomeError, allOk, getStatus, normalizeOperationOutcome } from '@medplum/core';
 import type { FhirRepository, FhirRequest, FhirRouter, HttpMethod } from '@medplum/fhir-router';
 import type { Bundle, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import {
@@ -15,6 +15,7 @@ import {
   lastModifiedOf,
   versionedUrl,
 } from './decorate.js';
+import { leanSteps, runLeanTransaction } from './transaction.js';
 import { isKnownResourceType } from './validate.js';
 
 export interface FaultOptions {
@@ -298,7 +299,15 @@ async function handle(
     headers: req.headers,
     config: { transactions: true },
   };
-  const [result, resource] = await serial(() => ctx.router.handleRequest(request, ctx.repo));
+  const lean = interaction === 'batch' ? leanSteps(body) : undefined;
+  const [result, resource] = await serial(() =>
+    lean
+      ? runLeanTransaction(ctx.repo, body as Bundle, lean).then(
+          (bundle): [OperationOutcome, Resource] => [allOk, bundle],
+          (err: unknown): [OperationOutcome] => [normalizeOperationOutcome(err)],
+        )
+      : ctx.router.handleRequest(request, ctx.repo),
+  );
   let status = getStatus(normalizeOperationOutcome(result));
   // Update as create (a PUT that made version 1) is a 201, as for POST.
   if (interaction === 'update' && status === 200 && resource?.meta?.versionId === '1') status = 201;
