@@ -4,7 +4,8 @@
  *
  * Conditional references (`Practitioner?identifier=…`) in written resources, transactions
  * included, are resolved to the one matching resource; none matching is a 400 and several a 412,
- * each an OperationOutcome naming the reference. Transactions are atomic.
+ * each an OperationOutcome naming the reference. Transactions are atomic; those of creates and
+ * updates by id take a lean path with the router's results (transaction.ts).
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
