@@ -17,6 +17,10 @@ type Bench = () => Promise<Record<string, unknown>>;
 
 const BENCHES: Record<string, () => Promise<Bench>> = {
   fhir: async () => (await import('./fhir-transactions.js')).benchFhirTransactions,
+  'fhir-index': async () => {
+    const { benchFastExtract } = await import('./fast-extract.js');
+    return () => Promise.resolve({ ...benchFastExtract() });
+  },
   inference: async () => (await import('./inference.js')).benchInference,
   features: async () => (await import('./features.js')).benchFeatures,
   bundles: async () => (await import('./bundles.js')).benchBundles,
