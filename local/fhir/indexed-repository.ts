@@ -104,6 +104,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
     this.versions.clear();
     this.indexes.clear();
     this.bySeq.length = 0;
+    this.seq = 0;
   }
 
   setMode(_mode: RepositoryMode): void {

@@ -48,7 +48,9 @@ function stepOf(entry: BundleEntry): Step | undefined {
   if (req.ifMatch !== undefined || req.ifNoneMatch !== undefined || req.ifModifiedSince !== undefined) {
     return undefined;
   }
-  if (entry.fullUrl !== undefined && !entry.fullUrl.startsWith('urn:uuid:')) return undefined;
+  const fullUrl: unknown = entry.fullUrl;
+  if (fullUrl !== undefined && (typeof fullUrl !== 'string' || !fullUrl.startsWith('urn:uuid:')))
+    return undefined;
   const url: unknown = req.url;
   if (typeof url !== 'string') return undefined;
   if (req.method === 'POST' && TYPE.test(url) && resource.resourceType === url) {

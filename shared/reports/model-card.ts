@@ -48,11 +48,6 @@ export type ModelCards = ReadonlyMap<string, ModelCard>;
 export const modelVersionId = (manifest: Pick<ModelManifest, 'id' | 'version'>): string =>
   `${manifest.id}@${manifest.version}`;
 
-/**
- * The DocumentReference of one model version's card. Deterministic (no creation time), so the
- * same card gives the same resource: `docStatus` final, because the card of a released version
- * does not change (a new card is a new version); `status` current.
- */
 /** A card's attachment data (base64), size and SHA-1, computed once per card: every report's transaction carries the card. */
 const encoded = new WeakMap<
   ModelCard,
@@ -74,6 +69,11 @@ function encode(card: ModelCard): { readonly data: string; readonly size: number
   return found;
 }
 
+/**
+ * The DocumentReference of one model version's card. Deterministic (no creation time), so the
+ * same card gives the same resource: `docStatus` final, because the card of a released version
+ * does not change (a new card is a new version); `status` current.
+ */
 export function modelCardDocument(
   manifest: ModelManifest,
   card: ModelCard,

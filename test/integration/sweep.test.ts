@@ -120,7 +120,7 @@ describe('population sweep over $export (embedded stack)', () => {
     expect(refused.patients.unchanged).toBe(filtered.patients.written + filtered.patients.unchanged);
   });
 
-  it('several items, each read while the one before scores: the scores of one item, no sort runs left', async () => {
+  it('several items, one after the other: the scores of one item, no sort runs left', async () => {
     // Prepare: partitions of ~100 resources (several items) and runs of 2 KB (spilled to disk).
     const dir = await mkdtemp(path.join(tmpdir(), 'sweep-items-'));
     const many = {
@@ -141,7 +141,7 @@ describe('population sweep over $export (embedded stack)', () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
-  it('a resumed sweep whose items are done reads none of them (not even ahead)', async () => {
+  it('a resumed sweep whose items are done reads none of them', async () => {
     // Prepare: several items, all done; then a context whose S3 client records the keys it gets.
     const many = { stage: { maxExportAttempts: 2, resourcesPerPartition: 100 }, runBytes: 2048 };
     const first = await runSweep(await context(many), definition({ name: 'items-done' }));

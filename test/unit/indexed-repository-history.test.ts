@@ -26,6 +26,14 @@ async function historyOf(repo: IndexedRepository, id: string): Promise<{ vid?: s
   }));
 }
 
+const obs = (v: string): Observation => ({
+  resourceType: 'Observation',
+  status: 'final',
+  code: {},
+  identifier: [{ system: 's', value: v }],
+  subject: { reference: 'Patient/a' },
+});
+
 describe('IndexedRepository history', () => {
   it('lists, reads and forgets versions as a version list would', async () => {
     const repo = new IndexedRepository();
@@ -91,6 +99,26 @@ describe('IndexedRepository history', () => {
     expect(await historyOf(repo, kept.id)).toEqual([{ vid: 'W/"1"', method: 'POST' }]);
     const next = await repo.updateResource({ ...kept, status: 'amended' });
     expect(next.meta?.versionId).toBe('2');
+  });
+
+  it('rolls the posting lists back too; a rolled-back create and update of a new id is not found (404)', async () => {
+    const repo = new IndexedRepository();
+    const kept = await repo.createResource(obs('k'));
+    await expect(
+      repo.withTransaction(async () => {
+        await repo.updateResource({ ...kept, identifier: [{ system: 's', value: 'k2' }] });
+        await repo.deleteResource('Observation', kept.id);
+        await repo.createResource({ ...obs('n'), id: 'tx' });
+        await repo.updateResource({ ...obs('n2'), id: 'tx' });
+        throw new Error('boom');
+      }),
+    ).rejects.toThrow('boom');
+    expect((await repo.search(parseSearchRequest('Observation?identifier=s|k'))).total).toBe(1);
+    expect((await repo.search(parseSearchRequest('Observation?identifier=s|k2'))).total).toBe(0);
+    expect((await repo.search(parseSearchRequest('Observation?subject=Patient/a'))).total).toBe(1);
+    await expect(repo.readResource('Observation', 'tx')).rejects.toMatchObject({
+      outcome: { issue: [{ code: 'not-found' }] },
+    });
   });
 
   it('finds resources by date and lastUpdated from the stored periods as Medplum does', async () => {
