@@ -39,13 +39,18 @@ export interface FhirProcess {
   cpuMs(): number;
   /** `$export` kick-offs the server has accepted. */
   kickOffs(): Promise<number>;
+  /**
+   * Deletes the reports a sweep wrote (DiagnosticReports and Observations with an idempotency
+   * key, Provenances); returns how many. The next sweep then writes every report again.
+   */
+  dropReports(): Promise<number>;
   /** A CPU profile of the server process, written to `file` (none without one) when the returned function is called. */
   profile(file: string | undefined): Promise<() => Promise<void>>;
   stop(): Promise<void>;
 }
 
 type Request =
-  | { readonly id: number; readonly cmd: 'kickOffs' | 'stop' | 'profileStop' }
+  | { readonly id: number; readonly cmd: 'kickOffs' | 'stop' | 'profileStop' | 'dropReports' }
   | { readonly id: number; readonly cmd: 'profileStart'; readonly file: string };
 type Reply = { readonly id: number; readonly result?: unknown; readonly error?: string };
 type Ready = {
@@ -82,7 +87,8 @@ export async function startFhirProcess(opts: FhirProcessOptions): Promise<FhirPr
       pending.clear();
     });
   });
-  type Call = { cmd: 'kickOffs' | 'stop' | 'profileStop' } | { cmd: 'profileStart'; file: string };
+  type Call =
+    { cmd: 'kickOffs' | 'stop' | 'profileStop' | 'dropReports' } | { cmd: 'profileStart'; file: string };
   const call = (req: Call): Promise<unknown> =>
     new Promise((resolve, reject) => {
       const id = ++next;
@@ -95,6 +101,7 @@ export async function startFhirProcess(opts: FhirProcessOptions): Promise<FhirPr
     loadMs: ready.loadMs,
     cpuMs: () => procCpuMs(p.pid),
     kickOffs: async () => Number(await call({ cmd: 'kickOffs' })),
+    dropReports: async () => Number(await call({ cmd: 'dropReports' })),
     profile: async (file) => {
       if (!file) return async () => {};
       await call({ cmd: 'profileStart', file });
@@ -111,6 +118,8 @@ export async function startFhirProcess(opts: FhirProcessOptions): Promise<FhirPr
 }
 
 async function fhirMain(opts: FhirProcessOptions): Promise<void> {
+  const { Operator } = await import('@medplum/core');
+  const { IDEMPOTENCY_KEY_SYSTEM } = await import('../shared/reports/labels.js');
   const { installBulkExport } = await import('../local/fhir/export.js');
   const { loadSyntheticCohort } = await import('../local/fhir/export-cohort.js');
   const { startFhirServer } = await import('../local/fhir/server.js');
@@ -132,6 +141,20 @@ async function fhirMain(opts: FhirProcessOptions): Promise<void> {
     switch (req.cmd) {
       case 'kickOffs':
         return bulk.kickOffs();
+      case 'dropReports': {
+        let dropped = 0;
+        for (const type of ['DiagnosticReport', 'Observation', 'Provenance'] as const) {
+          const filters =
+            type === 'Provenance'
+              ? []
+              : [{ code: 'identifier', operator: Operator.EQUALS, value: `${IDEMPOTENCY_KEY_SYSTEM}|` }];
+          for (const r of await fhir.repo.searchResources({ resourceType: type, filters })) {
+            await fhir.repo.deleteResource(type, r.id);
+            dropped++;
+          }
+        }
+        return dropped;
+      }
       case 'profileStart':
         session = new Session();
         session.connect();
