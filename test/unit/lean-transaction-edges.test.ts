@@ -3,43 +3,12 @@
  * answers, stored resources and the history of every id must match (found in a cold review).
  */
 import { normalizeOperationOutcome } from '@medplum/core';
-import { FhirRouter } from '@medplum/fhir-router';
 import type { Bundle, BundleEntry, Observation, Resource } from '@medplum/fhirtypes';
 import { describe, expect, it } from 'vitest';
-import { IndexedRepository } from '../../local/fhir/indexed-repository.js';
-import { leanSteps, runLeanTransaction } from '../../local/fhir/transaction.js';
+import type { IndexedRepository } from '../../local/fhir/indexed-repository.js';
+import { leanSteps } from '../../local/fhir/transaction.js';
+import { CountingRepository, viaLean, viaRouter } from './lean-transaction-helpers.js';
 
-class CountingRepository extends IndexedRepository {
-  private n = 0;
-  override generateId(): string {
-    return `id-${String(++this.n)}`;
-  }
-}
-const router = new FhirRouter();
-async function viaRouter(repo: IndexedRepository, bundle: Bundle): Promise<[unknown, unknown]> {
-  const [o, r] = await router.handleRequest(
-    {
-      method: 'POST',
-      url: '',
-      pathname: '',
-      params: {},
-      query: {},
-      body: bundle,
-      config: { transactions: true },
-    },
-    repo,
-  );
-  return [o, r];
-}
-async function viaLean(repo: IndexedRepository, bundle: Bundle): Promise<[unknown, unknown]> {
-  const steps = leanSteps(bundle);
-  if (!steps) throw new Error('not lean');
-  try {
-    return [{ ok: true }, await runLeanTransaction(repo, bundle, steps)];
-  } catch (err) {
-    return [normalizeOperationOutcome(err), undefined];
-  }
-}
 const comparable = (v: unknown): unknown =>
   JSON.parse(JSON.stringify(v ?? null).replace(/"(lastUpdated)":"[^"]*"/g, '"$1":"T"'));
 async function state(repo: IndexedRepository): Promise<unknown> {

@@ -4,51 +4,13 @@
  * its own repository with the same id sequence, so the two must match byte for byte apart from
  * timestamps.
  */
-import { normalizeOperationOutcome } from '@medplum/core';
-import { FhirRouter } from '@medplum/fhir-router';
 import type { Bundle, BundleEntry, Observation, Resource } from '@medplum/fhirtypes';
 import { describe, expect, it } from 'vitest';
-import { IndexedRepository } from '../../local/fhir/indexed-repository.js';
-import { leanSteps, runLeanTransaction } from '../../local/fhir/transaction.js';
+import type { IndexedRepository } from '../../local/fhir/indexed-repository.js';
+import { leanSteps } from '../../local/fhir/transaction.js';
+import { CountingRepository, viaLean, viaRouter } from './lean-transaction-helpers.js';
 import { buildReportTransaction } from '../../shared/reports/index.js';
 import { args } from './reports-fixtures.js';
-
-/** Ids from a counter, so that both sides name new resources alike. */
-class CountingRepository extends IndexedRepository {
-  private n = 0;
-  override generateId(): string {
-    return `id-${String(++this.n)}`;
-  }
-}
-
-type Outcome = [unknown, unknown];
-const router = new FhirRouter();
-
-async function viaRouter(repo: IndexedRepository, bundle: Bundle): Promise<Outcome> {
-  const [outcome, result] = await router.handleRequest(
-    {
-      method: 'POST',
-      url: '',
-      pathname: '',
-      params: {},
-      query: {},
-      body: bundle,
-      config: { transactions: true },
-    },
-    repo,
-  );
-  return [outcome, result];
-}
-
-async function viaLean(repo: IndexedRepository, bundle: Bundle): Promise<Outcome> {
-  const steps = leanSteps(bundle);
-  if (!steps) throw new Error('not a lean bundle');
-  try {
-    return [{ ok: true }, await runLeanTransaction(repo, bundle, steps)];
-  } catch (err) {
-    return [normalizeOperationOutcome(err), undefined];
-  }
-}
 
 /** JSON with timestamps (and the router's allOk wrapper) set aside. */
 const comparable = (value: unknown): unknown =>
