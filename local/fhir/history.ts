@@ -6,6 +6,33 @@ import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
 /** One version: the resource as written, or the marker a delete left. */
 export type Version = { readonly resource: WithId<Resource> } | { readonly deleted: WithId<Resource> };
 
+/** Version lists by type, then id; an emptied list is dropped. */
+export class VersionLists {
+  private readonly byType = new Map<string, Map<string, Version[]>>();
+
+  get(type: string, id: string): Version[] | undefined {
+    return this.byType.get(type)?.get(id);
+  }
+
+  set(type: string, id: string, list: Version[]): void {
+    let byId = this.byType.get(type);
+    if (!byId) this.byType.set(type, (byId = new Map<string, Version[]>()));
+    byId.set(id, list);
+  }
+
+  /** Keeps the first `length` versions (a rollback). */
+  truncate(type: string, id: string, length: number): void {
+    const list = this.get(type, id);
+    if (!list) return;
+    list.length = length;
+    if (length === 0) this.byType.get(type)?.delete(id);
+  }
+
+  clear(): void {
+    this.byType.clear();
+  }
+}
+
 export const versionOf = (v: Version): WithId<Resource> => ('resource' in v ? v.resource : v.deleted);
 
 /** A deep copy (what the repository hands out: callers may change it). */

@@ -26,7 +26,7 @@ import { ensureFhirDefinitions } from './definitions.js';
 import { resolveConditionalReferences, validateBasic } from './validate.js';
 import type { Entry } from './find.js';
 import { findEntries } from './find.js';
-import { clone, historyBundle, versionOf, type Version } from './history.js';
+import { VersionLists, clone, historyBundle, versionOf, type Version } from './history.js';
 import { TypeIndex } from './postings.js';
 import { extractForIndex, storedDates } from './search-index.js';
 
@@ -70,7 +70,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
    * Type → id → versions, of resources with more than one version or deleted. A resource written
    * once has none here: its history is its current entry (no list or version object of its own).
    */
-  private readonly versions = new Map<string, Map<string, Version[]>>();
+  private readonly versions = new VersionLists();
   private readonly indexes = new Map<string, TypeIndex>();
   /** Current entries by number (`Entry.seq`, what the posting lists hold); deleted ones undefined. */
   private readonly bySeq: (Entry | undefined)[] = [];
@@ -165,27 +165,26 @@ export class IndexedRepository extends FhirRepository<undefined> {
     this.bySeq[entry.seq] = undefined;
     const meta = { versionId: String(history.length + 1), lastUpdated: new Date().toISOString() };
     history.push({ deleted: { resourceType, id, meta } as WithId<Resource> });
-    this.listVersions(resourceType, id, history);
+    this.versions.set(resourceType, id, history);
     this.emit({ type: 'delete', resource: entry.resource });
   }
 
   /** A resource's versions, oldest first; undefined when it never existed. */
   private historyOf(resourceType: string, id: string): readonly Version[] | undefined {
-    const listed = this.versions.get(resourceType)?.get(id);
+    const listed = this.versions.get(resourceType, id);
     if (listed) return listed;
     const entry = this.store.get(resourceType)?.get(id);
     return entry ? [{ resource: entry.resource }] : undefined;
   }
 
-  /** The version list to push the next version onto (not yet in `versions` when it was implicit). */
-  private historyToChange(resourceType: string, id: string, current: Entry | undefined): Version[] {
-    return this.versions.get(resourceType)?.get(id) ?? (current ? [{ resource: current.resource }] : []);
+  /** How many versions a resource has had (a deletion counts as one), without building its list. */
+  private versionCount(resourceType: string, id: string): number {
+    return this.versions.get(resourceType, id)?.length ?? (this.store.get(resourceType)?.has(id) ? 1 : 0);
   }
 
-  private listVersions(resourceType: string, id: string, list: Version[]): void {
-    let byId = this.versions.get(resourceType);
-    if (!byId) this.versions.set(resourceType, (byId = new Map<string, Version[]>()));
-    byId.set(id, list);
+  /** The version list to push the next version onto (not yet in `versions` when it was implicit). */
+  private historyToChange(resourceType: string, id: string, current: Entry | undefined): Version[] {
+    return this.versions.get(resourceType, id) ?? (current ? [{ resource: current.resource }] : []);
   }
 
   readResource<T extends Resource>(resourceType: string, id: string): Promise<WithId<T>> {
@@ -195,7 +194,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
   private readNow<T extends Resource>(resourceType: string, id: string): WithId<T> {
     const entry = this.store.get(resourceType)?.get(id);
     if (entry) return clone(entry.resource) as WithId<T>;
-    throw new OperationOutcomeError(this.versions.get(resourceType)?.has(id) ? gone : notFound);
+    throw new OperationOutcomeError(this.versions.get(resourceType, id) ? gone : notFound);
   }
 
   readReference<T extends Resource>(reference: Reference<T>): Promise<WithId<T>> {
@@ -307,10 +306,10 @@ export class IndexedRepository extends FhirRepository<undefined> {
   private async write<T extends Resource>(input: T, id: string): Promise<WithId<T>> {
     validateBasic(input);
     const { resourceType } = input;
-    let history = this.historyOf(resourceType, id) ?? [];
+    let versionsSoFar = this.versionCount(resourceType, id);
     const stamp = (meta: Resource['meta']): Resource['meta'] => ({
       ...meta,
-      versionId: String(history.length + 1),
+      versionId: String(versionsSoFar + 1),
       lastUpdated: new Date().toISOString(),
     });
     // The version's meta goes into the one JSON text, so the copy returned is a parse of it.
@@ -320,7 +319,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
     const conditional = json.includes('?');
     if (conditional) {
       await resolveConditionalReferences(stored, this);
-      history = this.historyOf(resourceType, id) ?? [];
+      versionsSoFar = this.versionCount(resourceType, id);
       stored.meta = stamp(stored.meta);
     }
     let extracted: ReturnType<typeof extractForIndex>;
@@ -332,14 +331,14 @@ export class IndexedRepository extends FhirRepository<undefined> {
     let byId = this.store.get(resourceType);
     if (!byId) this.store.set(resourceType, (byId = new Map<string, Entry>()));
     const before = byId.get(id);
-    this.recordUndo(resourceType, id, before, history.length);
+    this.recordUndo(resourceType, id, before, versionsSoFar);
     const index = this.indexFor(resourceType);
     const seq = before?.seq ?? ++this.seq;
     if (before) index.remove(seq, extractForIndex(before.resource).postings);
     index.add(seq, extracted.postings);
-    const versions = this.historyToChange(resourceType, id, before);
-    versions.push({ resource: stored });
-    if (versions.length > 1) this.listVersions(resourceType, id, versions);
+    const history = this.historyToChange(resourceType, id, before);
+    history.push({ resource: stored });
+    if (history.length > 1) this.versions.set(resourceType, id, history);
     const entry: Entry = { resource: stored, seq, dates: storedDates(extracted.dates) };
     byId.set(id, entry);
     this.bySeq[seq] = entry;
@@ -375,9 +374,7 @@ export class IndexedRepository extends FhirRepository<undefined> {
         byId?.set(u.id, u.before);
         this.bySeq[u.before.seq] = u.before;
       }
-      const history = this.versions.get(u.type)?.get(u.id);
-      if (history) history.length = u.historyLength;
-      if (history?.length === 0) this.versions.get(u.type)?.delete(u.id);
+      this.versions.truncate(u.type, u.id, u.historyLength);
     }
   }
 

@@ -175,7 +175,7 @@ export function paramValues(
 /** A resource's posting keys (token and reference parameters), `[code, key]`. */
 export type PostingKeys = readonly (readonly [string, string])[];
 
-/** What is kept per resource: date values (periods and sort keys); token and reference values live in postings. */
+/** A resource's date parameter values (the entry keeps them flattened: `storedDates`); token and reference values live in postings. */
 export type DateValues = Readonly<Record<string, ParamValues>>;
 
 /** Extracts what the index keeps of a resource. Throws if the resource cannot be evaluated. */

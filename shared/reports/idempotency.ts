@@ -6,10 +6,10 @@ import { createHash, hash } from 'node:crypto';
 import type { VersionedReference } from '../types.js';
 
 /** SHA-256 of UTF-8 text: one-shot `crypto.hash` where Node has it (20.12+), the same digest as createHash. */
-const sha256 = (text: string): Buffer =>
+const sha256: (text: string) => Buffer =
   typeof hash === 'function'
-    ? hash('sha256', text, 'buffer')
-    : createHash('sha256').update(text, 'utf8').digest();
+    ? (text) => hash('sha256', text, 'buffer')
+    : (text) => createHash('sha256').update(text, 'utf8').digest();
 
 /**
  * SHA-256 (hex) of the model id, version, patient and the sorted, de-duplicated versioned

@@ -156,7 +156,7 @@ function checkArgs(args: ReportTransactionArgs): void {
 /** The UUIDs of a model version's Device and card (a few per process), hashed once each. */
 const modelUuids = new Map<string, string>();
 function modelUuid(system: string, modelIdentifier: string): string {
-  const key = JSON.stringify([system, modelIdentifier]);
+  const key = `${system}\u0000${modelIdentifier}`;
   let uuid = modelUuids.get(key);
   if (uuid === undefined) {
     uuid = deterministicUuid(system, modelIdentifier);
